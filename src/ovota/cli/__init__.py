@@ -1,0 +1,1 @@
+"""The ``ovota`` command line: thin click commands over the library."""

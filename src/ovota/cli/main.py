@@ -1,0 +1,37 @@
+"""``ovota``: the command group. Errors in input become one ``Error:`` line and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ovota import __version__
+from ovota.cli.image import image
+from ovota.cli.otadata import otadata
+from ovota.cli.parttable import parttable
+from ovota.formats import FormatError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (FormatError, OSError) as err:
+            message = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) and err.strerror else err
+            click.echo(f"Error: {message}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ovota")
+def main() -> None:
+    """Build, inspect and verify ESP32 firmware and flash structures; run OTA updates."""
+
+
+main.add_command(image)
+main.add_command(parttable)
+main.add_command(otadata)

@@ -1,0 +1,42 @@
+"""Shared fixtures: the ESP-IDF vectors beside the project, and a runner for the real ``ovota`` CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT.parent / "shared" / "vectors"
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+CliRunner = Callable[..., Run]
+
+
+@pytest.fixture(scope="session")
+def vectors() -> Path:
+    assert VECTORS.is_dir(), f"test vectors not found at {VECTORS}"
+    return VECTORS
+
+
+@pytest.fixture
+def ovota() -> CliRunner:
+    """Run the installed ``ovota`` console script as a user would, in a subprocess."""
+    script = Path(sys.executable).with_name("ovota")
+
+    def run(*args: str | Path, env: dict[str, str] | None = None) -> Run:
+        proc = subprocess.run([str(script), *map(str, args)], capture_output=True, text=True, env=env, check=False)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
