@@ -142,7 +142,12 @@ def test_descriptor_and_placement_rules() -> None:
     image = AppImage.parse(build_app_image("3.3.006-12-gabcdef", built=BUILT, project="demo"))
     desc = image.app_descriptor()
     assert desc is not None
-    assert (desc.version, desc.project_name, desc.date, desc.time) == ("3.3.006-12-gabcdef", "demo", "Jul  4 2026", "09:05:03")
+    assert (desc.version, desc.project_name, desc.date, desc.time) == (
+        "3.3.006-12-gabcdef",
+        "demo",
+        "Jul  4 2026",
+        "09:05:03",
+    )
     assert image.verify(partition_offset=0x10000, partition_size=0x400000).ok
     misplaced = image.verify(partition_offset=0x18000)
     assert misplaced.problems == ("Segment 0 load address 0x3f400020, doesn't match data 0x00018020",)

@@ -140,9 +140,7 @@ def test_invalid_tables_are_rejected(csv: str, message: str) -> None:
 
 
 def test_overlap_found_in_sorted_order() -> None:
-    table = PartitionTable(
-        (Partition("a", DATA, 2, 0x20000, 0x4000), Partition("b", DATA, 1, 0x1E000, 0x4000))
-    )
+    table = PartitionTable((Partition("a", DATA, 2, 0x20000, 0x4000), Partition("b", DATA, 1, 0x1E000, 0x4000)))
     with pytest.raises(FormatError, match=r"Partition at 0x20000 overlaps 0x1e000-0x21fff"):
         table.verify()
     with pytest.raises(FormatError, match=r"Partition offset 0x8000 is below 0x9000"):
@@ -157,7 +155,9 @@ def test_too_many_entries() -> None:
 
 
 def test_flash_size_check(vectors: Path, tmp_path: Path, ovota: CliRunner) -> None:
-    run = ovota("parttable", "build", "--flash-size", "8MB", vectors / "partition_tables/partitions.csv", tmp_path / "x")
+    run = ovota(
+        "parttable", "build", "--flash-size", "8MB", vectors / "partition_tables/partitions.csv", tmp_path / "x"
+    )
     assert run.code == 2
     assert "Error: Partitions tables occupies 16.0MB of flash (16777216 bytes) which does not fit" in run.err
     assert not (tmp_path / "x").exists()
