@@ -9,6 +9,7 @@ import click
 
 from ovota import __version__
 from ovota.cli.image import image
+from ovota.cli.module import module
 from ovota.cli.otadata import otadata
 from ovota.cli.parttable import parttable
 from ovota.formats import FormatError
@@ -35,3 +36,4 @@ def main() -> None:
 main.add_command(image)
 main.add_command(parttable)
 main.add_command(otadata)
+main.add_command(module)

@@ -1,0 +1,88 @@
+"""``ovota module``: create an emulated OVMS module's flash, and drive its console."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ovota.device.bootloader import NoBootableApp
+from ovota.device.console.shell import PROMPT, Shell
+from ovota.device.console.writer import Writer
+from ovota.device.flash import FlashError
+from ovota.device.layouts import LAYOUTS
+from ovota.device.module import Module, ModuleError, create_module
+from ovota.device.store import StoreError
+from ovota.formats import FormatError
+
+EXIT_COMMAND_ERROR = 1
+
+_flash_arg = click.argument("flash", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+_sd_option = click.option(
+    "--sd", "sd", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Folder mounted at /sd."
+)
+
+
+@click.group()
+def module() -> None:
+    """Emulated OVMS modules: a 16 MB flash image file is the device."""
+
+
+@module.command("create")
+@click.argument("flash", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--layout", type=click.Choice(sorted(LAYOUTS)), default="v3-35", show_default=True)
+@click.option("--firmware", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
+@click.option("--hardware", help='Hardware string, e.g. "OVMS WIFI BLE BT cores=2 rev=ESP32/3; MODEM SIM7600".')
+def create(flash: Path, layout: str, firmware: Path, hardware: str | None) -> None:
+    """Write a complete module flash with FIRMWARE in its first app slot."""
+    create_module(flash, layout, firmware.read_bytes(), hardware)
+    click.echo(f"Created {flash}: layout {layout}, firmware {firmware}")
+
+
+def _power_on(flash: Path, sd: Path | None) -> Module:
+    try:
+        return Module.open(flash, sd)
+    except (ModuleError, NoBootableApp, FlashError, StoreError, FormatError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@module.command("run")
+@_flash_arg
+@_sd_option
+@click.argument("commands", nargs=-1, required=True)
+def run(flash: Path, sd: Path | None, commands: tuple[str, ...]) -> None:
+    """Power on, run each console command in order; exit 1 if any printed an Error: line."""
+    device = _power_on(flash, sd)
+    out = Writer(sys.stdout)
+    try:
+        shell = Shell(device, out)
+        for command in commands:
+            out.write(f"{PROMPT}{command}\n")
+            shell.execute(command)
+    finally:
+        device.close()
+    if out.errors:
+        sys.exit(EXIT_COMMAND_ERROR)
+
+
+@module.command("shell")
+@_flash_arg
+@_sd_option
+def shell(flash: Path, sd: Path | None) -> None:
+    """Interactive OVMS# console (exit with Ctrl-D or 'exit')."""
+    if sys.stdin.isatty():
+        import readline  # noqa: F401  (line editing and history for input())
+    device = _power_on(flash, sd)
+    try:
+        console = Shell(device, Writer(sys.stdout))
+        while True:
+            try:
+                line = input(PROMPT if sys.stdin.isatty() else "")
+            except EOFError:
+                break
+            if line.strip() in ("exit", "quit"):
+                break
+            console.execute(line)
+    finally:
+        device.close()

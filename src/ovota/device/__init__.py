@@ -1,0 +1,1 @@
+"""The OVMS module emulator: a flash image file is the device."""

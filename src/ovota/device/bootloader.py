@@ -1,0 +1,83 @@
+"""The ESP-IDF second-stage bootloader: choose the boot slot from otadata, verify it, fall back if needed.
+
+Models a rollback-less IDF v3.3 bootloader (OVMS's build): the first choice comes from otadata
+(formats/otadata.py); a slot whose image fails verification is skipped, trying lower slots down to
+factory and then higher slots, as bootloader_utility_load_boot_image does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ovota.device.flash import SECTOR_SIZE, Flash
+from ovota.device.images import verify_partition_image
+from ovota.device.layout import Layout
+from ovota.formats.otadata import OTADATA_SIZE, BootChoice, OtaData, OtaState, SelectEntry, choose_boot
+from ovota.formats.partition_table import Partition
+
+
+class NoBootableApp(Exception):
+    """No partition holds a valid app: a real module would sit in a reset loop."""
+
+
+@dataclass(frozen=True)
+class BootResult:
+    running: Partition
+    choice: BootChoice
+    log: tuple[str, ...]
+
+    @property
+    def fell_back(self) -> bool:
+        """True when the chosen slot failed verification and another partition was booted."""
+        return self.running.ota_slot != self.choice.slot
+
+
+def read_otadata(flash: Flash, layout: Layout) -> OtaData | None:
+    part = layout.otadata
+    if part is None or part.size < OTADATA_SIZE:
+        return None
+    return OtaData.from_bytes(flash.read(part.offset, OTADATA_SIZE))
+
+
+def boot_choice(flash: Flash, layout: Layout) -> BootChoice:
+    """The bootloader's first choice (also what esp_ota_get_boot_partition reports)."""
+    otadata = read_otadata(flash, layout)
+    if otadata is None:
+        return BootChoice(None)
+    return choose_boot(otadata, len(layout.ota_slots), layout.factory is not None)
+
+
+def _candidates(layout: Layout, choice: BootChoice) -> list[Partition]:
+    slots = {p.ota_slot: p for p in layout.ota_slots}
+    start = -1 if choice.slot is None else choice.slot
+    order = list(range(start, -2, -1)) + list(range(start + 1, len(slots)))
+    found: list[Partition] = []
+    for index in order:
+        part = layout.factory if index == -1 else slots.get(index)
+        if part is not None and part not in found:
+            found.append(part)
+    return found
+
+
+def boot(flash: Flash, layout: Layout) -> BootResult:
+    """Pick and verify the partition to run; raise NoBootableApp if none is valid."""
+    choice = boot_choice(flash, layout)
+    log = [f"Boot choice: {choice.label}"]
+    for part in _candidates(layout, choice):
+        problem = verify_partition_image(flash, part)
+        if problem is None:
+            if choice.initial and part.ota_slot is not None:
+                _record_initial_seq(flash, layout, part.ota_slot)
+            log.append(f"Loaded app from partition {part.name} at offset 0x{part.offset:x}")
+            return BootResult(part, choice, tuple(log))
+        log.append(f"Partition {part.name} has no valid app: {problem}")
+    raise NoBootableApp("No bootable app partitions in the partition table")
+
+
+def _record_initial_seq(flash: Flash, layout: Layout, slot: int) -> None:
+    # IDF >= v3.3 set_actual_ota_seq: on a blank otadata the booted slot is written to sector 0 as VALID.
+    part = layout.otadata
+    assert part is not None
+    entry = SelectEntry.for_seq(slot + 1, OtaState.VALID)
+    flash.erase(part.offset, SECTOR_SIZE)
+    flash.program(part.offset, entry.to_bytes())

@@ -1,0 +1,119 @@
+"""Automatic updates: OvmsOTA::Ticker600 and AutoFlash, logging like OVMS (log tag ``ota``)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from ovota.device import fetch
+from ovota.device.ota import EspError, OtaUpdate, next_update_partition, set_boot_partition
+from ovota.formats.partition_table import Partition
+from ovota.formats.versions import buildverscmp
+
+if TYPE_CHECKING:
+    from ovota.device.console.shell import Shell
+
+TICK = timedelta(seconds=600)
+MIN_DOWNLOAD = 1024
+
+
+def advance(shell: Shell, delta: timedelta) -> None:
+    """Move the clock forward, running the 10-minute ticker at every tick boundary passed."""
+    clock = shell.module.clock
+    end = clock.now + delta
+    while clock.now + TICK <= end:
+        clock.advance(TICK)
+        ticker600(shell)
+    clock.now = end
+
+
+def ticker600(shell: Shell) -> None:
+    m = shell.module
+    if not m.config.get_bool("auto", "ota", True):
+        return
+    now = m.clock.now
+    if now.hour == m.config.get_int("ota", "auto.hour", 2) and now.day != m.last_check_day:
+        m.last_check_day = now.day
+        auto_flash(shell, force=False)
+
+
+def auto_flash(shell: Shell, force: bool) -> bool:
+    """OvmsOTA::AutoFlash. On success the module restarts by itself."""
+    m = shell.module
+    log = shell.log
+    running = m.running
+    target = next_update_partition(m.layout, running)
+    if target is None or target == running:
+        log("AutoFlash: Cannot determine target partition")
+        m.last_check_day = None
+        return False
+    server = asyncio.run(fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent)) if m.network.any else None
+    if server is None:
+        log("AutoFlash: Server version could not be determined")
+        m.last_check_day = None
+        return False
+    if not force and buildverscmp(server.version, m.firmware_metric) <= 0:
+        log(f"AutoFlash: No new firmware available ({server.version} is current)")
+        return False
+    if not m.network.wifi and not m.config.get_bool("ota", "auto.allow.modem", False):
+        log("AutoFlash: Cannot flash without wifi connection, or auto.allow.modem")
+        if shell.notified_version != server.version:
+            shell.notify("info", "ota.update", f"New firmware {server.version} is available. Connect to WIFI to update")
+            shell.notified_version = server.version
+        return False
+    url = m.server_url("ovms3.bin")
+    log(f"AutoFlash: Update {target.name} to {server.version} ({url})")
+    shell.notify("info", "ota.update", f"New OTA firmware {server.version} is now being downloaded")
+    size = asyncio.run(_download(shell, url, running, target))
+    if size is None:
+        return False
+    log(f"AutoFlash: Success flash of {size} bytes from {url}")
+    shell.notify("info", "ota.update", f"OTA firmware {server.version} has been updated (OVMS will restart)")
+    m.config.set("ota", "http.mru", url)
+    log("AutoFlash OTA: Task complete. Requesting restart...")
+    shell.restart()
+    return True
+
+
+async def _download(shell: Shell, url: str, running: Partition, part: Partition) -> int | None:
+    m = shell.module
+    log = shell.log
+    try:
+        async with fetch.get(url, m.user_agent) as resp:
+            expected = resp.content_length or 0 if resp.status == 200 else 0
+            if expected < MIN_DOWNLOAD:
+                log(f"AutoFlash: Expected download file size ({expected}) is invalid")
+                m.last_check_day = None
+                return None
+            if expected > part.size:
+                log(f"Error: target partition too small ({part.size} bytes capacity) - aborting")
+                return None
+            log("OTA Auto Flash: Preparing flash partition...")
+            update = OtaUpdate(m.flash, running, part, expected)
+            log("OTA Auto Flash: Downloading OTA image...")
+            filesize = 0
+            outcome = "complete"
+            try:
+                async for chunk in resp.chunks():
+                    update.write(chunk)
+                    filesize += len(chunk)
+            except fetch.BodyFailed:
+                outcome = "failed"
+            log(f"AutoFlash:: Download {outcome} (at {filesize} bytes)")
+            if filesize != expected:
+                log(f"AutoFlash: Download file size ({filesize}) does not match expected ({expected})")
+                m.last_check_day = None
+                return None
+            log("OTA Auto Flash: Finalising flash partition...")
+            update.end()
+            log("AutoFlash: Setting boot partition...")
+            set_boot_partition(m.flash, m.layout, part)
+            return filesize
+    except fetch.RequestFailed:
+        log(f"AutoFlash: http://{url} request failed")
+        m.last_check_day = None
+        return None
+    except EspError as err:
+        log(f"AutoFlash: ESP32 error #{err.code}: {err.reason}")
+        return None

@@ -1,0 +1,352 @@
+"""``ota …`` commands with OVMS 3.3.006's exact output (see ovms_ota.cpp)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ovota.device import fetch
+from ovota.device.console.tree import Command
+from ovota.device.flash import SECTOR_SIZE
+from ovota.device.images import partition_version
+from ovota.device.ota import (
+    ESP_ERR_INVALID_ARG,
+    ESP_ERR_NOT_FOUND,
+    ESP_ERR_OTA_VALIDATE_FAILED,
+    EspError,
+    OtaUpdate,
+    next_update_partition,
+    set_boot_partition,
+)
+from ovota.formats.partition_table import SUBTYPE_KEYWORDS, TYPE_KEYWORDS, Partition
+from ovota.formats.versions import buildverscmp
+
+if TYPE_CHECKING:
+    from ovota.device.console.shell import Shell
+
+MIN_DOWNLOAD = 1024  # 3.3.006: smaller bodies are error pages
+PROGRESS_EVERY = 200000
+NEW_LAYOUT_SLOT = 0x700000
+VFS_CHUNK = 4096  # OVMS freads 512 bytes; flash writes of one sector keep the emulator's op count low
+BOOT_ERRORS = {
+    ESP_ERR_INVALID_ARG: "Error: partition argument didn't point to a valid OTA partition of type 'app'",
+    ESP_ERR_OTA_VALIDATE_FAILED: "Error: partition contained invalid app image, or signature validation failed",
+    ESP_ERR_NOT_FOUND: "Error: OTA partition not found",
+}
+
+
+def register(root: Command, has_factory: bool) -> None:
+    ota = root.add(Command("ota", "OTA framework", ota_status))
+    status = ota.add(Command("status", "Show OTA status", ota_status, max_args=0))
+    status.add(Command("nocheck", "Show OTA status (skip check for available update)", ota_status))
+    flash = ota.add(Command("flash", "OTA flash"))
+    flash.add(Command("vfs", "OTA flash vfs", ota_flash_vfs, "<file>", 1, 1))
+    flash.add(Command("http", "OTA flash http", ota_flash_http, "[<url>]", 0, 1))
+    flash.add(Command("auto", "Automatic regular OTA flash (over web)", ota_flash_auto, "[force]", 0, 1))
+    labels = (["factory"] if has_factory else []) + ["ota_0", "ota_1"]
+    boot = ota.add(Command("boot", "OTA boot"))
+    erase = ota.add(Command("erase", "OTA erase"))
+    for label in labels:
+        boot.add(Command(label, f"Boot from {label} partition", ota_boot))
+        erase.add(Command(label, f"Erase {label} partition", ota_erase))
+    ota.add(Command("copy", "OTA copy", ota_copy, "<from> <to>", 2, 2))
+    partitions = ota.add(Command("partitions", "OTA partitions"))
+    partitions.add(Command("list", "Show partition table", ota_partitions_list))
+
+
+# -- status ---------------------------------------------------------------------------------------------
+
+
+def ota_status(shell: Shell, args: list[str]) -> None:
+    m = shell.module
+    out = shell.out
+    check = shell.words[:2] == ["ota", "status"] and "nocheck" not in shell.words
+    out.write(f"Hardware:          {m.identity.hardware}\n")
+    out.write(f"Firmware:          {m.firmware_metric}\n")
+    out.write(f"Partition type:    {m.layout.type.value}\n")
+    out.write(f"Partition table:   0x{m.layout.table_offset:04x}\n")
+    out.write(f"Running partition: {m.running.name}\n")
+    boot = m.boot_partition
+    out.write(f"Boot partition:    {boot.name if boot else ''}\n")
+    for label, part in (
+        ("Factory image:     ", m.layout.factory),
+        ("OTA_O image:       ", m.layout.get("ota_0")),
+        ("OTA_1 image:       ", m.layout.get("ota_1")),
+    ):
+        version = partition_version(m.flash, part)
+        if version:
+            out.write(f"{label}{version}\n")
+    if check and m.network.any:
+        server = asyncio.run(fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent))
+        if server is not None:
+            newer = buildverscmp(server.version, m.firmware_metric) > 0
+            out.write(f"Server Available:  {server.version}{' (is newer)' if newer else ' (no update required)'}\n")
+            if server.changelog:
+                out.puts("")
+                out.puts(server.changelog)
+
+
+# -- flashing -------------------------------------------------------------------------------------------
+
+
+def _target(shell: Shell) -> tuple[Partition, Partition] | None:
+    """The running and target partitions, with OVMS's lines and errors."""
+    m = shell.module
+    shell.out.write(f"Current running partition is: {m.running.name}\n")
+    target = next_update_partition(m.layout, m.running)
+    if target is None:
+        shell.out.puts("Error: Target partition cannot be determined - aborting")
+        return None
+    shell.out.write(f"Target partition is: {target.name}\n")
+    if target == m.running:
+        shell.out.puts("Error: Cannot flash to running image partition")
+        return None
+    return m.running, target
+
+
+def _too_small(shell: Shell, target: Partition) -> None:
+    shell.out.write(f"Error: target partition too small ({target.size} bytes capacity) - aborting\n")
+    if target.size < NEW_LAYOUT_SLOT:
+        shell.out.puts("Consider upgrading your partitioning scheme to v3-35.")
+
+
+def _finish(shell: Shell, update: OtaUpdate, target: Partition, prefix: str) -> bool:
+    """esp_ota_end and set boot; the OVMS messages for their failures."""
+    m = shell.module
+    try:
+        update.end()
+    except EspError as err:
+        shell.out.write(f"Error: ESP32 error #{err.code} finalising OTA operation - state is inconsistent\n")
+        shell.log(f"{prefix}: {err.reason}")
+        return False
+    shell.out.puts(f"{prefix}: Setting boot partition...")
+    try:
+        set_boot_partition(m.flash, m.layout, target)
+    except EspError as err:
+        shell.out.write(f"Error: ESP32 error #{err.code} setting boot partition - check before rebooting\n")
+        return False
+    return True
+
+
+def ota_flash_http(shell: Shell, args: list[str]) -> None:
+    parts = _target(shell)
+    if parts is None:
+        return
+    m = shell.module
+    url = args[0] if args else m.server_url("ovms3.bin")
+    shell.out.write(f"Download firmware from {url} to {parts[1].name}\n")
+    size = asyncio.run(_flash_http(shell, url, parts[0], parts[1]))
+    if size is not None:
+        shell.out.write(
+            f"OTA flash was successful\n  Flashed {size} bytes from {url}\n  Next boot will be from '{parts[1].name}'\n"
+        )
+        m.config.set("ota", "http.mru", url)
+
+
+async def _flash_http(shell: Shell, url: str, running: Partition, target: Partition) -> int | None:
+    out = shell.out
+    try:
+        async with fetch.get(url, shell.module.user_agent) as resp:
+            if resp.status != 200:
+                # OVMS ignores the status and would flash the error page; refusing it keeps the slot intact.
+                out.write(f"Error: Request failed (server answered {resp.status} {resp.reason})\n")
+                return None
+            expected = resp.content_length or 0
+            if expected < MIN_DOWNLOAD:
+                out.write(f"Error: Expected download file size ({expected}) is invalid\n")
+                return None
+            out.write(f"Expected file size is {expected}\n")
+            if expected > target.size:
+                _too_small(shell, target)
+                return None
+            out.puts("OTA Flash HTTP: Preparing flash partition...")
+            try:
+                update = OtaUpdate(shell.module.flash, running, target, expected)
+            except EspError as err:
+                out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
+                return None
+            filesize = sofar = 0
+            outcome = "complete"
+            try:
+                async for chunk in resp.chunks():
+                    filesize += len(chunk)
+                    sofar += len(chunk)
+                    if filesize > target.size:
+                        out.puts(
+                            "Error: Download firmware is bigger than available partition space - state is inconsistent"
+                        )
+                        return None
+                    try:
+                        update.write(chunk)
+                    except EspError as err:
+                        out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
+                        shell.log(f"OTA Flash HTTP: {err.reason}")
+                        return None
+                    if sofar > PROGRESS_EVERY:
+                        out.write(f"Downloading... {filesize * 100 // expected}% ({filesize} bytes so far)\n")
+                        sofar = 0
+            except fetch.BodyFailed as err:
+                outcome = "failed"
+                shell.log(f"OTA Flash HTTP: {err}")
+            out.write(f"Download {outcome} (at {filesize} bytes)\n")
+            if filesize != expected:
+                out.write(f"Error: Download file size ({filesize}) does not match expected ({expected})\n")
+                return None
+            return filesize if _finish(shell, update, target, "OTA Flash HTTP") else None
+    except fetch.RequestFailed as err:
+        out.puts("Error: Request failed")
+        shell.log(f"OTA Flash HTTP: {err}")
+        return None
+
+
+def ota_flash_vfs(shell: Shell, args: list[str]) -> None:
+    parts = _target(shell)
+    if parts is None:
+        return
+    running, target = parts
+    path = args[0]
+    local = shell.vfs_path(path)
+    if local is None or not local.is_file():
+        shell.out.write(f"Error: Cannot find file {path}\n")
+        return
+    size = local.stat().st_size
+    shell.out.write(f"Source image is {size} bytes in size\n")
+    if size > target.size:
+        _too_small(shell, target)
+        return
+    try:
+        source = local.open("rb")
+    except OSError:
+        shell.out.write(f"Error: Cannot open {path}\n")
+        return
+    with source:
+        shell.out.puts("OTA Flash VFS: Preparing flash partition...")
+        try:
+            update = OtaUpdate(shell.module.flash, running, target, size)
+        except EspError as err:
+            shell.out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
+            return
+        shell.out.puts("OTA Flash VFS: Flashing image partition...")
+        while chunk := source.read(VFS_CHUNK):
+            try:
+                update.write(chunk)
+            except EspError as err:
+                shell.out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
+                shell.log(f"OTA Flash VFS: {err.reason}")
+                return
+    if _finish(shell, update, target, "OTA Flash VFS"):
+        shell.out.write(
+            f"OTA flash was successful\n  Flashed {size} bytes from {path}\n  Next boot will be from '{target.name}'\n"
+        )
+        shell.module.config.set("ota", "vfs.mru", path)
+
+
+def ota_flash_auto(shell: Shell, args: list[str]) -> None:
+    if args and args[0] != "force":
+        shell.out.puts("Usage: ota flash auto [force]")
+        return
+    shell.out.puts("Triggering automatic firmware update...")
+    shell.auto_flash(force=bool(args))
+
+
+# -- boot, erase, copy, partitions ------------------------------------------------------------------------
+
+
+def ota_boot(shell: Shell, args: list[str]) -> None:
+    m = shell.module
+    part = m.layout.get(shell.words[-1])
+    if part is None:
+        return
+    try:
+        set_boot_partition(m.flash, m.layout, part)
+    except EspError as err:
+        shell.out.puts(BOOT_ERRORS.get(err.code, f"Error: cannot set OTA boot partition (error {err.code})"))
+        return
+    shell.out.write(f"Boot from {part.name} at 0x{part.offset:08x} (size 0x{part.size:08x})\n")
+
+
+def ota_erase(shell: Shell, args: list[str]) -> None:
+    m = shell.module
+    part = m.layout.get(shell.words[-1])
+    if part is None:
+        shell.out.puts("Error: Cannot find specified partition")
+        return
+    if part == m.running:
+        shell.out.puts("Error: Cannot erase currently running partition")
+        return
+    if part == m.boot_partition:
+        shell.out.puts("Error: Cannot erase boot partition")
+        return
+    shell.out.puts("OTA Erase: Erasing partition...")
+    if part.ota_slot is None:
+        m.flash.erase(part.offset, part.size)
+    else:
+        OtaUpdate(m.flash, m.running, part)  # esp_ota_begin(OTA_SIZE_UNKNOWN) erases the whole slot
+    shell.out.puts("Partition erase complete")
+
+
+def ota_copy(shell: Shell, args: list[str]) -> None:
+    m = shell.module
+    source, dest = m.layout.get(args[0]), m.layout.get(args[1])
+    if dest is not None and dest == m.running:
+        shell.out.puts("Error: Cannot copy to currently running partition")
+        return
+    if dest is not None and dest == m.boot_partition:
+        shell.out.puts("Error: Cannot copy to boot partition")
+        return
+    if source is None:
+        shell.out.puts("Error: Could not find partition to copy from")
+        return
+    if dest is None:
+        shell.out.puts("Error: Could not find partition to copy to")
+        return
+    if source.size != dest.size:
+        shell.out.puts("Error: The two specified partitions are not the same size")
+        return
+    shell.out.write(
+        f"OTA copy {source.name} ({source.offset:08d}) -> {dest.name} ({dest.offset:08x}) "
+        f"size {source.size} with block size {SECTOR_SIZE}\n"
+    )
+    label = "OTA Factory Copy" if dest.ota_slot is None else "OTA Copy"
+    m.flash.erase(dest.offset, dest.size)
+    for done in range(0, source.size, SECTOR_SIZE):
+        block = m.flash.read(source.offset + done, SECTOR_SIZE)
+        if block != b"\xff" * SECTOR_SIZE:
+            m.flash.program(dest.offset + done, block)
+        if (done + SECTOR_SIZE) % 0x40000 == 0:
+            shell.out.write(
+                f"{label}: {(done + SECTOR_SIZE) * 100 // source.size}% progress ({done + SECTOR_SIZE} bytes)\n"
+            )
+    shell.out.puts("OTA copy complete")
+
+
+def _size_text(size: int) -> str:
+    if size % 0x100000 == 0:
+        return f"{size // 0x100000} MB"
+    if size % 0x400 == 0:
+        return f"{size // 0x400} KB"
+    return f"0x{size:08x}"
+
+
+def ota_partitions_list(shell: Shell, args: list[str]) -> None:
+    m = shell.module
+    out = shell.out
+    out.puts("Partition table:")
+    out.write(f"{'Label':<16} {'Type':>4} {'Subtype':<12} {'Address':>10} {'Size':<10.10}\n")
+    for p in m.layout.table:
+        ptype = next((k for k, v in TYPE_KEYWORDS.items() if v == p.type), str(p.type))
+        subtype = next((k for k, v in SUBTYPE_KEYWORDS.get(p.type, {}).items() if v == p.subtype), str(p.subtype))
+        out.write(f"{p.name:<16} {ptype:<4.4} {subtype:<12.12} 0x{p.offset:08x} {_size_text(p.size)}\n")
+    if m.layout.stored_md5 is not None:
+        verdict = "pass" if m.layout.md5_ok else "FAIL"
+        out.write(f"Digest:          {m.layout.stored_md5.hex()} {verdict}\n")
+
+
+def vfs_local(sd_dir: Path | None, path: str) -> Path | None:
+    """Map an OVMS VFS path under /sd to the emulator's --sd folder; None for anything else or an escape."""
+    if sd_dir is None or not path.startswith("/sd/"):
+        return None
+    local = (sd_dir / path[4:]).resolve()
+    root = sd_dir.resolve()
+    return local if local == root or root in local.parents else None

@@ -1,0 +1,93 @@
+"""The OVMS# shell: parses command lines, runs them against a module, and owns the console's side effects."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from datetime import timedelta
+from pathlib import Path
+
+from ovota.device.console import auto, config, ota
+from ovota.device.console.tree import Command
+from ovota.device.console.writer import Writer
+from ovota.device.module import Module
+
+PROMPT = "OVMS# "
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Shell:
+    """One console session on a powered-on module."""
+
+    def __init__(self, module: Module, out: Writer) -> None:
+        self.module = module
+        self.out = out
+        self.words: list[str] = []
+        self.notified_version: str | None = None
+        self._build_tree()
+
+    def _build_tree(self) -> None:
+        self.root = Command("", "")
+        ota.register(self.root, has_factory=self.module.layout.factory is not None)
+        config.register(self.root)
+        module = self.root.add(Command("module", "MODULE framework"))
+        module.add(Command("reset", "Reset module", _module_reset))
+        time = self.root.add(Command("time", "Emulated clock"))
+        time.add(Command("status", "Show the emulated time", _time_status))
+        time.add(Command("advance", "Fast-forward the clock, running timers", _time_advance, "<N>[s|m|h|d]", 1, 1))
+        network = self.root.add(Command("network", "Emulated network links"))
+        for link in ("wifi", "modem"):
+            network.add(Command(link, f"Switch the emulated {link} link", _network_link, "on|off", 1, 1))
+
+    def execute(self, line: str) -> None:
+        try:
+            self.words = shlex.split(line)
+        except ValueError as err:
+            self.out.puts(f"Error: {err}")
+            return
+        if self.words:
+            self.root.execute(self, self.words, "")
+
+    def log(self, message: str, level: str = "I", tag: str = "ota") -> None:
+        self.out.write(f"{level} ({tag}) {message}\n")
+
+    def notify(self, kind: str, subtype: str, text: str) -> None:
+        self.out.write(f"Notification {kind}/{subtype}: {text}\n")
+
+    def vfs_path(self, path: str) -> Path | None:
+        return ota.vfs_local(self.module.sd_dir, path)
+
+    def auto_flash(self, force: bool) -> bool:
+        return auto.auto_flash(self, force)
+
+    def restart(self) -> None:
+        """A reboot through the bootloader; the command tree follows the new partition table."""
+        self.module.reset()
+        self._build_tree()
+
+
+def _module_reset(shell: Shell, args: list[str]) -> None:
+    shell.out.puts("Resetting system...")
+    shell.restart()
+
+
+def _time_status(shell: Shell, args: list[str]) -> None:
+    shell.out.puts(f"Time: {shell.module.clock.now:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def _time_advance(shell: Shell, args: list[str]) -> None:
+    match = _DURATION.match(args[0])
+    if match is None:
+        shell.out.puts(f"Error: invalid duration {args[0]!r} (use e.g. 90s, 15m, 24h, 2d)")
+        return
+    auto.advance(shell, timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)]))
+    _time_status(shell, [])
+
+
+def _network_link(shell: Shell, args: list[str]) -> None:
+    if args[0] not in ("on", "off"):
+        shell.out.puts("Usage: network <wifi|modem> on|off")
+        return
+    setattr(shell.module.network, shell.words[1], args[0] == "on")
+    shell.out.puts(f"{shell.words[1]} {'connected' if args[0] == 'on' else 'disconnected'}")

@@ -1,0 +1,42 @@
+"""A command tree like OVMS's OvmsCommand: words select children; a leaf handler gets the remaining args."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ovota.device.console.shell import Shell
+
+Handler = Callable[["Shell", list[str]], None]
+
+
+@dataclass
+class Command:
+    name: str
+    title: str
+    handler: Handler | None = None
+    usage: str = ""
+    min_args: int = 0
+    max_args: int = 0
+    children: dict[str, Command] = field(default_factory=dict)
+
+    def add(self, child: Command) -> Command:
+        self.children[child.name] = child
+        return child
+
+    def execute(self, shell: Shell, words: list[str], path: str) -> None:
+        if words and words[0] in self.children:
+            self.children[words[0]].execute(shell, words[1:], f"{path} {words[0]}".strip())
+            return
+        if self.handler is None or (words and self.children and self.max_args == 0):
+            if words:
+                shell.out.puts("Unrecognised command")
+                return
+            shell.out.puts(f"Usage: {path} [{'|'.join(self.children)}]")
+            return
+        if not self.min_args <= len(words) <= self.max_args:
+            shell.out.puts(f"Usage: {path} {self.usage}".rstrip())
+            return
+        self.handler(shell, words)

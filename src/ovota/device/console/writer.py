@@ -1,0 +1,22 @@
+"""Console output: lines to a stream, remembering whether any was an ``Error:`` line."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+
+class Writer:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.errors = 0
+
+    def puts(self, text: str) -> None:
+        """OVMS writer->puts: the text and a newline."""
+        self.write(text + "\n")
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            if line.startswith("Error:"):
+                self.errors += 1
+        self.stream.write(text)
+        self.stream.flush()

@@ -1,0 +1,109 @@
+"""HTTP(S) download for the module (aiohttp client), with OVMS's request shape and bounded retries.
+
+OVMS sends a bare HTTP/1.0 GET with Host and User-Agent, strips any scheme and never does TLS. Here a
+URL without a scheme is plain http (as OVMS), and an https URL gets real, verified TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+TIMEOUT_SECONDS = 10.0  # OVMS's select() timeout per read
+CONNECT_ATTEMPTS = 3
+CHUNK = 512  # OVMS reads and writes 512 bytes at a time
+
+
+class RequestFailed(Exception):
+    """No HTTP response could be had (DNS, connect, TLS, headers), after the bounded retries."""
+
+
+class BodyFailed(Exception):
+    """The body stopped early: the connection broke or a read timed out."""
+
+
+def http_url(url: str) -> str:
+    return url if "://" in url else "http://" + url
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    content_length: int | None
+    _resp: aiohttp.ClientResponse
+
+    async def chunks(self, size: int = CHUNK) -> AsyncIterator[bytes]:
+        """The body in chunks of exactly ``size`` bytes (the last may be shorter)."""
+        try:
+            while True:
+                try:
+                    yield await self._resp.content.readexactly(size)
+                except asyncio.IncompleteReadError as partial:
+                    if partial.partial:
+                        yield partial.partial
+                    return
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise BodyFailed(str(err) or type(err).__name__) from None
+
+    async def body(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks(65536)])
+
+
+@asynccontextmanager
+async def get(url: str, user_agent: str, timeout: float = TIMEOUT_SECONDS) -> AsyncIterator[Response]:
+    """GET ``url`` as an OVMS module does; connection failures are retried a bounded number of times."""
+    client_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout)
+    async with aiohttp.ClientSession(
+        timeout=client_timeout, auto_decompress=False, version=aiohttp.HttpVersion10
+    ) as session:
+        last_error = ""
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                resp = await session.get(
+                    http_url(url),
+                    headers={"User-Agent": user_agent},
+                    skip_auto_headers=("Accept", "Accept-Encoding"),
+                    allow_redirects=False,
+                )
+                break
+            except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+                last_error = str(err) or type(err).__name__
+                if attempt + 1 < CONNECT_ATTEMPTS:
+                    await asyncio.sleep(0.2 * 2**attempt)
+        else:
+            raise RequestFailed(last_error)
+        try:
+            yield Response(resp.status, resp.reason or "", resp.content_length, resp)
+        finally:
+            resp.release()
+
+
+@dataclass(frozen=True)
+class ServerVersion:
+    version: str
+    changelog: str
+
+
+async def fetch_version(url: str, user_agent: str) -> ServerVersion | None:
+    """OvmsOTA::GetStatus's server check: line 1 of ovms3.ver is the version, the rest the changelog."""
+    try:
+        async with get(url, user_agent) as resp:
+            if resp.status != 200:
+                return None
+            body = await resp.body()
+    except (RequestFailed, BodyFailed):
+        return None
+    for end, char in enumerate(body):
+        if char in b"\r\n":
+            if end == 0:
+                return None  # OVMS ignores a reply that starts with a newline
+            rest = body[end + 1 :]
+            if char == 0x0D and rest[:1] == b"\n":
+                rest = rest[1:]
+            return ServerVersion(body[:end].decode("utf-8", "replace"), rest.decode("utf-8", "replace"))
+    return None

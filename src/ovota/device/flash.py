@@ -1,0 +1,126 @@
+"""NOR flash over an image file: the emulated module's only persistent state.
+
+Semantics of SPI NOR (as on the ESP32's 16 MB flash chip): erasing works on whole 4 KiB sectors and sets
+every bit to 1; programming can only clear bits, so writing over unerased data is refused. Every erase
+(per sector) and program call counts as one operation; a :class:`PowerCut` plan stops the N-th operation,
+optionally after a torn partial write, leaving the file exactly as the chip would be.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SECTOR_SIZE = 0x1000
+DEFAULT_FLASH_SIZE = 16 * 1024 * 1024
+
+
+class FlashError(Exception):
+    """An operation the chip cannot do: out of range, unaligned erase, or programming unerased bits."""
+
+
+class PowerLoss(Exception):
+    """Raised from inside the operation at which the planned power cut happened."""
+
+    def __init__(self, op_index: int) -> None:
+        super().__init__(f"power cut at flash operation {op_index}")
+        self.op_index = op_index
+
+
+@dataclass(frozen=True)
+class PowerCut:
+    """Cut power at operation ``at_op`` (0-based). ``torn``: the operation half-completes first."""
+
+    at_op: int
+    torn: bool = False
+
+
+class Flash:
+    """A flash chip backed by a file of exactly ``size`` bytes, memory-mapped."""
+
+    def __init__(self, path: Path, cut: PowerCut | None = None) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR)
+        self.size = os.fstat(self._fd).st_size
+        if self.size == 0 or self.size % SECTOR_SIZE:
+            os.close(self._fd)
+            raise FlashError(f"{path}: {self.size} bytes is not a whole number of 4 KiB sectors")
+        self._map = mmap.mmap(self._fd, self.size)
+        self.cut = cut
+        self.ops = 0
+
+    @classmethod
+    def create(cls, path: Path, size: int = DEFAULT_FLASH_SIZE) -> Flash:
+        """A new, fully erased chip."""
+        if size <= 0 or size % SECTOR_SIZE:
+            raise FlashError(f"flash size {size} is not a whole number of 4 KiB sectors")
+        with open(path, "wb") as f:
+            block = b"\xff" * (1 << 20)
+            for start in range(0, size, len(block)):
+                f.write(block[: min(len(block), size - start)])
+        return cls(path)
+
+    def close(self) -> None:
+        if not self._map.closed:
+            self._map.flush()
+            self._map.close()
+            os.close(self._fd)
+
+    def __enter__(self) -> Flash:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, addr: int, length: int) -> bytes:
+        self._check_range(addr, length)
+        return self._map[addr : addr + length]
+
+    def erase(self, addr: int, length: int) -> None:
+        """Erase whole sectors; one operation per sector, so a cut can stop a long erase midway."""
+        if addr % SECTOR_SIZE or length % SECTOR_SIZE:
+            raise FlashError(f"erase 0x{addr:x}+0x{length:x} is not sector aligned")
+        self._check_range(addr, length)
+        for sector in range(addr, addr + length, SECTOR_SIZE):
+            if self._cut_now():
+                assert self.cut is not None
+                if self.cut.torn:
+                    self._map[sector : sector + SECTOR_SIZE // 2] = b"\xff" * (SECTOR_SIZE // 2)
+                raise PowerLoss(self.ops - 1)
+            self._map[sector : sector + SECTOR_SIZE] = b"\xff" * SECTOR_SIZE
+
+    def program(self, addr: int, data: bytes | memoryview) -> None:
+        """Program bytes into erased flash (bits can only go from 1 to 0)."""
+        length = len(data)
+        self._check_range(addr, length)
+        if length == 0:
+            return
+        current = self._map[addr : addr + length]
+        if current != b"\xff" * length:
+            # Programming may only clear bits: every 0 bit of the old content must stay 0 in the new.
+            old = int.from_bytes(current, "little")
+            new = int.from_bytes(data, "little")
+            if old & new != new:
+                raise FlashError(f"program at 0x{addr:x} over unerased data")
+        if self._cut_now():
+            assert self.cut is not None
+            if self.cut.torn:
+                half = length // 2
+                self._map[addr : addr + half] = _and(current[:half], data[:half])
+            raise PowerLoss(self.ops - 1)
+        self._map[addr : addr + length] = bytes(data) if current == b"\xff" * length else _and(current, data)
+
+    def _cut_now(self) -> bool:
+        index = self.ops
+        self.ops += 1
+        return self.cut is not None and index == self.cut.at_op
+
+    def _check_range(self, addr: int, length: int) -> None:
+        if addr < 0 or length < 0 or addr + length > self.size:
+            raise FlashError(f"access 0x{addr:x}+0x{length:x} is outside the {self.size}-byte flash")
+
+
+def _and(current: bytes, data: bytes | memoryview) -> bytes:
+    return (int.from_bytes(current, "little") & int.from_bytes(data, "little")).to_bytes(len(current), "little")

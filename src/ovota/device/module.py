@@ -1,0 +1,134 @@
+"""An emulated OVMS module: its flash file, what the bootloader chose to run, its config and links."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ovota.device.bootloader import BootResult, boot, boot_choice
+from ovota.device.clock import Clock, Network
+from ovota.device.flash import DEFAULT_FLASH_SIZE, Flash, PowerCut
+from ovota.device.identity import Identity, read_identity, write_identity
+from ovota.device.images import partition_version
+from ovota.device.layout import Layout, LayoutType, read_layout
+from ovota.device.layouts import layout_table
+from ovota.device.store import Config
+from ovota.formats import FormatError
+from ovota.formats.app_image import AppImage, build_app_image
+from ovota.formats.partition_table import Partition
+from ovota.formats.versions import product_name
+
+BOOTLOADER_OFFSET = 0x1000
+DEFAULT_TAG = "main"  # CONFIG_OVMS_VERSION_TAG
+DEFAULT_SERVER = "api.openvehicles.com/firmware/ota"
+
+
+class ModuleError(Exception):
+    """The flash file cannot be used as a module (no table, no store, no bootable app)."""
+
+
+def create_module(path: Path, layout: str, firmware: bytes, hardware: str | None = None) -> None:
+    """Write a complete module flash: bootloader, table, identity, blank otadata, firmware, empty /store."""
+    table = layout_table(layout)
+    image = AppImage.parse(firmware)
+    first_app = table.factory or table.ota_slots[0]
+    problem = image.verify(partition_offset=first_app.offset, partition_size=first_app.size).first_failure()
+    if problem:
+        raise FormatError(f"firmware cannot go into {first_app.name}: {problem}")
+    identity = Identity() if hardware is None else Identity(hardware=hardware, chip_revision=_chip_revision(hardware))
+    with Flash.create(path, DEFAULT_FLASH_SIZE) as flash:
+        bootloader = build_app_image("bootloader", project="bootloader", built=datetime(2026, 1, 1, tzinfo=UTC))
+        flash.program(BOOTLOADER_OFFSET, bootloader)
+        flash.program(0x8000, table.to_binary())
+        nvs = table.find("nvs")
+        assert nvs is not None
+        write_identity(flash, nvs, identity)
+        flash.program(first_app.offset, firmware[: image.length])
+        Config(flash, table.find("store")).save_all()
+
+
+def _chip_revision(hardware: str) -> int:
+    match = re.search(r"rev=ESP32/(\d+)", hardware)
+    return int(match.group(1)) if match else 3
+
+
+@dataclass
+class Module:
+    """A powered-on module. ``power_on``/``reset`` run the bootloader over the flash again."""
+
+    flash: Flash
+    sd_dir: Path | None = None
+    clock: Clock = field(default_factory=Clock)
+    network: Network = field(default_factory=Network)
+
+    def __post_init__(self) -> None:
+        self.power_on()
+
+    @classmethod
+    def open(cls, path: Path, sd_dir: Path | None = None, cut: PowerCut | None = None) -> Module:
+        return cls(Flash(path, cut), sd_dir)
+
+    def close(self) -> None:
+        self.flash.close()
+
+    def power_on(self) -> None:
+        try:
+            self.layout: Layout = read_layout(self.flash)
+        except FormatError as err:
+            raise ModuleError(f"cannot read the partition table: {err}") from None
+        self.boot_result: BootResult = boot(self.flash, self.layout)
+        self.identity = read_identity(self.flash, self.layout.get("nvs"))
+        self.config = Config(self.flash, self.layout.store)
+        self.last_check_day: int | None = None
+        descriptor = AppImage.parse(self.flash.read(self.running.offset, self.running.size)).app_descriptor()
+        self.build = (
+            f"idf {descriptor.idf_ver} {descriptor.date} {descriptor.time}" if descriptor else self.identity.idf_build
+        )
+
+    reset = power_on
+
+    @property
+    def running(self) -> Partition:
+        return self.boot_result.running
+
+    @property
+    def running_version(self) -> str:
+        return partition_version(self.flash, self.running)
+
+    @property
+    def boot_partition(self) -> Partition | None:
+        """esp_ota_get_boot_partition: what the next boot would choose first."""
+        choice = boot_choice(self.flash, self.layout)
+        if choice.slot is None:
+            return self.layout.factory or (self.layout.ota_slots[0] if self.layout.ota_slots else None)
+        return next((p for p in self.layout.ota_slots if p.ota_slot == choice.slot), None)
+
+    @property
+    def product(self) -> str:
+        return product_name(self.identity.chip_revision, self.layout.type is LayoutType.V3_35)
+
+    @property
+    def tag(self) -> str:
+        return self.config.get("ota", "tag", DEFAULT_TAG)
+
+    @property
+    def version_string(self) -> str:
+        """GetOVMSVersion: <version>/<running label>/<tag>."""
+        return f"{self.running_version}/{self.running.name}/{self.tag}"
+
+    @property
+    def firmware_metric(self) -> str:
+        """The m.version metric that `ota status` prints as Firmware."""
+        return f"{self.version_string} (build {self.build}, product {self.product})"
+
+    def server_url(self, filename: str) -> str:
+        """OVMS URL building: <server>/<product>/<tag>/<file>, no trailing-slash normalisation."""
+        server = self.config.get("ota", "server", DEFAULT_SERVER)
+        return f"{server}/{self.product}/{self.tag}/{filename}"
+
+    @property
+    def user_agent(self) -> str:
+        vehicle_id = self.config.get("vehicle", "id")
+        return f"ovms/{self.product} ({vehicle_id} {self.firmware_metric})"

@@ -1,0 +1,105 @@
+"""The OTA engine, as ESP-IDF's esp_ota_* API behaves (IDF v3.3): begin -> write -> end -> set boot.
+
+It only ever erases and programs the target OTA slot and otadata; the running partition is refused.
+Errors carry ESP-IDF's numeric codes, which OVMS prints as "ESP32 error #N".
+"""
+
+from __future__ import annotations
+
+from ovota.device.bootloader import read_otadata
+from ovota.device.flash import SECTOR_SIZE, Flash
+from ovota.device.images import verify_partition_image
+from ovota.device.layout import Layout
+from ovota.formats.app_image import IMAGE_MAGIC
+from ovota.formats.otadata import OTADATA_SIZE, OtaData, boot_slot_entry
+from ovota.formats.partition_table import Partition
+
+ESP_ERR_INVALID_ARG = 0x102
+ESP_ERR_INVALID_SIZE = 0x104
+ESP_ERR_NOT_FOUND = 0x105
+ESP_ERR_OTA_PARTITION_CONFLICT = 0x1501
+ESP_ERR_OTA_VALIDATE_FAILED = 0x1503
+
+OTA_SIZE_UNKNOWN = None
+
+
+class EspError(Exception):
+    """An ESP-IDF error code, with the reason the emulator knows for the log."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"ESP32 error #{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+def next_update_partition(layout: Layout, running: Partition) -> Partition | None:
+    """esp_ota_get_next_update_partition: the OTA slot after the running one, wrapping; ota_0 from factory."""
+    slots = layout.ota_slots
+    if not slots:
+        return None
+    if running.ota_slot is None:
+        return slots[0]
+    index = next((i for i, p in enumerate(slots) if p.ota_slot == running.ota_slot), -1)
+    return slots[(index + 1) % len(slots)]
+
+
+class OtaUpdate:
+    """One esp_ota_begin/write/end session on ``target``."""
+
+    def __init__(
+        self, flash: Flash, running: Partition, target: Partition, image_size: int | None = OTA_SIZE_UNKNOWN
+    ) -> None:
+        if target.ota_slot is None:
+            raise EspError(ESP_ERR_INVALID_ARG, f"{target.name} is not an OTA app partition")
+        if target == running:
+            raise EspError(ESP_ERR_OTA_PARTITION_CONFLICT, f"{target.name} is the running partition")
+        # IDF v3.3 erases (size/4096 + 1) sectors, or the whole slot when the size is unknown.
+        erase = target.size if not image_size else (image_size // SECTOR_SIZE + 1) * SECTOR_SIZE
+        if erase > target.size:
+            raise EspError(ESP_ERR_INVALID_SIZE, f"erase of {erase} bytes exceeds {target.name} ({target.size} bytes)")
+        self.flash = flash
+        self.target = target
+        self.written = 0
+        flash.erase(target.offset, erase)
+
+    def write(self, data: bytes | memoryview) -> None:
+        if not data:
+            return
+        if self.written == 0 and data[0] != IMAGE_MAGIC:
+            raise EspError(
+                ESP_ERR_OTA_VALIDATE_FAILED,
+                f"OTA image has invalid magic byte (expected 0xE9, saw 0x{data[0]:02x})",
+            )
+        if self.written + len(data) > self.target.size:
+            raise EspError(ESP_ERR_INVALID_SIZE, f"write beyond the end of {self.target.name}")
+        self.flash.program(self.target.offset + self.written, data)
+        self.written += len(data)
+
+    def end(self) -> None:
+        if self.written == 0:
+            raise EspError(ESP_ERR_INVALID_ARG, "nothing was written")
+        problem = verify_partition_image(self.flash, self.target)
+        if problem is not None:
+            raise EspError(ESP_ERR_OTA_VALIDATE_FAILED, problem)
+
+
+def set_boot_partition(flash: Flash, layout: Layout, part: Partition) -> None:
+    """esp_ota_set_boot_partition: verify the image, then write otadata (erase it all for factory)."""
+    if part.type != 0:
+        raise EspError(ESP_ERR_INVALID_ARG, f"{part.name} is not an app partition")
+    problem = verify_partition_image(flash, part)
+    if problem is not None:
+        raise EspError(ESP_ERR_OTA_VALIDATE_FAILED, problem)
+    otadata_part = layout.otadata
+    if otadata_part is None:
+        raise EspError(ESP_ERR_NOT_FOUND, "no otadata partition")
+    if part.ota_slot is None:
+        if part != layout.factory:
+            raise EspError(ESP_ERR_INVALID_ARG, f"{part.name} is neither factory nor an OTA slot")
+        flash.erase(otadata_part.offset, OTADATA_SIZE)
+        return
+    otadata = read_otadata(flash, layout) or OtaData()
+    sector, entry = boot_slot_entry(otadata, part.ota_slot, len(layout.ota_slots))
+    address = otadata_part.offset + sector * SECTOR_SIZE
+    flash.erase(address, SECTOR_SIZE)
+    flash.program(address, entry.to_bytes())

@@ -1,0 +1,94 @@
+"""/store: the module's config params (``config set ota tag edge``), kept crash-safe in the store partition.
+
+OVMS keeps its config as files on a FAT filesystem in /store. The emulator keeps the same params and
+instances as one JSON record in two alternating banks at the start of the partition (see records.py), so
+a power cut while saving never loses the previous value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from ovota.device.flash import Flash
+from ovota.device.records import RecordBanks, encode_json
+from ovota.formats.partition_table import Partition
+
+BANK_SIZE = 0x10000
+CONFIG_MAGIC = b"OVCF"
+
+# The params OVMS registers that the emulator knows, with whether `config get/list` may show them.
+PARAMS = {
+    "ota": "OTA setup and status",
+    "auto": "Auto start functionality",
+    "vehicle": "Vehicle configuration",
+    "module": "Module configuration",
+    "network": "Network configuration",
+    "server.v3": "Server V3 (MQTT) configuration",
+    "password": "Passwords",
+}
+
+
+class StoreError(Exception):
+    """The store partition is missing or too small."""
+
+
+class Config:
+    """Config params in /store. Every change is committed to flash before the call returns."""
+
+    def __init__(self, flash: Flash, store: Partition | None) -> None:
+        if store is None:
+            raise StoreError("no 'store' partition in the partition table")
+        if store.size < 2 * BANK_SIZE:
+            raise StoreError(f"store partition of {store.size} bytes is too small")
+        self._banks = RecordBanks(flash, store.offset, BANK_SIZE, CONFIG_MAGIC)
+        loaded = self._banks.load()
+        self._params: dict[str, dict[str, str]] = json.loads(loaded[1]) if loaded else {}
+
+    @property
+    def initialised(self) -> bool:
+        return self._banks.load() is not None
+
+    def get(self, param: str, instance: str, default: str = "") -> str:
+        value = self._params.get(param, {}).get(instance, "")
+        return value if value else default
+
+    def get_bool(self, param: str, instance: str, default: bool) -> bool:
+        value = self.get(param, instance)
+        return default if value == "" else value in ("yes", "1", "true")
+
+    def get_int(self, param: str, instance: str, default: int) -> int:
+        try:
+            return int(self.get(param, instance) or default)
+        except ValueError:
+            return default
+
+    def set(self, param: str, instance: str, value: str) -> None:
+        self.update({(param, instance): value})
+
+    def delete(self, param: str, instance: str) -> bool:
+        if instance not in self._params.get(param, {}):
+            return False
+        self.update({(param, instance): None})
+        return True
+
+    def update(self, changes: dict[tuple[str, str], str | None]) -> None:
+        """Apply several changes in one commit (None deletes the instance)."""
+        params = {p: dict(v) for p, v in self._params.items()}
+        for (param, instance), value in changes.items():
+            if value is None:
+                params.get(param, {}).pop(instance, None)
+            else:
+                params.setdefault(param, {})[instance] = value
+        self._banks.save(encode_json(params))
+        self._params = params
+
+    def save_all(self) -> None:
+        """Write the current params (creates the record on a fresh store)."""
+        self._banks.save(encode_json(self._params))
+
+    def instances(self, param: str) -> Iterator[tuple[str, str]]:
+        yield from sorted(self._params.get(param, {}).items())
+
+    def snapshot(self) -> dict[str, dict[str, str]]:
+        return {p: dict(v) for p, v in self._params.items()}
