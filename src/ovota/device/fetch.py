@@ -38,17 +38,24 @@ class Response:
     _resp: aiohttp.ClientResponse
 
     async def chunks(self, size: int = CHUNK) -> AsyncIterator[bytes]:
-        """The body in chunks of exactly ``size`` bytes (the last may be shorter)."""
+        """The body in chunks of exactly ``size`` bytes (the last may be shorter).
+
+        Bytes that arrived before a broken connection are still yielded, then BodyFailed is raised.
+        """
+        buffer = b""
+        failure: Exception | None = None
         try:
-            while True:
-                try:
-                    yield await self._resp.content.readexactly(size)
-                except asyncio.IncompleteReadError as partial:
-                    if partial.partial:
-                        yield partial.partial
-                    return
+            while data := await self._resp.content.read(size - len(buffer)):
+                buffer += data
+                if len(buffer) == size:
+                    yield buffer
+                    buffer = b""
         except (aiohttp.ClientError, TimeoutError) as err:
-            raise BodyFailed(str(err) or type(err).__name__) from None
+            failure = err
+        if buffer:
+            yield buffer
+        if failure is not None:
+            raise BodyFailed(f"{type(failure).__name__}: {failure}")
 
     async def body(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks(65536)])

@@ -1,0 +1,67 @@
+"""Helpers for module tests: images, module flashes, and snapshots of what must not change."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ovota.device.console.shell import Shell
+from ovota.device.console.writer import Writer
+from ovota.device.flash import Flash, PowerCut
+from ovota.device.layout import read_layout
+from ovota.device.module import Module, create_module
+from ovota.formats.app_image import build_app_image
+
+BUILT = datetime(2026, 5, 13, 20, 13, 48, tzinfo=UTC)
+
+
+def image(version: str, size: int | None = None) -> bytes:
+    return build_app_image(version, size=size, built=BUILT)
+
+
+def new_module(path: Path, layout: str = "v3-35", version: str = "3.3.005-922-g1a3378f1b", size: int = 4096) -> Path:
+    create_module(path, layout, image(version, size))
+    return path
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The flash bytes that define what boots and what is configured."""
+
+    otadata: bytes
+    running_image: bytes
+    store: bytes
+    running: str
+
+
+def snapshot(path: Path) -> Snapshot:
+    module = Module.open(path)
+    try:
+        layout = read_layout(module.flash)
+        otadata = layout.otadata
+        store = layout.store
+        assert otadata is not None and store is not None
+        running = module.running
+        return Snapshot(
+            module.flash.read(otadata.offset, otadata.size),
+            module.flash.read(running.offset, running.size),
+            module.flash.read(store.offset, store.size),
+            running.name,
+        )
+    finally:
+        module.close()
+
+
+def run_commands(path: Path, *commands: str, sd: Path | None = None, cut: PowerCut | None = None) -> str:
+    """Power on and run console commands in-process; returns the console text."""
+    stream = io.StringIO()
+    flash = Flash(path, cut)
+    try:
+        shell = Shell(Module(flash, sd), Writer(stream))
+        for command in commands:
+            shell.execute(command)
+    finally:
+        flash.close()
+    return stream.getvalue()

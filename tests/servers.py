@@ -1,0 +1,91 @@
+"""Real HTTP servers on 127.0.0.1 for the module tests: Python's http.server, and a raw socket server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class StaticServer:
+    """``python -m http.server`` (HTTP/1.0, Content-Length, close after body) over a folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "-b", "127.0.0.1", "-d", str(root), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("http.server did not start")
+
+    @property
+    def base(self) -> str:
+        """The `ota server` value OVMS users write: host:port/path, no scheme."""
+        return f"127.0.0.1:{self.port}/firmware/ota"
+
+    def publish(self, product: str, tag: str, image: bytes, ver: str) -> None:
+        folder = self.root / "firmware" / "ota" / product / tag
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "ovms3.bin").write_bytes(image)
+        (folder / "ovms3.ver").write_text(ver)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+class RawServer:
+    """Answers every connection with fixed bytes and closes: for broken servers (bad lengths, truncation)."""
+
+    def __init__(self, response: bytes) -> None:
+        self.response = response
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(4096)
+                    if not data:
+                        break
+                    request += data
+                self.requests.append(request)
+                try:
+                    conn.sendall(self.response)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.sock.close()
