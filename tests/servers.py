@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -82,10 +83,8 @@ class RawServer:
                         break
                     request += data
                 self.requests.append(request)
-                try:
+                with contextlib.suppress(OSError):
                     conn.sendall(self.response)
-                except OSError:
-                    pass
 
     def stop(self) -> None:
         self.sock.close()

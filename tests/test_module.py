@@ -41,7 +41,8 @@ def test_user_guide_walkthrough(tmp_path: Path, server: StaticServer, ovota: Cli
     server.publish("v3.3-5", "edge", image(NEW, IMAGE_SIZE), f"{NEW}\nFix the frobnicator\n")
     setup = ovota(
         "module", "run", flash, "--sd", sd, "--",
-        f"config set ota server {server.base}", "config set ota tag edge", "ota flash vfs /sd/custom.bin", "module reset",
+        f"config set ota server {server.base}", "config set ota tag edge",
+        "ota flash vfs /sd/custom.bin", "module reset",
     )  # fmt: skip
     assert setup.code == 0, setup.out + setup.err
 
