@@ -54,8 +54,14 @@ def snapshot(path: Path) -> Snapshot:
         module.close()
 
 
-def run_commands(path: Path, *commands: str, sd: Path | None = None, cut: PowerCut | None = None) -> str:
-    """Power on and run console commands in-process; returns the console text."""
+@dataclass(frozen=True)
+class Console:
+    output: str
+    ops: int  # flash operations done, power-on included
+
+
+def run_commands(path: Path, *commands: str, sd: Path | None = None, cut: PowerCut | None = None) -> Console:
+    """Power on and run console commands in-process (a PowerLoss propagates at the planned cut)."""
     stream = io.StringIO()
     flash = Flash(path, cut)
     try:
@@ -64,4 +70,4 @@ def run_commands(path: Path, *commands: str, sd: Path | None = None, cut: PowerC
             shell.execute(command)
     finally:
         flash.close()
-    return stream.getvalue()
+    return Console(stream.getvalue(), flash.ops)
