@@ -283,3 +283,29 @@ def test_bootloader_falls_back_from_a_broken_slot(tmp_path: Path, ovota: CliRunn
     status = lines_after(run.out, "ota status nocheck")
     assert status[4:6] == ["Running partition: ota_0", "Boot partition:    ota_1"]
     assert status[1].startswith(f"Firmware:          {OLD}/ota_0/")
+
+
+def test_app_rollback(tmp_path: Path, ovota: CliRunner) -> None:
+    flash = new_module(tmp_path / "m.img", version=OLD)
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "new.bin").write_bytes(image(NEW, 8192))
+    # After the reset the new image runs pending verification; another update is refused until confirmed.
+    run = ovota(
+        "module", "run", flash, "--sd", sd, "--",
+        "ota rollback enable", "ota flash vfs /sd/new.bin", "module reset", "ota status nocheck",
+        "ota flash vfs /sd/new.bin",
+    )  # fmt: skip
+    assert "Running partition: ota_1" in lines_after(run.out, "ota status nocheck")
+    assert run.out.splitlines()[-1] == "Error: ESP32 error #5382 when starting OTA operation"
+    # The module was powered off without confirming: the next boot aborts the new image and reverts.
+    reverted = ovota("module", "run", flash, "--", "ota status nocheck")
+    assert "Running partition: ota_0" in reverted.out
+    assert f"Firmware:          {OLD}/ota_0/" in reverted.out
+    # A confirmed image stays across resets.
+    confirm = ovota(
+        "module", "run", flash, "--sd", sd, "--", "ota flash vfs /sd/new.bin", "module reset", "ota rollback confirm"
+    )
+    assert "Firmware in ota_1 confirmed valid" in confirm.out
+    kept = ovota("module", "run", flash, "--", "module reset", "ota status nocheck")
+    assert "Running partition: ota_1" in kept.out

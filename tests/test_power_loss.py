@@ -109,3 +109,13 @@ def test_ota_boot(tmp_path: Path, server: StaticServer) -> None:
 def test_config_set(tmp_path: Path, server: StaticServer) -> None:
     pristine = configured_module(tmp_path, server)
     assert cut_everywhere(pristine, ["config set ota tag edge"], {OLD}, {"main", "edge"}, OLD) >= 6
+
+
+def test_rollback_state_rewrites(tmp_path: Path, server: StaticServer) -> None:
+    pristine = configured_module(tmp_path, server)
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "new.bin").write_bytes(image(NEW, 8192))
+    run_commands(pristine, "ota rollback enable", "ota flash vfs /sd/new.bin", sd=sd)
+    # Power-on marks the NEW image PENDING_VERIFY; the reset finds it unconfirmed and marks it ABORTED.
+    assert cut_everywhere(pristine, ["module reset"], {OLD, NEW}, {"main"}, OLD) >= 8

@@ -7,7 +7,7 @@ factory and then higher slots, as bootloader_utility_load_boot_image does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ovota.device.flash import SECTOR_SIZE, Flash
 from ovota.device.images import verify_partition_image
@@ -59,8 +59,15 @@ def _candidates(layout: Layout, choice: BootChoice) -> list[Partition]:
     return found
 
 
-def boot(flash: Flash, layout: Layout) -> BootResult:
-    """Pick and verify the partition to run; raise NoBootableApp if none is valid."""
+def boot(flash: Flash, layout: Layout, rollback: bool = False) -> BootResult:
+    """Pick and verify the partition to run; raise NoBootableApp if none is valid.
+
+    ``rollback``: a bootloader built with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE. An image still
+    PENDING_VERIFY from the last boot was never confirmed and is marked ABORTED; a NEW one is marked
+    PENDING_VERIFY and booted.
+    """
+    if rollback:
+        _advance_states(flash, layout)
     choice = boot_choice(flash, layout)
     log = [f"Boot choice: {choice.label}"]
     for part in _candidates(layout, choice):
@@ -74,10 +81,29 @@ def boot(flash: Flash, layout: Layout) -> BootResult:
     raise NoBootableApp("No bootable app partitions in the partition table")
 
 
+def _advance_states(flash: Flash, layout: Layout) -> None:
+    otadata = read_otadata(flash, layout)
+    part = layout.otadata
+    if otadata is None or part is None:
+        return
+    for index, entry in enumerate(otadata.entries):
+        if entry.state == OtaState.PENDING_VERIFY:
+            write_entry(flash, part.offset, index, replace(entry, state=OtaState.ABORTED))
+    otadata = read_otadata(flash, layout)
+    active = otadata.active_index() if otadata else None
+    if otadata is not None and active is not None and otadata.entries[active].state == OtaState.NEW:
+        write_entry(flash, part.offset, active, replace(otadata.entries[active], state=OtaState.PENDING_VERIFY))
+
+
+def write_entry(flash: Flash, otadata_offset: int, index: int, entry: SelectEntry) -> None:
+    """Rewrite one otadata sector: erase it, program its 32-byte entry."""
+    address = otadata_offset + index * SECTOR_SIZE
+    flash.erase(address, SECTOR_SIZE)
+    flash.program(address, entry.to_bytes())
+
+
 def _record_initial_seq(flash: Flash, layout: Layout, slot: int) -> None:
     # IDF >= v3.3 set_actual_ota_seq: on a blank otadata the booted slot is written to sector 0 as VALID.
     part = layout.otadata
     assert part is not None
-    entry = SelectEntry.for_seq(slot + 1, OtaState.VALID)
-    flash.erase(part.offset, SECTOR_SIZE)
-    flash.program(part.offset, entry.to_bytes())
+    write_entry(flash, part.offset, 0, SelectEntry.for_seq(slot + 1, OtaState.VALID))

@@ -78,9 +78,11 @@ class Module:
             self.layout: Layout = read_layout(self.flash)
         except FormatError as err:
             raise ModuleError(f"cannot read the partition table: {err}") from None
-        self.boot_result: BootResult = boot(self.flash, self.layout)
-        self.identity = read_identity(self.flash, self.layout.get("nvs"))
         self.config = Config(self.flash, self.layout.store)
+        # The emulated bootloader is "built" with app rollback when the module's config asks for it.
+        self.rollback = self.config.get_bool("ota", "rollback", False)
+        self.boot_result: BootResult = boot(self.flash, self.layout, self.rollback)
+        self.identity = read_identity(self.flash, self.layout.get("nvs"))
         self.last_check_day: int | None = None
         descriptor = AppImage.parse(self.flash.read(self.running.offset, self.running.size)).app_descriptor()
         self.build = (

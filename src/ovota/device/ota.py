@@ -6,12 +6,14 @@ Errors carry ESP-IDF's numeric codes, which OVMS prints as "ESP32 error #N".
 
 from __future__ import annotations
 
-from ovota.device.bootloader import read_otadata
+from dataclasses import replace
+
+from ovota.device.bootloader import read_otadata, write_entry
 from ovota.device.flash import SECTOR_SIZE, Flash
 from ovota.device.images import verify_partition_image
 from ovota.device.layout import Layout
 from ovota.formats.app_image import IMAGE_MAGIC
-from ovota.formats.otadata import OTADATA_SIZE, OtaData, boot_slot_entry
+from ovota.formats.otadata import OTADATA_SIZE, OtaData, OtaState, boot_slot_entry
 from ovota.formats.partition_table import Partition
 
 ESP_ERR_INVALID_ARG = 0x102
@@ -19,6 +21,8 @@ ESP_ERR_INVALID_SIZE = 0x104
 ESP_ERR_NOT_FOUND = 0x105
 ESP_ERR_OTA_PARTITION_CONFLICT = 0x1501
 ESP_ERR_OTA_VALIDATE_FAILED = 0x1503
+ESP_ERR_OTA_ROLLBACK_INVALID_STATE = 0x1506
+ESP_FAIL = -1
 
 OTA_SIZE_UNKNOWN = None
 
@@ -47,8 +51,15 @@ class OtaUpdate:
     """One esp_ota_begin/write/end session on ``target``."""
 
     def __init__(
-        self, flash: Flash, running: Partition, target: Partition, image_size: int | None = OTA_SIZE_UNKNOWN
+        self,
+        flash: Flash,
+        running: Partition,
+        target: Partition,
+        image_size: int | None = OTA_SIZE_UNKNOWN,
+        running_pending: bool = False,
     ) -> None:
+        if running_pending:
+            raise EspError(ESP_ERR_OTA_ROLLBACK_INVALID_STATE, "the running app is still pending verification")
         if target.ota_slot is None:
             raise EspError(ESP_ERR_INVALID_ARG, f"{target.name} is not an OTA app partition")
         if target == running:
@@ -83,8 +94,11 @@ class OtaUpdate:
             raise EspError(ESP_ERR_OTA_VALIDATE_FAILED, problem)
 
 
-def set_boot_partition(flash: Flash, layout: Layout, part: Partition) -> None:
-    """esp_ota_set_boot_partition: verify the image, then write otadata (erase it all for factory)."""
+def set_boot_partition(flash: Flash, layout: Layout, part: Partition, rollback: bool = False) -> None:
+    """esp_ota_set_boot_partition: verify the image, then write otadata (erase it all for factory).
+
+    With ``rollback`` the new entry is NEW, so the next boot runs it as PENDING_VERIFY.
+    """
     if part.type != 0:
         raise EspError(ESP_ERR_INVALID_ARG, f"{part.name} is not an app partition")
     problem = verify_partition_image(flash, part)
@@ -99,7 +113,23 @@ def set_boot_partition(flash: Flash, layout: Layout, part: Partition) -> None:
         flash.erase(otadata_part.offset, OTADATA_SIZE)
         return
     otadata = read_otadata(flash, layout) or OtaData()
-    sector, entry = boot_slot_entry(otadata, part.ota_slot, len(layout.ota_slots))
-    address = otadata_part.offset + sector * SECTOR_SIZE
-    flash.erase(address, SECTOR_SIZE)
-    flash.program(address, entry.to_bytes())
+    state = OtaState.NEW if rollback else OtaState.UNDEFINED
+    sector, entry = boot_slot_entry(otadata, part.ota_slot, len(layout.ota_slots), state)
+    write_entry(flash, otadata_part.offset, sector, entry)
+
+
+def running_state(flash: Flash, layout: Layout) -> int | None:
+    """The state of the active otadata entry (what esp_ota_mark_app_* act on), None without one."""
+    otadata = read_otadata(flash, layout)
+    active = otadata.active_index() if otadata else None
+    return None if otadata is None or active is None else otadata.entries[active].state
+
+
+def mark_app_valid(flash: Flash, layout: Layout) -> None:
+    """esp_ota_mark_app_valid_cancel_rollback: the active entry becomes VALID."""
+    otadata = read_otadata(flash, layout)
+    active = otadata.active_index() if otadata else None
+    if otadata is None or active is None or layout.otadata is None:
+        raise EspError(ESP_FAIL, "Running firmware is factory")
+    if otadata.entries[active].state != OtaState.VALID:
+        write_entry(flash, layout.otadata.offset, active, replace(otadata.entries[active], state=OtaState.VALID))

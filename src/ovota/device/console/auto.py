@@ -108,7 +108,7 @@ async def _download(shell: Shell, url: str, running: Partition, part: Partition)
             log("OTA Auto Flash: Finalising flash partition...")
             update.end()
             log("AutoFlash: Setting boot partition...")
-            set_boot_partition(m.flash, m.layout, part)
+            set_boot_partition(m.flash, m.layout, part, m.rollback)
             return filesize
     except fetch.RequestFailed:
         log(f"AutoFlash: http://{url} request failed")

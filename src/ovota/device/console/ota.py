@@ -16,9 +16,12 @@ from ovota.device.ota import (
     ESP_ERR_OTA_VALIDATE_FAILED,
     EspError,
     OtaUpdate,
+    mark_app_valid,
     next_update_partition,
+    running_state,
     set_boot_partition,
 )
+from ovota.formats.otadata import OtaState
 from ovota.formats.partition_table import SUBTYPE_KEYWORDS, TYPE_KEYWORDS, Partition
 from ovota.formats.versions import buildverscmp
 
@@ -51,6 +54,9 @@ def register(root: Command, has_factory: bool) -> None:
         boot.add(Command(label, f"Boot from {label} partition", ota_boot))
         erase.add(Command(label, f"Erase {label} partition", ota_erase))
     ota.add(Command("copy", "OTA copy", ota_copy, "<from> <to>", 2, 2))
+    rollback = ota.add(Command("rollback", "App rollback (emulator; off by default, as on OVMS)"))
+    for action in ("enable", "disable", "confirm"):
+        rollback.add(Command(action, f"Rollback {action}", ota_rollback))
     partitions = ota.add(Command("partitions", "OTA partitions"))
     partitions.add(Command("list", "Show partition table", ota_partitions_list))
 
@@ -122,7 +128,7 @@ def _finish(shell: Shell, update: OtaUpdate, target: Partition, prefix: str) -> 
         return False
     shell.out.puts(f"{prefix}: Setting boot partition...")
     try:
-        set_boot_partition(m.flash, m.layout, target)
+        set_boot_partition(m.flash, m.layout, target, m.rollback)
     except EspError as err:
         shell.out.write(f"Error: ESP32 error #{err.code} setting boot partition - check before rebooting\n")
         return False
@@ -162,7 +168,7 @@ async def _flash_http(shell: Shell, url: str, running: Partition, target: Partit
                 return None
             out.puts("OTA Flash HTTP: Preparing flash partition...")
             try:
-                update = OtaUpdate(shell.module.flash, running, target, expected)
+                update = OtaUpdate(shell.module.flash, running, target, expected, _pending(shell))
             except EspError as err:
                 out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
                 return None
@@ -223,7 +229,7 @@ def ota_flash_vfs(shell: Shell, args: list[str]) -> None:
     with source:
         shell.out.puts("OTA Flash VFS: Preparing flash partition...")
         try:
-            update = OtaUpdate(shell.module.flash, running, target, size)
+            update = OtaUpdate(shell.module.flash, running, target, size, _pending(shell))
         except EspError as err:
             shell.out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
             return
@@ -259,11 +265,35 @@ def ota_boot(shell: Shell, args: list[str]) -> None:
     if part is None:
         return
     try:
-        set_boot_partition(m.flash, m.layout, part)
+        set_boot_partition(m.flash, m.layout, part, m.rollback)
     except EspError as err:
         shell.out.puts(BOOT_ERRORS.get(err.code, f"Error: cannot set OTA boot partition (error {err.code})"))
         return
     shell.out.write(f"Boot from {part.name} at 0x{part.offset:08x} (size 0x{part.size:08x})\n")
+
+
+def _pending(shell: Shell) -> bool:
+    m = shell.module
+    return m.rollback and running_state(m.flash, m.layout) == OtaState.PENDING_VERIFY
+
+
+def ota_rollback(shell: Shell, args: list[str]) -> None:
+    m = shell.module
+    action = shell.words[-1]
+    if action == "confirm":
+        try:
+            mark_app_valid(m.flash, m.layout)
+        except EspError as err:
+            shell.out.puts(f"Error: {err.reason}")
+            return
+        shell.out.puts(f"Firmware in {m.running.name} confirmed valid")
+        return
+    m.config.set("ota", "rollback", "yes" if action == "enable" else "no")
+    m.rollback = action == "enable"
+    if m.rollback:
+        shell.out.puts("App rollback enabled: a new image must be confirmed ('ota rollback confirm') before a reset")
+    else:
+        shell.out.puts("App rollback disabled")
 
 
 def ota_erase(shell: Shell, args: list[str]) -> None:
