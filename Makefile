@@ -35,6 +35,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/image_verify.py
+	$(PY) bench/flash_update.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
