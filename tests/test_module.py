@@ -309,3 +309,21 @@ def test_app_rollback(tmp_path: Path, ovota: CliRunner) -> None:
     assert "Firmware in ota_1 confirmed valid" in confirm.out
     kept = ovota("module", "run", flash, "--", "module reset", "ota status nocheck")
     assert "Running partition: ota_1" in kept.out
+
+
+def test_interactive_shell_reads_commands(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    flash = new_module(tmp_path / "m.img", version=OLD)
+    script = Path(sys.executable).with_name("ovota")
+    proc = subprocess.run(
+        [str(script), "module", "shell", str(flash)],
+        input="config set ota tag eap\nconfig get ota tag\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["Parameter has been set.", "eap"]
