@@ -12,6 +12,7 @@ from ovota.cli.image import image
 from ovota.cli.module import module
 from ovota.cli.otadata import otadata
 from ovota.cli.parttable import parttable
+from ovota.cli.server import release, server, token
 from ovota.formats import FormatError
 
 EXIT_BAD_INPUT = 2
@@ -37,3 +38,6 @@ main.add_command(image)
 main.add_command(parttable)
 main.add_command(otadata)
 main.add_command(module)
+main.add_command(server)
+main.add_command(release)
+main.add_command(token)

@@ -1,0 +1,1 @@
+"""The update server: release repository, HTTP app, API tokens."""

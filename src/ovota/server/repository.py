@@ -1,0 +1,295 @@
+"""The release repository: content-addressed build blobs plus a SQLite database of builds and channels.
+
+A publish writes and fsyncs the blob, then moves the channel pointer in one transaction: readers see
+the old build or the new one, never a half-written file. Blobs are immutable and never rewritten.
+The same interface is meant to sit in front of PostgreSQL and S3-compatible storage later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ovota.formats import FormatError
+from ovota.formats.app_image import AppImage
+from ovota.formats.versions import strverscmp
+
+OLD_SLOT = 0x400000  # v3.x products: 4 MB OTA slots
+NEW_SLOT = 0x700000  # v3.x-5 products: 7 MB OTA slots
+SECTOR = 0x1000
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FIRST_NEW_LAYOUT_VERSION = "3.3.006"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS builds (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    project TEXT NOT NULL,
+    changelog TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS channels (
+    product TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES builds(sha256),
+    updated REAL NOT NULL,
+    PRIMARY KEY (product, tag)
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    product TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES builds(sha256),
+    action TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+"""
+
+
+class RepositoryError(Exception):
+    """A request the repository refuses; the message is one line for the user."""
+
+
+class NotFound(RepositoryError):
+    pass
+
+
+@dataclass(frozen=True)
+class Build:
+    sha256: str
+    size: int
+    version: str
+    project: str
+    changelog: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Channel:
+    product: str
+    tag: str
+    build: Build
+    updated: float
+
+    @property
+    def ver_file(self) -> bytes:
+        """ovms3.ver: the version on line 1, then the changelog."""
+        text = self.build.version + "\n" + self.build.changelog
+        return text.encode() if text.endswith("\n") else (text + "\n").encode()
+
+
+def check_name(kind: str, value: str) -> str:
+    if not NAME.match(value):
+        raise RepositoryError(f"invalid {kind} name {value!r}: use letters, digits, '.', '_' and '-'")
+    return value
+
+
+def slot_size(product: str) -> int:
+    return NEW_SLOT if product.endswith("-5") else OLD_SLOT
+
+
+def default_product(version: str) -> str:
+    """Builds from 3.3.006 on target the two-7 MB-slot layout (v3.3-5); older ones the 4 MB slots (v3.3)."""
+    return "v3.3-5" if strverscmp(version, FIRST_NEW_LAYOUT_VERSION) >= 0 else "v3.3"
+
+
+class Repository:
+    """A folder with ``blobs/`` and ``repo.sqlite``. Safe for several processes (SQLite WAL)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(root / "repo.sqlite", timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap cache key for readers."""
+        row = self.db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs / sha256[:2] / sha256
+
+    # -- builds -----------------------------------------------------------------------------------------
+
+    def inspect(self, data: bytes) -> tuple[str, str]:
+        """(version, project) of a valid app image; RepositoryError for anything else."""
+        try:
+            image = AppImage.parse(data)
+        except FormatError as err:
+            raise RepositoryError(f"not a valid firmware image: {err}") from None
+        problem = image.verify().first_failure()
+        if problem:
+            raise RepositoryError(f"not a valid firmware image: {problem}")
+        if image.length != len(data):
+            raise RepositoryError(f"firmware image is {image.length} bytes but the upload has {len(data)}")
+        desc = image.app_descriptor()
+        version = image.ovms_version() or (desc.version if desc else "")
+        if not version:
+            raise RepositoryError("firmware image carries no version (no OVMS marker, no app descriptor)")
+        return version, desc.project_name if desc else ""
+
+    def _store(self, data: bytes, version: str, project: str, changelog: str) -> Build:
+        """Write the blob (fsynced) and its row; the same bytes always give the same build."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        self._write_blob(sha256, data)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO builds VALUES (?, ?, ?, ?, ?, ?)",
+                (sha256, len(data), version, project, changelog, time.time()),
+            )
+            if changelog:
+                db.execute("UPDATE builds SET changelog = ? WHERE sha256 = ?", (changelog, sha256))
+        return self.build(sha256)
+
+    def _write_blob(self, sha256: str, data: bytes) -> None:
+        path = self.blob_path(sha256)
+        if path.exists() and path.stat().st_size == len(data):
+            return
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def build(self, sha256: str) -> Build:
+        row = self.db.execute("SELECT * FROM builds WHERE sha256 = ?", (sha256,)).fetchone()
+        if row is None:
+            raise NotFound(f"no build {sha256}")
+        return Build(*row)
+
+    # -- channels ---------------------------------------------------------------------------------------
+
+    def publish(self, data: bytes, tag: str, product: str | None = None, changelog: str = "") -> Channel:
+        """Validate and store an image, then point ``product``/``tag`` at it."""
+        check_name("tag", tag)
+        version, project = self.inspect(data)
+        product = check_name("product", product or default_product(version))
+        _check_fits(len(data), product)
+        return self._point(product, tag, self._store(data, version, project, changelog), "publish")
+
+    def promote(self, product: str, source: str, target: str) -> Channel:
+        check_name("tag", target)
+        current = self.channel(product, source)
+        return self._point(product, target, current.build, f"promote from {source}")
+
+    def rollback(self, product: str, tag: str) -> Channel:
+        """Point the channel back at the build it had before its current one."""
+        current = self.channel(product, tag)
+        rows = self.db.execute(
+            "SELECT sha256 FROM history WHERE product = ? AND tag = ? ORDER BY id DESC", (product, tag)
+        ).fetchall()
+        previous = next((sha for (sha,) in rows if sha != current.build.sha256), None)
+        if previous is None:
+            raise RepositoryError(f"{product}/{tag} has no earlier build to roll back to")
+        return self._point(product, tag, self.build(previous), "rollback")
+
+    def _point(self, product: str, tag: str, build: Build, action: str) -> Channel:
+        _check_fits(build.size, product)
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO channels VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (product, tag) DO UPDATE SET sha256 = excluded.sha256, updated = excluded.updated",
+                (product, tag, build.sha256, now),
+            )
+            db.execute("INSERT INTO history (product, tag, sha256, action, at) VALUES (?, ?, ?, ?, ?)",
+                       (product, tag, build.sha256, action, now))  # fmt: skip
+        return Channel(product, tag, build, now)
+
+    def channel(self, product: str, tag: str) -> Channel:
+        row = self.db.execute(
+            "SELECT c.product, c.tag, c.updated, b.* FROM channels c JOIN builds b ON b.sha256 = c.sha256 "
+            "WHERE c.product = ? AND c.tag = ?",
+            (product, tag),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no build published for product {product!r}, tag {tag!r}")
+        return Channel(row[0], row[1], Build(*row[3:]), row[2])
+
+    def channels(self) -> list[Channel]:
+        rows = self.db.execute(
+            "SELECT c.product, c.tag, c.updated, b.* FROM channels c JOIN builds b ON b.sha256 = c.sha256 "
+            "ORDER BY c.product, c.tag"
+        ).fetchall()
+        return [Channel(r[0], r[1], Build(*r[3:]), r[2]) for r in rows]
+
+    def history(self, product: str, tag: str) -> list[tuple[str, str, str, float]]:
+        """(sha256, version, action, time) for a channel, newest first."""
+        rows = self.db.execute(
+            "SELECT h.sha256, b.version, h.action, h.at FROM history h JOIN builds b ON b.sha256 = h.sha256 "
+            "WHERE h.product = ? AND h.tag = ? ORDER BY h.id DESC",
+            (product, tag),
+        ).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # -- tokens -----------------------------------------------------------------------------------------
+
+    def create_token(self, name: str) -> str:
+        """A new API token; only its SHA-256 is stored, so it is shown once."""
+        token = "ovota_" + os.urandom(24).hex()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO tokens (name, digest, created) VALUES (?, ?, ?)", (name, _token_digest(token), time.time())
+            )
+        return token
+
+    def token_name(self, token: str) -> str | None:
+        row = self.db.execute("SELECT name FROM tokens WHERE digest = ?", (_token_digest(token),)).fetchone()
+        return None if row is None else str(row[0])
+
+
+def _check_fits(size: int, product: str) -> None:
+    slot = slot_size(product)
+    # ESP-IDF erases (size / 4096 + 1) sectors before writing, so that much must fit the slot.
+    if (size // SECTOR + 1) * SECTOR > slot:
+        raise RepositoryError(
+            f"image of {size} bytes does not fit the {slot // 0x100000} MB OTA slot of product {product}"
+        )
+
+
+def _token_digest(token: str) -> str:
+    # Tokens are 192-bit random values, so a plain SHA-256 (no salt, no slow KDF) is enough at rest.
+    return hashlib.sha256(token.encode()).hexdigest()
