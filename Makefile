@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO := build/demo
+RUN := build/run
 
 .PHONY: run test lint bench clean
 
@@ -14,16 +14,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Until the update server lands, the main job is a short demo of the image and flash tooling.
+# The main job: the update server on an embedded repository (a folder + SQLite), seeded with one
+# sample build per channel. Seeds are reproducible (fixed build time), so re-running publishes nothing new.
+HOST ?= 127.0.0.1
+PORT ?= 8080
 run: $(STAMP)
-	mkdir -p $(DEMO)
-	$(VENV)/bin/ovota image build --version 3.3.006-demo --size 1048576 $(DEMO)/ovms3.bin
-	$(VENV)/bin/ovota image info $(DEMO)/ovms3.bin
-	$(VENV)/bin/ovota parttable build --flash-size 16MB ../shared/vectors/partition_tables/partitions.csv $(DEMO)/partitions.bin
-	$(VENV)/bin/ovota parttable show $(DEMO)/partitions.bin
-	$(VENV)/bin/ovota otadata init $(DEMO)/otadata.bin
-	$(VENV)/bin/ovota otadata switch $(DEMO)/otadata.bin ota_1
-	$(VENV)/bin/ovota otadata show $(DEMO)/otadata.bin
+	mkdir -p $(RUN)
+	for seed in main:3.3.006 eap:3.3.006-52-g1b2c3d4 edge:3.3.006-172-g362f87425; do \
+	  tag=$${seed%%:*}; version=$${seed#*:}; \
+	  SOURCE_DATE_EPOCH=1784000000 $(VENV)/bin/ovota image build --version $$version --size 2100352 $(RUN)/$$tag.bin >/dev/null && \
+	  $(VENV)/bin/ovota release publish $(RUN)/$$tag.bin --repo $(RUN)/repo --tag $$tag || exit 1; \
+	done
+	$(VENV)/bin/ovota server --repo $(RUN)/repo --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
@@ -36,6 +38,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/image_verify.py
 	$(PY) bench/flash_update.py
+	bash bench/serve.sh
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,3 +90,53 @@ class RawServer:
 
     def stop(self) -> None:
         self.sock.close()
+
+
+class OvotaServer:
+    """``ovota server`` as a user starts it, on a free port."""
+
+    def __init__(self, repo: Path, workers: int = 1) -> None:
+        self.repo = repo
+        self.port = free_port()
+        script = Path(sys.executable).with_name("ovota")
+        self.proc = subprocess.Popen(
+            [str(script), "server", "--repo", str(repo), "--port", str(self.port), "--workers", str(workers)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"ovota server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("ovota server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.port}/firmware/ota"
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=10)
+
+
+def raw_get(port: int, path: str, user_agent: str = "ovms/v3.3-5 (DEMO 3.3.005/ota_0/main)") -> tuple[bytes, bytes]:
+    """OVMS's exact request: HTTP/1.0, Host and User-Agent only; read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nUser-Agent: {user_agent}\r\n\r\n".encode())
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return head, body
