@@ -112,7 +112,8 @@ class OvotaServer:
                 return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"ovota server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                    stderr = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"ovota server exited: {stderr}") from None
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("ovota server did not start")

@@ -171,7 +171,8 @@ def test_bad_publishes_change_nothing(tmp_path: Path, repo: Path, ovota: CliRunn
         (
             html,
             [],
-            "Error: not a valid firmware image: not an ESP32 image: first byte 0x3c, expected 0xe9 (it looks like an HTML page)",
+            "Error: not a valid firmware image: not an ESP32 image: first byte 0x3c, expected 0xe9"
+            " (it looks like an HTML page)",
         ),
         (tmp_path / "corrupt.bin", [], "Error: not a valid firmware image: image checksum mismatch"),
         (tmp_path / "big.bin", [], "Error: image of 4194304 bytes does not fit the 4 MB OTA slot of product v3.3"),
