@@ -46,6 +46,7 @@ def server(repo: Path, host: str, port: int, workers: int) -> None:
         if os.fork() == 0:
             break
     click.echo(f"ovota server on http://{host}:{port}/firmware/ota/ (repository {repo}, pid {os.getpid()})")
+    # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
     web.run_app(create_app(repo), host=host, port=port, reuse_port=workers > 1, print=None, access_log=None)
 
 

@@ -19,9 +19,11 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from ovota.server.blob_response import BlobResponse, OpenBlob
 from ovota.server.repository import NAME, Channel, NotFound, Repository, RepositoryError
 
 PIN_SECONDS = 15 * 60
+RECHECK_SECONDS = 0.05
 MAX_PINS = 100_000
 MAX_UPLOAD = 16 * 1024 * 1024
 BIN, VER = "ovms3.bin", "ovms3.ver"
@@ -37,7 +39,6 @@ class Served:
     ver_body: bytes
     ver_etag: str
     last_modified: str
-    blob: Path
 
 
 class ServerState:
@@ -46,6 +47,8 @@ class ServerState:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self._version = -1
+        self._next_check = 0.0
+        self._blobs: dict[str, OpenBlob] = {}
         self._served: dict[tuple[str, str], Served | None] = {}
         self._pins: OrderedDict[tuple[str, str, str, str], tuple[float, Served]] = OrderedDict()
 
@@ -53,10 +56,14 @@ class ServerState:
         self._served.clear()
 
     def served(self, product: str, tag: str) -> Served | None:
-        version = self.repo.data_version()
-        if version != self._version:
-            self._served.clear()
-            self._version = version
+        now = time.monotonic()
+        if now >= self._next_check:
+            # Another process (the CLI, another worker) may have published: look at most every 50 ms.
+            self._next_check = now + RECHECK_SECONDS
+            version = self.repo.data_version()
+            if version != self._version:
+                self._served.clear()
+                self._version = version
         key = (product, tag)
         if key not in self._served:
             self._served[key] = self._load(product, tag)
@@ -74,8 +81,19 @@ class ServerState:
             channel.ver_file,
             f'"{channel.build.sha256[:32]}-ver"',
             formatdate(channel.updated, usegmt=True),
-            self.repo.blob_path(channel.build.sha256),
         )
+
+    def blob(self, sha256: str) -> OpenBlob:
+        """The build's blob, opened once: blobs are immutable, so the descriptor stays valid."""
+        blob = self._blobs.get(sha256)
+        if blob is None:
+            blob = self._blobs[sha256] = OpenBlob.open(self.repo.blob_path(sha256), sha256)
+        return blob
+
+    def close(self) -> None:
+        for blob in self._blobs.values():
+            blob.file.close()
+        self._blobs.clear()
 
     def pin(self, request: web.Request, product: str, tag: str, served: Served) -> None:
         key = (request.remote or "", request.headers.get("User-Agent", ""), product, tag)
@@ -113,15 +131,9 @@ async def device_file(request: web.Request) -> web.StreamResponse:
         return web.Response(body=served.ver_body, content_type="text/plain", charset="utf-8", headers=headers)
     if name == BIN:
         served = state.pinned(request, product, tag) or served
-        return _file(served.blob, served.channel.build.sha256, cache="no-cache")
+        sha256 = served.channel.build.sha256
+        return BlobResponse(state.blob(sha256), "no-cache", sha256)
     raise web.HTTPNotFound(text=f"Not found: {name}\n")
-
-
-def _file(path: Path, sha256: str, cache: str) -> web.FileResponse:
-    response = web.FileResponse(
-        path, headers={"Content-Type": "application/octet-stream", "Cache-Control": cache, "X-Build-SHA256": sha256}
-    )
-    return response
 
 
 async def build_file(request: web.Request) -> web.StreamResponse:
@@ -131,7 +143,8 @@ async def build_file(request: web.Request) -> web.StreamResponse:
         build = repo.build(sha256)
     except NotFound:
         raise web.HTTPNotFound(text=f"Not found: no build {sha256}\n") from None
-    return _file(repo.blob_path(build.sha256), build.sha256, cache="public, max-age=31536000, immutable")
+    blob = request.app[STATE_KEY].blob(build.sha256)
+    return BlobResponse(blob, "public, max-age=31536000, immutable", build.sha256)
 
 
 # -- download area --------------------------------------------------------------------------------------
@@ -221,15 +234,12 @@ def _api_error(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
-        response: web.StreamResponse = await handler(request)
-        return response
     auth = request.headers.get("Authorization", "")
     token = auth[7:] if auth.startswith("Bearer ") else ""
     if not token or request.app[REPO_KEY].token_name(token) is None:
         return _api_error(401, "missing or invalid API token")
     try:
-        response = await handler(request)
+        response: web.StreamResponse = await handler(request)
     except NotFound as err:
         return _api_error(404, str(err))
     except RepositoryError as err:
@@ -296,21 +306,26 @@ async def root(request: web.Request) -> web.Response:
 
 def create_app(repo_root: Path) -> web.Application:
     repo = Repository(repo_root)
-    app = web.Application(middlewares=[api_auth], client_max_size=MAX_UPLOAD)
+    app = web.Application(client_max_size=MAX_UPLOAD)
     app[REPO_KEY] = repo
     app[STATE_KEY] = ServerState(repo)
+    api = web.Application(middlewares=[api_auth], client_max_size=MAX_UPLOAD)
+    api[REPO_KEY] = repo
+    api[STATE_KEY] = app[STATE_KEY]
+    api.router.add_get("/channels", api_channels)
+    api.router.add_post("/publish", api_publish)
+    api.router.add_post("/promote", api_promote)
+    api.router.add_post("/rollback", api_rollback)
     app.router.add_get("/", root)
     app.router.add_get("/firmware/ota/", listing)
     app.router.add_get("/firmware/ota/{product}/", listing)
     app.router.add_get("/firmware/ota/{product}/{tag}/", listing)
     app.router.add_get("/firmware/ota/{product}/{tag}/{file}", device_file)
     app.router.add_get("/firmware/builds/{sha256:[0-9a-f]{64}}/ovms3.bin", build_file)
-    app.router.add_get("/api/v1/channels", api_channels)
-    app.router.add_post("/api/v1/publish", api_publish)
-    app.router.add_post("/api/v1/promote", api_promote)
-    app.router.add_post("/api/v1/rollback", api_rollback)
+    app.add_subapp("/api/v1", api)
 
     async def close_repo(app: web.Application) -> None:
+        app[STATE_KEY].close()
         repo.close()
 
     app.on_cleanup.append(close_repo)

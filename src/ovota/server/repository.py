@@ -180,6 +180,7 @@ class Repository:
         path.parent.mkdir(exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         try:
+            os.fchmod(fd, 0o644)  # blobs are public content; a front proxy may serve them directly
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()

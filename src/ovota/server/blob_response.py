@@ -1,0 +1,117 @@
+"""Serving immutable blobs: sendfile from a cached open file, with Range and conditional GET.
+
+aiohttp's FileResponse stats and opens the file (and looks for .gz/.br siblings) in a worker thread on
+every request. Build blobs are content-addressed and never change, so each is opened once and its
+SHA-256 is a strong ETag; a request then costs a header block and one sendfile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+SEND_BUFFER = 4 * 1024 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass(frozen=True)
+class OpenBlob:
+    file: BinaryIO
+    size: int
+    etag: str
+    last_modified: str
+    mtime: float
+
+    @classmethod
+    def open(cls, path: Path, sha256: str) -> OpenBlob:
+        file = path.open("rb")
+        stat = os.fstat(file.fileno())
+        mtime = int(stat.st_mtime)  # HTTP dates have whole seconds
+        return cls(file, stat.st_size, f'"{sha256}"', formatdate(mtime, usegmt=True), mtime)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """(offset, count) of a single satisfiable range; None to serve the whole file; ValueError if unsatisfiable."""
+    match = _RANGE.match(header.replace(" ", ""))
+    if match is None:
+        return None  # multiple or malformed ranges: RFC 9110 lets a server ignore Range
+    first, last = match.groups()
+    if first == "":
+        if last == "" or int(last) == 0:
+            raise ValueError
+        count = min(int(last), size)
+        return size - count, count
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        raise ValueError
+    return start, end - start + 1
+
+
+class BlobResponse(web.StreamResponse):
+    def __init__(self, blob: OpenBlob, cache_control: str, sha256: str) -> None:
+        super().__init__(
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Accept-Ranges": "bytes",
+                "ETag": blob.etag,
+                "Last-Modified": blob.last_modified,
+                "Cache-Control": cache_control,
+                "X-Build-SHA256": sha256,
+            }
+        )
+        self._blob = blob
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        blob = self._blob
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None:
+            if if_none_match.strip() == "*" or blob.etag in (
+                t.strip().removeprefix("W/") for t in if_none_match.split(",")
+            ):
+                return await self._not_modified(request)
+        elif request.if_modified_since is not None and blob.mtime <= request.if_modified_since.timestamp():
+            return await self._not_modified(request)
+        offset, count = 0, blob.size
+        range_header = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if range_header and (if_range is None or if_range.strip() in (blob.etag, blob.last_modified)):
+            try:
+                chosen = _byte_range(range_header, blob.size)
+            except ValueError:
+                self.set_status(416)
+                self.headers["Content-Range"] = f"bytes */{blob.size}"
+                self.content_length = 0
+                return await super().prepare(request)
+            if chosen is not None:
+                offset, count = chosen
+                self.set_status(206)
+                self.headers["Content-Range"] = f"bytes {offset}-{offset + count - 1}/{blob.size}"
+        self.content_length = count
+        writer = await super().prepare(request)
+        if request.method == "HEAD" or count == 0:
+            return writer
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("Connection lost")
+        sock = transport.get_extra_info("socket")
+        if sock is not None and count > SEND_BUFFER // 4:
+            # A send buffer that holds most of an image lets one sendfile call move it, instead of
+            # waking the event loop for every few hundred kilobytes.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        await request._loop.sendfile(transport, blob.file, offset, count)
+        await super().write_eof()
+        return writer
+
+    async def _not_modified(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        self.set_status(304)
+        self.content_length = None
+        return await super().prepare(request)
