@@ -334,3 +334,31 @@ def test_downloads_during_publishing_match_their_ver(tmp_path: Path, repo: Path,
     for version, digest in downloads:
         assert expected[version] == digest, version
     print(f"\n{len(downloads)} downloads by 64 devices during {changes} channel changes: all matched their .ver")
+
+
+def test_range_edge_cases(server: OvotaServer) -> None:
+    url = f"{server.url}/firmware/ota/v3.3-5/main/ovms3.bin"
+    data = image(MAIN, SIZE)
+    status, headers, body = http(url, headers={"Range": "bytes=-16"})
+    assert (status, body, headers["Content-Range"]) == (206, data[-16:], f"bytes {SIZE - 16}-{SIZE - 1}/{SIZE}")
+    status, _, body = http(url, headers={"Range": f"bytes={SIZE - 10}-"})
+    assert (status, body) == (206, data[-10:])
+    status, headers, _ = http(url, headers={"Range": f"bytes={SIZE}-"})
+    assert (status, headers["Content-Range"]) == (416, f"bytes */{SIZE}")
+    status, _, body = http(url, headers={"Range": "bytes=0-1,5-6"})
+    assert (status, len(body)) == (200, SIZE)  # multiple ranges are answered with the whole file
+    status, _, body = http(url, headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    assert (status, len(body)) == (200, SIZE)  # the resumed file changed: start over
+    etag = http(url, method="HEAD")[1]["ETag"]
+    assert etag == f'"{hashlib.sha256(data).hexdigest()}"'
+    status, _, body = http(url, headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert (status, body) == (206, data[:10])
+
+
+def test_several_workers(repo: Path) -> None:
+    srv = OvotaServer(repo, workers=2)
+    try:
+        for _ in range(6):
+            assert http(f"{srv.url}/firmware/ota/v3.3-5/main/ovms3.ver")[2] == f"{MAIN}\n".encode()
+    finally:
+        srv.stop()
