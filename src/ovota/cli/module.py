@@ -75,7 +75,7 @@ def shell(flash: Path, sd: Path | None) -> None:
         import readline  # noqa: F401  (line editing and history for input())
     device = _power_on(flash, sd)
     try:
-        console = Shell(device, Writer(sys.stdout))
+        console = Shell(device, Writer(sys.stdout), ask=lambda prompt: input())
         while True:
             try:
                 line = input(PROMPT if sys.stdin.isatty() else "")

@@ -50,6 +50,7 @@ class Flash:
         self._map = mmap.mmap(self._fd, self.size)
         self.cut = cut
         self.ops = 0
+        self.trace: list[tuple[int, str, int]] | None = None  # (op index, "erase"/"program", address) when set
 
     @classmethod
     def create(cls, path: Path, size: int = DEFAULT_FLASH_SIZE) -> Flash:
@@ -84,6 +85,8 @@ class Flash:
             raise FlashError(f"erase 0x{addr:x}+0x{length:x} is not sector aligned")
         self._check_range(addr, length)
         sectors = length // SECTOR_SIZE
+        if self.trace is not None:
+            self.trace += [(self.ops + i, "erase", addr + i * SECTOR_SIZE) for i in range(sectors)]
         if self.cut is None or not self.ops <= self.cut.at_op < self.ops + sectors:
             # No cut inside this range: one bulk erase, counted per sector.
             self._map[addr : addr + length] = b"\xff" * length
@@ -102,6 +105,8 @@ class Flash:
         self._check_range(addr, length)
         if length == 0:
             return
+        if self.trace is not None:
+            self.trace.append((self.ops, "program", addr))
         current = self._map[addr : addr + length]
         if current != b"\xff" * length:
             # Programming may only clear bits: every 0 bit of the old content must stay 0 in the new.

@@ -31,7 +31,25 @@ store,    data, fat,     0xe10000, 0x1f0000
 """
 )
 
-LAYOUTS = {"v3-30": V3_30_CSV, "v3-35": V3_35_CSV}
+# Boards with smaller flash (support/partitions8M.csv, partitions4M.csv): no room for the v3-35 layout.
+BOARD_8MB_CSV = (
+    _COMMON
+    + """\
+factory,  app,  factory, 0x10000,  3M
+ota_0,    app,  ota_0,   ,         3M
+store,    data, fat,     ,         1M
+"""
+)
+BOARD_4MB_CSV = (
+    _COMMON
+    + """\
+factory,  app,  factory, 0x10000,  0x2f0000
+store,    data, fat,     ,         1M
+"""
+)
+
+LAYOUTS = {"v3-30": V3_30_CSV, "v3-35": V3_35_CSV, "8MB": BOARD_8MB_CSV, "4MB": BOARD_4MB_CSV}
+FLASH_SIZES = {"8MB": 8 * 1024 * 1024, "4MB": 4 * 1024 * 1024}
 
 
 def layout_table(name: str) -> PartitionTable:

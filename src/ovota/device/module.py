@@ -13,7 +13,7 @@ from ovota.device.flash import DEFAULT_FLASH_SIZE, Flash, PowerCut
 from ovota.device.identity import Identity, read_identity, write_identity
 from ovota.device.images import partition_version
 from ovota.device.layout import Layout, LayoutType, read_layout
-from ovota.device.layouts import layout_table
+from ovota.device.layouts import FLASH_SIZES, layout_table
 from ovota.device.store import Config
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage, build_app_image
@@ -38,7 +38,7 @@ def create_module(path: Path, layout: str, firmware: bytes, hardware: str | None
     if problem:
         raise FormatError(f"firmware cannot go into {first_app.name}: {problem}")
     identity = Identity() if hardware is None else Identity(hardware=hardware, chip_revision=_chip_revision(hardware))
-    with Flash.create(path, DEFAULT_FLASH_SIZE) as flash:
+    with Flash.create(path, FLASH_SIZES.get(layout, DEFAULT_FLASH_SIZE)) as flash:
         bootloader = build_app_image("bootloader", project="bootloader", built=datetime(2026, 1, 1, tzinfo=UTC))
         flash.program(BOOTLOADER_OFFSET, bootloader)
         flash.program(0x8000, table.to_binary())
@@ -84,6 +84,7 @@ class Module:
         self.boot_result: BootResult = boot(self.flash, self.layout, self.rollback)
         self.identity = read_identity(self.flash, self.layout.get("nvs"))
         self.last_check_day: int | None = None
+        self.partition_update = False  # RTC boot flag: lost on power loss, set only by a restart
         descriptor = AppImage.parse(self.flash.read(self.running.offset, self.running.size)).app_descriptor()
         self.build = (
             f"idf {descriptor.idf_ver} {descriptor.date} {descriptor.time}" if descriptor else self.identity.idf_build

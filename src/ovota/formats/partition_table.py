@@ -102,6 +102,15 @@ class Partition:
         return None
 
     @property
+    def type_keyword(self) -> str:
+        """The CSV keyword of the type (``app``, ``data``), or the number."""
+        return _keyword(self.type, TYPE_KEYWORDS)
+
+    @property
+    def subtype_keyword(self) -> str:
+        return _keyword(self.subtype, SUBTYPE_KEYWORDS.get(self.type, {}))
+
+    @property
     def flags(self) -> int:
         return (self.encrypted << FLAG_BITS["encrypted"]) | (self.readonly << FLAG_BITS["readonly"])
 
@@ -140,15 +149,12 @@ class Partition:
                     return f"{value // unit}{suffix}"
             return f"0x{value:x}"
 
-        def keyword(value: int, keywords: Mapping[str, int]) -> str:
-            return next((k for k, v in keywords.items() if v == value), str(value))
-
         flags = ":".join(name for name in FLAG_BITS if getattr(self, name))
         return ",".join(
             [
                 self.name,
-                keyword(self.type, TYPE_KEYWORDS),
-                keyword(self.subtype, SUBTYPE_KEYWORDS.get(self.type, {})),
+                self.type_keyword,
+                self.subtype_keyword,
                 f"0x{self.offset:x}",
                 size_text(self.size),
                 flags,
@@ -365,6 +371,10 @@ def _place(rows: list[_CsvRow], table_offset: int) -> Iterator[Partition]:
             raise FormatError(f"Error at line {row.line_no}: partition {row.name} has an invalid size")
         last_end = offset + size
         yield Partition(row.name, row.type, row.subtype, offset, size, row.encrypted, row.readonly)
+
+
+def _keyword(value: int, keywords: Mapping[str, int]) -> str:
+    return next((k for k, v in keywords.items() if v == value), str(value))
 
 
 def _verify_partition(p: Partition) -> None:

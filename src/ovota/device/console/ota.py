@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ovota.device import fetch
+from ovota.device.console import partitions as migration
 from ovota.device.console.tree import Command
 from ovota.device.flash import SECTOR_SIZE
 from ovota.device.images import partition_version
+from ovota.device.layout import LayoutType
 from ovota.device.ota import (
     ESP_ERR_INVALID_ARG,
     ESP_ERR_NOT_FOUND,
@@ -22,7 +24,7 @@ from ovota.device.ota import (
     set_boot_partition,
 )
 from ovota.formats.otadata import OtaState
-from ovota.formats.partition_table import SUBTYPE_KEYWORDS, TYPE_KEYWORDS, Partition
+from ovota.formats.partition_table import Partition
 from ovota.formats.versions import buildverscmp
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ BOOT_ERRORS = {
 }
 
 
-def register(root: Command, has_factory: bool) -> None:
+def register(root: Command, has_factory: bool, layout_type: LayoutType) -> None:
     ota = root.add(Command("ota", "OTA framework", ota_status))
     status = ota.add(Command("status", "Show OTA status", ota_status, max_args=0))
     status.add(Command("nocheck", "Show OTA status (skip check for available update)", ota_status))
@@ -59,6 +61,7 @@ def register(root: Command, has_factory: bool) -> None:
         rollback.add(Command(action, f"Rollback {action}", ota_rollback))
     partitions = ota.add(Command("partitions", "OTA partitions"))
     partitions.add(Command("list", "Show partition table", ota_partitions_list))
+    migration.register(partitions, layout_type)
 
 
 # -- status ---------------------------------------------------------------------------------------------
@@ -115,6 +118,7 @@ def _too_small(shell: Shell, target: Partition) -> None:
     shell.out.write(f"Error: target partition too small ({target.size} bytes capacity) - aborting\n")
     if target.size < NEW_LAYOUT_SLOT:
         shell.out.puts("Consider upgrading your partitioning scheme to v3-35.")
+        shell.notify("alert", "ota.partitiontype", migration.PARTITION_ALERT.format("have now stopped"))
 
 
 def _finish(shell: Shell, update: OtaUpdate, target: Partition, prefix: str) -> bool:
@@ -365,9 +369,9 @@ def ota_partitions_list(shell: Shell, args: list[str]) -> None:
     out.puts("Partition table:")
     out.write(f"{'Label':<16} {'Type':>4} {'Subtype':<12} {'Address':>10} {'Size':<10.10}\n")
     for p in m.layout.table:
-        ptype = next((k for k, v in TYPE_KEYWORDS.items() if v == p.type), str(p.type))
-        subtype = next((k for k, v in SUBTYPE_KEYWORDS.get(p.type, {}).items() if v == p.subtype), str(p.subtype))
-        out.write(f"{p.name:<16} {ptype:<4.4} {subtype:<12.12} 0x{p.offset:08x} {_size_text(p.size)}\n")
+        out.write(
+            f"{p.name:<16} {p.type_keyword:<4.4} {p.subtype_keyword:<12.12} 0x{p.offset:08x} {_size_text(p.size)}\n"
+        )
     if m.layout.stored_md5 is not None:
         verdict = "pass" if m.layout.md5_ok else "FAIL"
         out.write(f"Digest:          {m.layout.stored_md5.hex()} {verdict}\n")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from ovota.device.console import auto, config, ota
+from ovota.device.console import auto, config, ota, partitions
 from ovota.device.console.tree import Command
 from ovota.device.console.writer import Writer
 from ovota.device.module import Module
@@ -20,16 +21,18 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 class Shell:
     """One console session on a powered-on module."""
 
-    def __init__(self, module: Module, out: Writer) -> None:
+    def __init__(self, module: Module, out: Writer, ask: Callable[[str], str] | None = None) -> None:
         self.module = module
         self.out = out
         self.words: list[str] = []
         self.notified_version: str | None = None
+        self._ask = ask
         self._build_tree()
+        partitions.system_start(self)
 
     def _build_tree(self) -> None:
         self.root = Command("", "")
-        ota.register(self.root, has_factory=self.module.layout.factory is not None)
+        ota.register(self.root, self.module.layout.factory is not None, self.module.layout.type)
         config.register(self.root)
         module = self.root.add(Command("module", "MODULE framework"))
         module.add(Command("reset", "Reset module", _module_reset))
@@ -61,10 +64,20 @@ class Shell:
     def auto_flash(self, force: bool) -> bool:
         return auto.auto_flash(self, force)
 
-    def restart(self) -> None:
-        """A reboot through the bootloader; the command tree follows the new partition table."""
+    def ask(self, prompt: str) -> str:
+        """A y/n question; without an interactive user (``module run``) the answer is empty."""
+        self.out.write(prompt)
+        answer = self._ask(prompt) if self._ask else ""
+        if not self._ask:
+            self.out.write("\n")
+        return answer.strip()
+
+    def restart(self, partition_update: bool = False) -> None:
+        """A reboot through the bootloader; ``partition_update`` is OVMS's RTC flag for maintenance mode."""
         self.module.reset()
+        self.module.partition_update = partition_update
         self._build_tree()
+        partitions.system_start(self)
 
 
 def _module_reset(shell: Shell, args: list[str]) -> None:
