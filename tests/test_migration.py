@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ovota.device.flash import Flash, PowerCut, PowerLoss
+from ovota.device.migrate import with_store2, without_factory
 from ovota.device.module import Module, create_module
 from ovota.formats.partition_table import PartitionTable
 from tests.conftest import CliRunner
@@ -77,8 +78,6 @@ def test_upgrade_reaches_the_esp_idf_v3_35_table(tmp_path: Path, vectors: Path, 
 
 
 def test_intermediate_tables_match_ovms(tmp_path: Path, vectors: Path) -> None:
-    from ovota.device.migrate import with_store2, without_factory
-
     old = PartitionTable.from_binary((vectors / "partition_tables/ovms_v3-30_factory_ota.bin").read_bytes())
     v34 = with_store2(old).to_binary()
     assert v34[0x100:0x110] == b"\xeb\xeb" + b"\xff" * 14
@@ -106,7 +105,8 @@ def test_a_6mb_image_flashes_after_migrating(tmp_path: Path, ovota: CliRunner) -
         server.publish("v3.3-5", "edge", big, "3.3.007\n")
         run = ovota(
             "module", "run", flash, "--",
-            f"config set ota server {server.base}", "ota status", "ota flash http", "module reset", "ota status nocheck",
+            f"config set ota server {server.base}", "ota status", "ota flash http", "module reset",
+            "ota status nocheck",
         )  # fmt: skip
     finally:
         server.stop()
