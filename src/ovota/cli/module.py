@@ -86,3 +86,22 @@ def shell(flash: Path, sd: Path | None) -> None:
             console.execute(line)
     finally:
         device.close()
+
+
+@module.command("web")
+@_flash_arg
+@_sd_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535))
+def web_ui(flash: Path, sd: Path | None, host: str, port: int) -> None:
+    """Serve the module's Firmware page (power-on first, like the module's web server)."""
+    from aiohttp import web
+
+    from ovota.device.web.app import create_module_app
+
+    device = _power_on(flash, sd)
+    try:
+        click.echo(f"Module web UI on http://{host}:{port}/cfg/firmware")
+        web.run_app(create_module_app(device), host=host, port=port, print=None, access_log=None)
+    finally:
+        device.close()

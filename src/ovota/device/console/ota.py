@@ -211,32 +211,36 @@ async def _flash_http(shell: Shell, url: str, running: Partition, target: Partit
 
 
 def ota_flash_vfs(shell: Shell, args: list[str]) -> None:
+    if flash_file(shell, shell.vfs_path(args[0]), args[0]):
+        shell.module.config.set("ota", "vfs.mru", args[0])
+
+
+def flash_file(shell: Shell, local: Path | None, path: str) -> bool:
+    """Flash a local file into the next OTA slot (the body of `ota flash vfs`); True on success."""
     parts = _target(shell)
     if parts is None:
-        return
+        return False
     running, target = parts
-    path = args[0]
-    local = shell.vfs_path(path)
     if local is None or not local.is_file():
         shell.out.write(f"Error: Cannot find file {path}\n")
-        return
+        return False
     size = local.stat().st_size
     shell.out.write(f"Source image is {size} bytes in size\n")
     if size > target.size:
         _too_small(shell, target)
-        return
+        return False
     try:
         source = local.open("rb")
     except OSError:
         shell.out.write(f"Error: Cannot open {path}\n")
-        return
+        return False
     with source:
         shell.out.puts("OTA Flash VFS: Preparing flash partition...")
         try:
             update = OtaUpdate(shell.module.flash, running, target, size, _pending(shell))
         except EspError as err:
             shell.out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
-            return
+            return False
         shell.out.puts("OTA Flash VFS: Flashing image partition...")
         while chunk := source.read(VFS_CHUNK):
             try:
@@ -244,12 +248,13 @@ def ota_flash_vfs(shell: Shell, args: list[str]) -> None:
             except EspError as err:
                 shell.out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
                 shell.log(f"OTA Flash VFS: {err.reason}")
-                return
-    if _finish(shell, update, target, "OTA Flash VFS"):
-        shell.out.write(
-            f"OTA flash was successful\n  Flashed {size} bytes from {path}\n  Next boot will be from '{target.name}'\n"
-        )
-        shell.module.config.set("ota", "vfs.mru", path)
+                return False
+    if not _finish(shell, update, target, "OTA Flash VFS"):
+        return False
+    shell.out.write(
+        f"OTA flash was successful\n  Flashed {size} bytes from {path}\n  Next boot will be from '{target.name}'\n"
+    )
+    return True
 
 
 def ota_flash_auto(shell: Shell, args: list[str]) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TextIO
+from typing import Protocol
+
+
+class TextSink(Protocol):
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class Writer:
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextSink) -> None:
         self.stream = stream
         self.errors = 0
 

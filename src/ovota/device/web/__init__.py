@@ -1,0 +1,1 @@
+"""The module's web UI (the OVMS Firmware page)."""
