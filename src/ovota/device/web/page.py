@@ -64,7 +64,7 @@ def render_firmware_page(
 <label for="url">Flash from URL</label>
 <input type="text" inputmode="url" id="url" name="url" value="{escape(config["http_mru"])}" placeholder="http://server/firmware/ota/v3.3-5/main/ovms3.bin">
 <button type="submit" class="secondary">Flash from URL</button> <span id="url-message" role="status"></span></form>
-<form id="flash-file"><label for="file">Flash from file</label>
+<form id="flash-file"><label for="file">Firmware file to flash</label>
 <input type="file" id="file" name="file" accept=".bin,application/octet-stream">
 <button type="submit" class="secondary">Flash from file</button> <span id="file-message" role="status"></span></form>
 <div id="job" hidden><h3 id="job-title"></h3>

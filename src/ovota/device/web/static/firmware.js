@@ -5,12 +5,13 @@ async function send(url, body, messageId) {
   const result = await response.json();
   if (!result.ok) { show(messageId, result.error, false); return false; }
   if (result.message) show(messageId, result.message, true); else $(messageId).textContent = '';
+  if (url.endsWith('/settings')) updateCheck();
   if (result.job !== undefined || url.endsWith('/boot') || url.endsWith('/reboot')) poll();
   return true;
 }
 function renderStatus(status) {
   $('running').textContent = status.running; $('boot').textContent = status.boot;
-  $('firmware').textContent = status.firmware;
+  $('firmware').textContent = status.firmware; $('partition').value = status.boot;
   for (const [name, version] of Object.entries(status.images)) { const el = $('image-' + name); if (el) el.textContent = version || '(empty)'; }
 }
 async function poll() {
