@@ -21,6 +21,8 @@ from aiohttp import BodyPartReader, web
 
 from ovota.server.blob_response import BlobResponse, OpenBlob
 from ovota.server.repository import NAME, Channel, NotFound, Repository, RepositoryError
+from ovota.server.web import layout
+from ovota.server.web.console import add_console_routes
 
 PIN_SECONDS = 15 * 60
 RECHECK_SECONDS = 0.05
@@ -156,18 +158,13 @@ def _wants_json(request: web.Request) -> bool:
 
 def _page(title: str, crumbs: list[tuple[str, str]], head: list[str], rows: list[list[str]]) -> web.Response:
     nav = " / ".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a>' for text, href in crumbs)
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    header = "".join(f'<th scope="col">{html.escape(h)}</th>' for h in head)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:72rem}}
-table{{border-collapse:collapse;width:100%}}code{{font-size:.85em}}
-th,td{{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #ddd;word-break:break-all}}</style>
-</head><body><nav aria-label="breadcrumb">{nav}</nav><h1>{html.escape(title)}</h1>
-<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></body></html>
-"""
-    return web.Response(text=page, content_type="text/html")
+    table = f'<div class="table"><table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>'
+    text = layout.page(
+        title, table, nav=f'<nav class="crumbs" aria-label="Breadcrumb">{nav}</nav>', script="/static/listing.js"
+    )
+    return web.Response(text=text, content_type="text/html")
 
 
 def _link(href: str, text: str) -> str:
@@ -215,8 +212,10 @@ async def listing(request: web.Request) -> web.Response:
     crumbs.append((tag, f"/firmware/ota/{product}/{tag}/"))
     c = channels[0]
     updated = html.escape(formatdate(c.updated, usegmt=True))
+    bin_url = f"/firmware/ota/{product}/{tag}/{BIN}"
+    copy = f'<button type="button" class="copy" data-url="{html.escape(bin_url)}">Copy URL</button>'
     rows = [
-        [_link(f"/firmware/ota/{product}/{tag}/{BIN}", BIN), str(c.build.size), html.escape(c.build.version), updated,
+        [_link(bin_url, BIN) + copy, str(c.build.size), html.escape(c.build.version), updated,
          f"<code>{c.build.sha256}</code>"],
         [_link(f"/firmware/ota/{product}/{tag}/{VER}", VER), str(len(c.ver_file)), html.escape(c.build.version),
          updated, ""],
@@ -323,6 +322,8 @@ def create_app(repo_root: Path) -> web.Application:
     app.router.add_get("/firmware/ota/{product}/{tag}/{file}", device_file)
     app.router.add_get("/firmware/builds/{sha256:[0-9a-f]{64}}/ovms3.bin", build_file)
     app.add_subapp("/api/v1", api)
+    add_console_routes(app, repo, app[STATE_KEY].invalidate)
+    app.router.add_static("/static", Path(__file__).parent / "web" / "static")
 
     async def close_repo(app: web.Application) -> None:
         app[STATE_KEY].close()
