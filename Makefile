@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN := build/run
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,12 @@ run: $(STAMP)
 	done
 	$(VENV)/bin/ovota server --repo $(RUN)/repo --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# Browser tests drive Debian's chromium (Playwright cannot download its own browser here).
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: browser tests will be skipped (apt-get install chromium)"
+
+test: $(STAMP) browser
 	$(PY) -m pytest -n 2 -q
 
 lint: $(STAMP)

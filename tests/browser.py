@@ -23,8 +23,8 @@ FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def launch_browser() -> Iterator[Browser]:
+    """The body of conftest's session-wide ``browser`` fixture (one Playwright per test process)."""
     if not CHROMIUM.exists():
         if os.environ.get("CI"):
             pytest.fail("Debian's chromium is not installed; .ci/run installs it")

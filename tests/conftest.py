@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser
+
+from tests.browser import launch_browser
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT.parent / "shared" / "vectors"
@@ -22,6 +25,11 @@ class Run:
 
 
 CliRunner = Callable[..., Run]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    yield from launch_browser()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser import browser, screenshot_path  # noqa: F401  (fixture)
+from tests.browser import screenshot_path
 from tests.module_helpers import image, new_module, run_commands, snapshot
 from tests.servers import StaticServer, free_port
 
@@ -76,7 +76,7 @@ def config_value(flash: Path, param: str, instance: str) -> str:
     return out.strip()
 
 
-def test_version_tag_and_update_now(browser: Browser, module_web: ModuleWeb) -> None:  # noqa: F811
+def test_version_tag_and_update_now(browser: Browser, module_web: ModuleWeb) -> None:
     page: Page = browser.new_page()
     page.goto(module_web.url)
     expect(page.locator("#running")).to_have_text("ota_0")
@@ -97,7 +97,7 @@ def test_version_tag_and_update_now(browser: Browser, module_web: ModuleWeb) -> 
     assert "Next boot will be from 'ota_1'" in page.locator("#job-log").inner_text()
 
 
-def test_bad_input_is_refused_visibly(browser: Browser, module_web: ModuleWeb, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_input_is_refused_visibly(browser: Browser, module_web: ModuleWeb, tmp_path: Path) -> None:
     before = snapshot(module_web.flash)
     page = browser.new_page()
     page.goto(module_web.url)
@@ -124,7 +124,7 @@ def test_bad_input_is_refused_visibly(browser: Browser, module_web: ModuleWeb, t
     assert (after.otadata, after.running_image, after.store) == (before.otadata, before.running_image, before.store)
 
 
-def test_flash_from_file_and_boot_selection(browser: Browser, module_web: ModuleWeb, tmp_path: Path) -> None:  # noqa: F811
+def test_flash_from_file_and_boot_selection(browser: Browser, module_web: ModuleWeb, tmp_path: Path) -> None:
     firmware = tmp_path / "ovms3.bin"
     firmware.write_bytes(image("3.3.007", 65536))
     page = browser.new_page()
