@@ -136,3 +136,17 @@ def test_flash_from_file_and_boot_selection(browser: Browser, module_web: Module
     page.get_by_label("Boot partition").select_option("ota_0")
     page.get_by_role("button", name="Set boot partition").click()
     expect(page.locator("#boot")).to_have_text("ota_0")
+
+
+def test_readable_on_a_phone(browser: Browser, module_web: ModuleWeb) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(module_web.url)
+    expect(page.get_by_role("heading", name="Firmware")).to_be_visible()
+    page.screenshot(path=screenshot_path("module-phone"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    # Every form control has a label a screen reader can announce.
+    unlabeled = page.evaluate(
+        "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+        ".filter(e => !e.labels || e.labels.length === 0).map(e => e.id)"
+    )
+    assert unlabeled == []

@@ -105,3 +105,12 @@ def test_bad_upload_is_refused_visibly(browser: Browser, server: tuple[OvotaServ
     expect(page.locator("#publish-message")).to_contain_text("not a valid firmware image: not an ESP32 image")
     expect(page.locator("#publish-message")).to_have_class("error")
     assert ver(srv, "edge") == MAIN
+
+
+def test_download_area_on_a_phone(browser: Browser, server: tuple[OvotaServer, str]) -> None:
+    srv, _ = server
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{srv.url}/firmware/ota/v3.3-5/main/")
+    expect(page.get_by_role("link", name="ovms3.bin")).to_be_visible()
+    page.screenshot(path=screenshot_path("server-download-phone"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
