@@ -20,6 +20,22 @@ def free_port() -> int:
         return port
 
 
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Return once ``port`` accepts connections; fail if ``proc`` exits or 20 s pass."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                stderr = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"{what} exited: {stderr}") from None
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start")
+
+
 class StaticServer:
     """``python -m http.server`` (HTTP/1.0, Content-Length, close after body) over a folder."""
 
@@ -31,15 +47,7 @@ class StaticServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("http.server did not start")
+        wait_for_port(self.port, self.proc, "http.server")
 
     @property
     def base(self) -> str:
@@ -105,18 +113,7 @@ class OvotaServer:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    stderr = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"ovota server exited: {stderr}") from None
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("ovota server did not start")
+        wait_for_port(self.port, self.proc, "ovota server")
 
     @property
     def url(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import screenshot_path
 from tests.module_helpers import image, new_module, run_commands, snapshot
-from tests.servers import StaticServer, free_port
+from tests.servers import StaticServer, free_port, wait_for_port
 
 OLD = "3.3.005"
 NEW = "3.3.006"
@@ -41,17 +40,9 @@ class ModuleWeb:
         self.proc = subprocess.Popen(
             [str(script), "module", "web", str(flash), "--port", str(self.port)],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-        import socket
-
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("module web did not start")
+        wait_for_port(self.port, self.proc, "ovota module web")
 
     @property
     def url(self) -> str:

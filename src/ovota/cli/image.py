@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ovota.cli.files import write_atomic
+from ovota.files import write_atomic
 from ovota.formats.app_image import AppImage, build_app_image, chip_name
 
 EXIT_INVALID = 1

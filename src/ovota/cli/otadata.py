@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ovota.cli.files import write_atomic
+from ovota.files import write_atomic
 from ovota.formats.otadata import FACTORY, OtaData, OtaState, SelectEntry, choose_boot, seq_crc, set_boot_slot
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ovota.cli.files import write_atomic
+from ovota.files import write_atomic
 from ovota.formats import FormatError
 from ovota.formats.partition_table import DEFAULT_TABLE_OFFSET, ENTRY_MAGIC, PartitionTable
 

@@ -11,13 +11,13 @@ import hashlib
 import os
 import re
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovota.files import write_atomic
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
 from ovota.formats.versions import strverscmp
@@ -177,23 +177,7 @@ class Repository:
         path = self.blob_path(sha256)
         if path.exists() and path.stat().st_size == len(data):
             return
-        path.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-        try:
-            os.fchmod(fd, 0o644)  # blobs are public content; a front proxy may serve them directly
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(path, data)
 
     def build(self, sha256: str) -> Build:
         row = self.db.execute("SELECT * FROM builds WHERE sha256 = ?", (sha256,)).fetchone()
