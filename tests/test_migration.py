@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ovota.device.console.shell import Shell
+from ovota.device.console.writer import Writer
 from ovota.device.flash import Flash, PowerCut, PowerLoss
 from ovota.device.migrate import with_store2, without_factory
 from ovota.device.module import Module, create_module
@@ -186,11 +189,6 @@ def _window(flash: Path) -> set[int]:
     f.trace = []
     module = Module(f)
     try:
-        import io
-
-        from ovota.device.console.shell import Shell
-        from ovota.device.console.writer import Writer
-
         Shell(module, Writer(io.StringIO())).execute(UPGRADE)
     finally:
         f.close()

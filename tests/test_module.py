@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,9 +314,6 @@ def test_app_rollback(tmp_path: Path, ovota: CliRunner) -> None:
 
 
 def test_interactive_shell_reads_commands(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     flash = new_module(tmp_path / "m.img", version=OLD)
     script = Path(sys.executable).with_name("ovota")
     proc = subprocess.run(

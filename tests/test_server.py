@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import subprocess
+import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from email.message import Message
+from http.client import HTTPConnection
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from ovota.server.repository import Repository
@@ -106,9 +112,8 @@ def test_http11_features(server: OvotaServer) -> None:
 
 
 def test_keep_alive(server: OvotaServer) -> None:
-    import http.client
 
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn = HTTPConnection("127.0.0.1", server.port, timeout=10)
     for tag, version in (("main", MAIN), ("edge", EDGE), ("main", MAIN)):
         conn.request("GET", f"/firmware/ota/v3.3-5/{tag}/ovms3.ver")
         response = conn.getresponse()
@@ -247,8 +252,6 @@ def test_restart_loses_nothing(repo: Path, ovota: CliRunner) -> None:
 
 @pytest.mark.parametrize("crash_at", ["os.replace", "_point"])
 def test_crash_mid_publish_leaves_no_half_build(tmp_path: Path, repo: Path, crash_at: str) -> None:
-    import subprocess
-    import sys
 
     new = tmp_path / "new.bin"
     new.write_bytes(image("3.3.007", SIZE))
@@ -279,10 +282,6 @@ repository.Repository(Path(sys.argv[1])).publish(Path(sys.argv[2]).read_bytes(),
 
 
 def test_downloads_during_publishing_match_their_ver(tmp_path: Path, repo: Path, server: OvotaServer) -> None:
-    import asyncio
-    import threading
-
-    import aiohttp
 
     images = {f"3.3.007-{n}-g{n:07x}": image(f"3.3.007-{n}-g{n:07x}", 262144) for n in range(1, 5)}
     expected = {version: hashlib.sha256(data).hexdigest() for version, data in images.items()}

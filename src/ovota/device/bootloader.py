@@ -22,14 +22,8 @@ class NoBootableApp(Exception):
 
 @dataclass(frozen=True)
 class BootResult:
-    running: Partition
+    running: Partition  # may differ from the choice when the chosen image failed verification
     choice: BootChoice
-    log: tuple[str, ...]
-
-    @property
-    def fell_back(self) -> bool:
-        """True when the chosen slot failed verification and another partition was booted."""
-        return self.running.ota_slot != self.choice.slot
 
 
 def read_otadata(flash: Flash, layout: Layout) -> OtaData | None:
@@ -69,15 +63,11 @@ def boot(flash: Flash, layout: Layout, rollback: bool = False) -> BootResult:
     if rollback:
         _advance_states(flash, layout)
     choice = boot_choice(flash, layout)
-    log = [f"Boot choice: {choice.label}"]
     for part in _candidates(layout, choice):
-        problem = verify_partition_image(flash, part)
-        if problem is None:
+        if verify_partition_image(flash, part) is None:
             if choice.initial and part.ota_slot is not None:
                 _record_initial_seq(flash, layout, part.ota_slot)
-            log.append(f"Loaded app from partition {part.name} at offset 0x{part.offset:x}")
-            return BootResult(part, choice, tuple(log))
-        log.append(f"Partition {part.name} has no valid app: {problem}")
+            return BootResult(part, choice)
     raise NoBootableApp("No bootable app partitions in the partition table")
 
 

@@ -45,10 +45,6 @@ class Config:
         loaded = self._banks.load()
         self._params: dict[str, dict[str, str]] = json.loads(loaded[1]) if loaded else {}
 
-    @property
-    def initialised(self) -> bool:
-        return self._banks.load() is not None
-
     def get(self, param: str, instance: str, default: str = "") -> str:
         value = self._params.get(param, {}).get(instance, "")
         return value if value else default

@@ -91,10 +91,6 @@ class Partition:
         return self.offset + self.size
 
     @property
-    def is_app(self) -> bool:
-        return self.type == APP
-
-    @property
     def ota_slot(self) -> int | None:
         """The n of an ``ota_n`` app partition, None for any other partition."""
         if self.type == APP and OTA_SUBTYPE_MIN <= self.subtype < OTA_SUBTYPE_MIN + OTA_SLOT_COUNT:
