@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import BinaryIO
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-SEND_BUFFER = 4 * 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -102,11 +100,6 @@ class BlobResponse(web.StreamResponse):
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("Connection lost")
-        sock = transport.get_extra_info("socket")
-        if sock is not None and count > SEND_BUFFER // 4:
-            # A send buffer that holds most of an image lets one sendfile call move it, instead of
-            # waking the event loop for every few hundred kilobytes.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         await request._loop.sendfile(transport, blob.file, offset, count)
         await super().write_eof()
         return writer
