@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -94,13 +95,22 @@ class BlobResponse(web.StreamResponse):
                 self.set_status(206)
                 self.headers["Content-Range"] = f"bytes {offset}-{offset + count - 1}/{blob.size}"
         self.content_length = count
-        writer = await super().prepare(request)
-        if request.method == "HEAD" or count == 0:
-            return writer
         transport = request.transport
         if transport is None:
             raise ConnectionResetError("Connection lost")
-        await request._loop.sendfile(transport, blob.file, offset, count)
+        sock = transport.get_extra_info("socket")
+        cork = sock is not None and request.method != "HEAD" and count > 0
+        if cork:
+            # Like nginx's tcp_nopush: headers and the first data go out in full segments.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        try:
+            writer = await super().prepare(request)
+            if request.method == "HEAD" or count == 0:
+                return writer
+            await request._loop.sendfile(transport, blob.file, offset, count)
+        finally:
+            if cork:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
         await super().write_eof()
         return writer
 
