@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ovota.server.blob_response import BlobResponse, OpenBlob
 from ovota.server.repository import NAME, Channel, NotFound, Repository, RepositoryError
@@ -40,7 +41,7 @@ class Served:
     channel: Channel
     ver_body: bytes
     ver_etag: str
-    last_modified: str
+    ver_headers: CIMultiDictProxy[str]  # built once: header construction is a large part of a .ver request
 
 
 class ServerState:
@@ -78,12 +79,16 @@ class ServerState:
             channel = self.repo.channel(product, tag)
         except NotFound:
             return None
-        return Served(
-            channel,
-            channel.ver_file,
-            f'"{channel.build.sha256[:32]}-ver"',
-            formatdate(channel.updated, usegmt=True),
+        etag = f'"{channel.build.sha256[:32]}-ver"'
+        headers = CIMultiDict(
+            {
+                "Content-Type": "text/plain; charset=utf-8",
+                "ETag": etag,
+                "Last-Modified": formatdate(channel.updated, usegmt=True),
+                "Cache-Control": "no-cache",
+            }
         )
+        return Served(channel, channel.ver_file, etag, CIMultiDictProxy(headers))
 
     def blob(self, sha256: str) -> OpenBlob:
         """The build's blob, opened once: blobs are immutable, so the descriptor stays valid."""
@@ -127,10 +132,9 @@ async def device_file(request: web.Request) -> web.StreamResponse:
         return _not_found(product, tag)
     if name == VER:
         state.pin(request, product, tag, served)
-        headers = {"ETag": served.ver_etag, "Last-Modified": served.last_modified, "Cache-Control": "no-cache"}
         if served.ver_etag in request.headers.get("If-None-Match", ""):
-            return web.Response(status=304, headers=headers)
-        return web.Response(body=served.ver_body, content_type="text/plain", charset="utf-8", headers=headers)
+            return web.Response(status=304, headers=served.ver_headers)
+        return web.Response(body=served.ver_body, headers=served.ver_headers)
     if name == BIN:
         served = state.pinned(request, product, tag) or served
         sha256 = served.channel.build.sha256
@@ -315,11 +319,12 @@ def create_app(repo_root: Path) -> web.Application:
     api.router.add_post("/publish", api_publish)
     api.router.add_post("/promote", api_promote)
     api.router.add_post("/rollback", api_rollback)
+    # The router tries resources in order: the device path, the hot one, goes first.
+    app.router.add_get("/firmware/ota/{product}/{tag}/{file}", device_file)
     app.router.add_get("/", root)
     app.router.add_get("/firmware/ota/", listing)
     app.router.add_get("/firmware/ota/{product}/", listing)
     app.router.add_get("/firmware/ota/{product}/{tag}/", listing)
-    app.router.add_get("/firmware/ota/{product}/{tag}/{file}", device_file)
     app.router.add_get("/firmware/builds/{sha256:[0-9a-f]{64}}/ovms3.bin", build_file)
     app.add_subapp("/api/v1", api)
     add_console_routes(app, repo, app[STATE_KEY].invalidate)
