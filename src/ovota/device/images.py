@@ -6,7 +6,15 @@ from weakref import WeakKeyDictionary
 
 from ovota.device.flash import Flash
 from ovota.formats import FormatError
-from ovota.formats.app_image import HEADER, SEGMENT_HEADER, AppImage, find_ovms_version
+from ovota.formats.app_image import (
+    HEADER,
+    IMAGE_MAGIC,
+    MAX_SEGMENTS,
+    SEGMENT_HEADER,
+    AppDescriptor,
+    AppImage,
+    find_ovms_version,
+)
 from ovota.formats.partition_table import Partition
 
 MAX_APP_PARTITION = 16 * 1024 * 1024
@@ -35,13 +43,20 @@ def verify_partition_image(flash: Flash, part: Partition) -> str | None:
     return problem
 
 
+def first_segment(flash: Flash, part: Partition) -> bytes:
+    """The data of the image's first (DROM) segment, without reading the rest; b"" if there is no image."""
+    header = flash.read(part.offset, HEADER.size + SEGMENT_HEADER.size)
+    if header[0] != IMAGE_MAGIC or not 0 < header[1] <= MAX_SEGMENTS:
+        return b""
+    _, length = SEGMENT_HEADER.unpack_from(header, HEADER.size)
+    return flash.read(part.offset + len(header), min(length, part.size - len(header)))
+
+
 def partition_version(flash: Flash, part: Partition | None) -> str:
     """GetOVMSPartitionVersion: the OVMS version marker in segment 0, "" if absent. Does not verify."""
-    if part is None:
-        return ""
-    header = flash.read(part.offset, HEADER.size + SEGMENT_HEADER.size)
-    if header[0] != 0xE9 or header[1] > 16 or header[1] == 0:
-        return ""
-    _, length = SEGMENT_HEADER.unpack_from(header, HEADER.size)
-    length = min(length, part.size - len(header))
-    return find_ovms_version(flash.read(part.offset + len(header), length)) or ""
+    return "" if part is None else find_ovms_version(first_segment(flash, part)) or ""
+
+
+def partition_descriptor(flash: Flash, part: Partition) -> AppDescriptor | None:
+    """The app descriptor at the start of segment 0 (esp_ota_get_partition_description). Does not verify."""
+    return AppDescriptor.from_bytes(first_segment(flash, part))

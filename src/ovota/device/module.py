@@ -11,7 +11,7 @@ from ovota.device.bootloader import BootResult, boot, boot_choice
 from ovota.device.clock import Clock, Network
 from ovota.device.flash import DEFAULT_FLASH_SIZE, Flash, PowerCut
 from ovota.device.identity import Identity, read_identity, write_identity
-from ovota.device.images import partition_version
+from ovota.device.images import partition_descriptor, partition_version
 from ovota.device.layout import Layout, LayoutType, read_layout
 from ovota.device.layouts import FLASH_SIZES, layout_table
 from ovota.device.store import Config
@@ -85,7 +85,7 @@ class Module:
         self.identity = read_identity(self.flash, self.layout.get("nvs"))
         self.last_check_day: int | None = None
         self.partition_update = False  # RTC boot flag: lost on power loss, set only by a restart
-        descriptor = AppImage.parse(self.flash.read(self.running.offset, self.running.size)).app_descriptor()
+        descriptor = partition_descriptor(self.flash, self.running)
         self.build = (
             f"idf {descriptor.idf_ver} {descriptor.date} {descriptor.time}" if descriptor else self.identity.idf_build
         )
