@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ovota.device import fetch
+from ovota.device.console.ota import MIN_DOWNLOAD
 from ovota.device.ota import EspError, OtaUpdate, next_update_partition, set_boot_partition
 from ovota.formats.partition_table import Partition
 from ovota.formats.versions import buildverscmp
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from ovota.device.console.shell import Shell
 
 TICK = timedelta(seconds=600)
-MIN_DOWNLOAD = 1024
 
 
 def advance(shell: Shell, delta: timedelta) -> None:
