@@ -238,3 +238,19 @@ def test_power_loss_during_the_whole_migration(tmp_path: Path, pristine: Path) -
         print(f"  {outcome}: {count}")
     assert failures == []
     assert results["boots with config"] == 2 * total - results["window: unbootable"]
+
+
+def test_old_layout_notification_once(tmp_path: Path) -> None:
+    flash = tmp_path / "n.img"
+    create_module(flash, "v3-30", image("3.3.005", 8192))
+    assert "ota.partitiontype" not in run_commands(flash).output  # 3.3.005 does not need the new layout
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "new.bin").write_bytes(image("3.3.006", 8192))
+    out = run_commands(flash, "ota flash vfs /sd/new.bin", "module reset", sd=sd).output
+    assert (
+        "Notification info/ota.partitiontype: The module is running an outdated flash partitioning scheme.\n"
+        "OTA updates will soon stop working due to its 4MB firmware size limit.\n"
+    ) in out
+    assert config_of(flash)["ota"]["parttype.notified"] == "yes"
+    assert "ota.partitiontype" not in run_commands(flash).output  # sent once
