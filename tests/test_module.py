@@ -326,3 +326,20 @@ def test_interactive_shell_reads_commands(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["Parameter has been set.", "eap"]
+
+
+def test_sd_card_auto_flash(tmp_path: Path, ovota: CliRunner) -> None:
+    flash = new_module(tmp_path / "m.img", version=OLD)
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "ovms3.bin").write_bytes(image(NEW, 8192))
+    run = ovota("module", "run", flash, "--sd", sd, "--", "ota status nocheck")
+    assert run.code == 0, run.out
+    assert "I (ota) AutoFlashSD OTA flash successful: Flashed 8192 bytes, and booting from 'ota_1'" in run.out
+    assert f"Firmware:          {NEW}/ota_1/main" in run.out
+    assert not (sd / "ovms3.bin").exists() and (sd / "ovms3.done").read_bytes() == image(NEW, 8192)
+    # A bad image on the card is refused and left alone; the module keeps running what it ran.
+    (sd / "ovms3.bin").write_text("<html>oops</html>" * 100)
+    bad = ovota("module", "run", flash, "--sd", sd, "--", "ota status nocheck")
+    assert "I (ota) AutoFlashSD OTA flash failed" in bad.out
+    assert "Running partition: ota_1" in bad.out

@@ -119,3 +119,34 @@ def test_rollback_state_rewrites(tmp_path: Path, server: StaticServer) -> None:
     run_commands(pristine, "ota rollback enable", "ota flash vfs /sd/new.bin", sd=sd)
     # Power-on marks the NEW image PENDING_VERIFY; the reset finds it unconfirmed and marks it ABORTED.
     assert cut_everywhere(pristine, ["module reset"], {OLD, NEW}, {"main"}, OLD) >= 8
+
+
+def test_sd_card_auto_flash(tmp_path: Path, server: StaticServer) -> None:
+    pristine = configured_module(tmp_path, server)
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    card = image(NEW, 8192)
+    work = tmp_path / "work.img"
+
+    def fresh() -> None:
+        shutil.copyfile(pristine, work)
+        (sd / "ovms3.done").unlink(missing_ok=True)
+        (sd / "ovms3.bin").write_bytes(card)
+
+    fresh()
+    total = run_commands(work, sd=sd).ops  # the boot itself flashes the card's image
+    assert (sd / "ovms3.done").exists()
+    for at_op in range(total):
+        for torn in (False, True):
+            fresh()
+            with pytest.raises(PowerLoss):
+                run_commands(work, sd=sd, cut=PowerCut(at_op, torn))
+            module = Module.open(work)
+            try:
+                assert module.running_version in {OLD, NEW}, (at_op, torn)
+                assert module.config.get("vehicle", "id") == CONFIG["vehicle"], (at_op, torn)
+            finally:
+                module.close()
+            # The card still holds the image (it is renamed only after success): the next boot finishes the job.
+            assert "Running partition: ota_1" in run_commands(work, "ota status nocheck", sd=sd).output
+    print(f"\nSD auto-flash at boot: {total} flash operations, {2 * total} cut points covered")

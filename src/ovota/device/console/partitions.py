@@ -103,21 +103,22 @@ def upgrade_autocont(shell: Shell, args: list[str]) -> None:
             shell.restart(partition_update=restart is Restart.PARTITION_UPDATE)
 
 
-def system_start(shell: Shell) -> None:
-    """OvmsOTA::SystemStart and CheckNotifyPartitionType, run at every boot."""
+def system_start(shell: Shell) -> bool:
+    """OvmsOTA::SystemStart and CheckNotifyPartitionType, run at every boot. True in maintenance mode
+    (the partition update ran and the module restarted, so nothing else of this boot happens)."""
     m = shell.module
     if m.partition_update:
         shell.log("Checking for partition update...")
         if m.layout.type is LayoutType.V3_35:
             shell.log("Partition update finished, rebooting into standard mode")
             shell.restart()
-            return
+            return True
         shell.log("Partition table is not up to date, continuing to upgrade the partition table")
         restart = run_step(shell, maintenance=True)
         if restart is None:
             shell.log("Aborting partition update, rebooting into standard mode")
         shell.restart(partition_update=restart is Restart.PARTITION_UPDATE)
-        return
+        return True
     if (
         m.layout.type is not LayoutType.V3_35
         and strverscmp(m.version_string, m.config.get("ota", "parttype.notifyversion", NOTIFY_VERSION)) >= 0
@@ -125,6 +126,7 @@ def system_start(shell: Shell) -> None:
     ):
         shell.notify("info", "ota.partitiontype", PARTITION_ALERT.format("will soon stop"))
         m.config.set("ota", "parttype.notified", "yes")
+    return False
 
 
 def _manual(shell: Shell, args: list[str], question: str, aborted: str, wanted: LayoutType) -> bool:

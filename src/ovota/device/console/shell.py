@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from ovota.device.console import auto, config, ota, partitions
+from ovota.device.console import auto, config, ota, partitions, sd
 from ovota.device.console.tree import Command
 from ovota.device.console.writer import Writer
 from ovota.device.module import Module
@@ -28,7 +28,7 @@ class Shell:
         self.notified_version: str | None = None
         self._ask = ask
         self._build_tree()
-        partitions.system_start(self)
+        self._system_start()
 
     def _build_tree(self) -> None:
         self.root = Command("", "")
@@ -77,7 +77,12 @@ class Shell:
         self.module.reset()
         self.module.partition_update = partition_update
         self._build_tree()
-        partitions.system_start(self)
+        self._system_start()
+
+    def _system_start(self) -> None:
+        """The boot-time events: partition update or notification, then the SD card's auto-flash."""
+        if not partitions.system_start(self):
+            sd.check_flash_sd(self)
 
 
 def _module_reset(shell: Shell, args: list[str]) -> None:
