@@ -9,9 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from playwright.sync_api import Browser
 
 from tests.browser import launch_browser
+
+# No per-example deadline: a loaded CI machine must not turn a slow example into a failure.
+settings.register_profile("ovota", deadline=None)
+settings.load_profile("ovota")
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT.parent / "shared" / "vectors"
