@@ -127,6 +127,8 @@ class OvotaServer:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(timeout=10)
+        if self.proc.stderr:
+            self.proc.stderr.close()
 
 
 def raw_get(port: int, path: str, user_agent: str = "ovms/v3.3-5 (DEMO 3.3.005/ota_0/main)") -> tuple[bytes, bytes]:

@@ -36,6 +36,7 @@ def https_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     ca.cert_pem.write_to_path(str(ca_file))
     yield server.server_address[1], ca_file
     server.shutdown()
+    server.server_close()
 
 
 def test_https_is_verified(tmp_path: Path, https_server: tuple[int, Path], ovota: CliRunner) -> None:

@@ -51,6 +51,8 @@ class ModuleWeb:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        if self.proc.stderr:
+            self.proc.stderr.close()
 
 
 @pytest.fixture
