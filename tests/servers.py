@@ -68,8 +68,9 @@ class StaticServer:
 class RawServer:
     """Answers every connection with fixed bytes and closes: for broken servers (bad lengths, truncation)."""
 
-    def __init__(self, response: bytes) -> None:
+    def __init__(self, response: bytes, stall: bool = False) -> None:
         self.response = response
+        self.stall = threading.Event() if stall else None  # keep the connection open after sending
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -95,8 +96,12 @@ class RawServer:
                 self.requests.append(request)
                 with contextlib.suppress(OSError):
                     conn.sendall(self.response)
+                if self.stall is not None:
+                    self.stall.wait(30)
 
     def stop(self) -> None:
+        if self.stall is not None:
+            self.stall.set()
         self.sock.close()
 
 

@@ -343,3 +343,18 @@ def test_sd_card_auto_flash(tmp_path: Path, ovota: CliRunner) -> None:
     bad = ovota("module", "run", flash, "--sd", sd, "--", "ota status nocheck")
     assert "I (ota) AutoFlashSD OTA flash failed" in bad.out
     assert "Running partition: ota_1" in bad.out
+
+
+def test_stalled_download_times_out(tmp_path: Path, ovota: CliRunner) -> None:
+    body = image(NEW, 8192)[:5000]
+    raw = RawServer(b"HTTP/1.0 200 OK\r\nContent-Length: 8192\r\n\r\n" + body, stall=True)
+    try:
+        flash = new_module(tmp_path / "m.img")
+        run_commands(flash, "config set ota http.timeout 1")
+        out = _assert_refused(
+            tmp_path, flash, [f"ota flash http 127.0.0.1:{raw.port}/ovms3.bin"],
+            "Error: Download file size (5000) does not match expected (8192)", ovota,
+        )  # fmt: skip
+        assert "Download failed (at 5000 bytes)" in out
+    finally:
+        raw.stop()

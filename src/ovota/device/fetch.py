@@ -96,10 +96,10 @@ class ServerVersion:
     changelog: str
 
 
-async def fetch_version(url: str, user_agent: str) -> ServerVersion | None:
+async def fetch_version(url: str, user_agent: str, timeout: float = TIMEOUT_SECONDS) -> ServerVersion | None:
     """OvmsOTA::GetStatus's server check: line 1 of ovms3.ver is the version, the rest the changelog."""
     try:
-        async with get(url, user_agent) as resp:
+        async with get(url, user_agent, timeout) as resp:
             if resp.status != 200:
                 return None
             body = await resp.body()

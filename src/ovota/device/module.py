@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ovota.device.bootloader import BootResult, boot, boot_choice
 from ovota.device.clock import Clock, Network
+from ovota.device.fetch import TIMEOUT_SECONDS
 from ovota.device.flash import DEFAULT_FLASH_SIZE, Flash, PowerCut
 from ovota.device.identity import Identity, read_identity, write_identity
 from ovota.device.images import partition_descriptor, partition_version
@@ -130,6 +131,11 @@ class Module:
         """OVMS URL building: <server>/<product>/<tag>/<file>, no trailing-slash normalisation."""
         server = self.config.get("ota", "server", DEFAULT_SERVER)
         return f"{server}/{self.product}/{self.tag}/{filename}"
+
+    @property
+    def http_timeout(self) -> float:
+        """Seconds a connect or read may stall (OVMS: a fixed 10 s); emulator param ``ota http.timeout``."""
+        return float(self.config.get_int("ota", "http.timeout", int(TIMEOUT_SECONDS)))
 
     @property
     def user_agent(self) -> str:

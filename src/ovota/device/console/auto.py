@@ -48,7 +48,11 @@ def auto_flash(shell: Shell, force: bool) -> bool:
         log("AutoFlash: Cannot determine target partition")
         m.last_check_day = None
         return False
-    server = asyncio.run(fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent)) if m.network.any else None
+    server = (
+        asyncio.run(fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent, m.http_timeout))
+        if m.network.any
+        else None
+    )
     if server is None:
         log("AutoFlash: Server version could not be determined")
         m.last_check_day = None
@@ -80,7 +84,7 @@ async def _download(shell: Shell, url: str, running: Partition, part: Partition)
     m = shell.module
     log = shell.log
     try:
-        async with fetch.get(url, m.user_agent) as resp:
+        async with fetch.get(url, m.user_agent, m.http_timeout) as resp:
             expected = resp.content_length or 0 if resp.status == 200 else 0
             if expected < MIN_DOWNLOAD:
                 log(f"AutoFlash: Expected download file size ({expected}) is invalid")

@@ -87,7 +87,7 @@ def ota_status(shell: Shell, args: list[str]) -> None:
         if version:
             out.write(f"{label}{version}\n")
     if check and m.network.any:
-        server = asyncio.run(fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent))
+        server = asyncio.run(fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent, m.http_timeout))
         if server is not None:
             newer = buildverscmp(server.version, m.firmware_metric) > 0
             out.write(f"Server Available:  {server.version}{' (is newer)' if newer else ' (no update required)'}\n")
@@ -157,7 +157,7 @@ def ota_flash_http(shell: Shell, args: list[str]) -> None:
 async def _flash_http(shell: Shell, url: str, running: Partition, target: Partition) -> int | None:
     out = shell.out
     try:
-        async with fetch.get(url, shell.module.user_agent) as resp:
+        async with fetch.get(url, shell.module.user_agent, shell.module.http_timeout) as resp:
             if resp.status != 200:
                 # OVMS ignores the status and would flash the error page; refusing it keeps the slot intact.
                 out.write(f"Error: Request failed (server answered {resp.status} {resp.reason})\n")

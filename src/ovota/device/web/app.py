@@ -162,7 +162,7 @@ async def save_settings(request: web.Request) -> web.Response:
 
 async def update_check(request: web.Request) -> web.Response:
     m = request.app[WEB_KEY].module
-    server = await fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent)
+    server = await fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent, m.http_timeout)
     if server is None:
         return web.json_response({"ok": False, "error": "The update server could not be reached."})
     newer = buildverscmp(server.version, m.firmware_metric) > 0
