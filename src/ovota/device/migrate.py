@@ -18,7 +18,7 @@ from dataclasses import replace
 from ovota.device.flash import SECTOR_SIZE, Flash
 from ovota.device.images import verify_partition_image
 from ovota.device.layout import LayoutType, read_layout
-from ovota.device.ota import set_boot_partition
+from ovota.device.ota import copy_partition, set_boot_partition
 from ovota.device.records import RecordBanks, encode_json
 from ovota.device.store import BANK_SIZE, CONFIG_MAGIC
 from ovota.formats.partition_table import APP, DATA, MAX_TABLE_LENGTH, Partition, PartitionTable
@@ -101,19 +101,9 @@ def append_log(flash: Flash, store: Partition, lines: list[str]) -> None:
 
 
 def copy_image_to_factory(flash: Flash, running: Partition, factory: Partition, say: Say) -> None:
-    """ovms_partition_copy(running -> factory), 4 KiB at a time, but only the sectors the image uses."""
-    image = flash.read(running.offset, running.size)
-    used = len(image.rstrip(b"\xff"))
-    length = min(factory.size, -(-used // SECTOR_SIZE) * SECTOR_SIZE)
-    flash.erase(factory.offset, length)
-    step = max(SECTOR_SIZE, 0x40000)
-    for done in range(0, length, SECTOR_SIZE):
-        block = image[done : done + SECTOR_SIZE]
-        if block != b"\xff" * SECTOR_SIZE:
-            flash.program(factory.offset + done, block)
-        if (done + SECTOR_SIZE) % step == 0:
-            say(f"OTA Factory Copy: {(done + SECTOR_SIZE) * 100 // length}% progress ({done + SECTOR_SIZE} bytes)")
-    say("OTA copy complete")
+    """Copy the running image into factory: only the sectors it uses (OVMS copies all 4 MB)."""
+    used = len(flash.read(running.offset, running.size).rstrip(b"\xff"))
+    copy_partition(flash, running, factory, min(factory.size, -(-used // SECTOR_SIZE) * SECTOR_SIZE), say)
 
 
 def check_can_migrate(flash: Flash, layout_type: LayoutType, running_version: str) -> None:

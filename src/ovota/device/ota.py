@@ -6,6 +6,7 @@ Errors carry ESP-IDF's numeric codes, which OVMS prints as "ESP32 error #N".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from ovota.device.bootloader import read_otadata, write_entry
@@ -133,3 +134,22 @@ def mark_app_valid(flash: Flash, layout: Layout) -> None:
         raise EspError(ESP_FAIL, "Running firmware is factory")
     if otadata.entries[active].state != OtaState.VALID:
         write_entry(flash, layout.otadata.offset, active, replace(otadata.entries[active], state=OtaState.VALID))
+
+
+COPY_PROGRESS_EVERY = 0x40000  # OVMS prints copy progress every 256 KiB
+
+
+def copy_partition(flash: Flash, source: Partition, dest: Partition, length: int, say: Callable[[str], None]) -> None:
+    """ovms_partition_copy: raw erase of ``length`` bytes of ``dest``, then a copy in 4 KiB sectors.
+
+    Sectors that are blank in the source are left erased instead of being programmed.
+    """
+    label = "OTA Factory Copy" if dest.ota_slot is None else "OTA Copy"
+    flash.erase(dest.offset, length)
+    for done in range(SECTOR_SIZE, length + SECTOR_SIZE, SECTOR_SIZE):
+        block = flash.read(source.offset + done - SECTOR_SIZE, SECTOR_SIZE)
+        if block != b"\xff" * SECTOR_SIZE:
+            flash.program(dest.offset + done - SECTOR_SIZE, block)
+        if done % COPY_PROGRESS_EVERY == 0:
+            say(f"{label}: {done * 100 // length}% progress ({done} bytes)")
+    say("OTA copy complete")

@@ -18,6 +18,7 @@ from ovota.device.ota import (
     ESP_ERR_OTA_VALIDATE_FAILED,
     EspError,
     OtaUpdate,
+    copy_partition,
     mark_app_valid,
     next_update_partition,
     running_state,
@@ -347,17 +348,7 @@ def ota_copy(shell: Shell, args: list[str]) -> None:
         f"OTA copy {source.name} ({source.offset:08d}) -> {dest.name} ({dest.offset:08x}) "
         f"size {source.size} with block size {SECTOR_SIZE}\n"
     )
-    label = "OTA Factory Copy" if dest.ota_slot is None else "OTA Copy"
-    m.flash.erase(dest.offset, dest.size)
-    for done in range(0, source.size, SECTOR_SIZE):
-        block = m.flash.read(source.offset + done, SECTOR_SIZE)
-        if block != b"\xff" * SECTOR_SIZE:
-            m.flash.program(dest.offset + done, block)
-        if (done + SECTOR_SIZE) % 0x40000 == 0:
-            shell.out.write(
-                f"{label}: {(done + SECTOR_SIZE) * 100 // source.size}% progress ({done + SECTOR_SIZE} bytes)\n"
-            )
-    shell.out.puts("OTA copy complete")
+    copy_partition(m.flash, source, dest, source.size, shell.out.puts)
 
 
 def _size_text(size: int) -> str:

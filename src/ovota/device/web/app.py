@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class FirmwareWeb:
     def busy(self) -> bool:
         return self.job is not None and not self.job.done
 
-    def start(self, title: str, action: object) -> Job:
+    def start(self, title: str, action: Callable[[Shell], object]) -> Job:
         """Run ``action(shell)`` in a thread; the caller checked that no job is running."""
         job = Job(title)
         self.job = job
@@ -80,7 +81,7 @@ class FirmwareWeb:
         def run() -> None:
             with self.lock:
                 try:
-                    result = action(self.shell)  # type: ignore[operator]
+                    result = action(self.shell)
                     job.ok = bool(result) if result is not None else self.shell.out.errors == 0
                 finally:
                     if job.ok and any(line.startswith("OTA flash was successful") for line in job.lines):
