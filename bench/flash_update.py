@@ -20,7 +20,7 @@ from pathlib import Path
 from ovota.device.console.shell import Shell
 from ovota.device.console.writer import Writer
 from ovota.device.module import Module, create_module
-from ovota.formats.app_image import build_app_image
+from ovota.formats.image_builder import build_app_image
 
 IMAGE_SIZE = 7_000_000  # 7 MB; a full 0x700000 image cannot be flashed (IDF erases one sector more)
 ROUNDS = 5

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ovota.formats.app_image import AppImage, build_app_image
+from ovota.formats.app_image import AppImage
+from ovota.formats.image_builder import build_app_image
 
 SIZE = 7 * 1024 * 1024
 ROUNDS = 30

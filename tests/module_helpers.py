@@ -12,7 +12,7 @@ from ovota.device.console.writer import Writer
 from ovota.device.flash import Flash, PowerCut
 from ovota.device.layout import read_layout
 from ovota.device.module import Module, create_module
-from ovota.formats.app_image import build_app_image
+from ovota.formats.image_builder import build_app_image
 
 BUILT = datetime(2026, 5, 13, 20, 13, 48, tzinfo=UTC)
 

@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ovota.formats import FormatError
-from ovota.formats.app_image import AppImage, build_app_image
+from ovota.formats.app_image import AppImage
+from ovota.formats.image_builder import build_app_image
+from ovota.formats.version_marker import image_version
 from tests.conftest import CliRunner
 
 BUILT = datetime(2026, 7, 4, 9, 5, 3, tzinfo=UTC)
@@ -134,7 +136,7 @@ def test_build_rejects_bad_arguments(tmp_path: Path, ovota: CliRunner) -> None:
     run = ovota("image", "build", "--version", "3.3.006", "--size", "1000", tmp_path / "x.bin")
     assert run.code == 2 and "not a multiple of 16" in run.err
     run = ovota("image", "build", "--version", "3.3 006", tmp_path / "x.bin")
-    assert run.code == 2 and "invalid version" in run.err
+    assert run.code == 2 and "has a space at offset 3" in run.err
     assert not (tmp_path / "x.bin").exists()
 
 
@@ -182,4 +184,4 @@ def _exercise(data: bytes) -> None:
     result = image.verify(partition_offset=0x10000, partition_size=0x700000)
     assert result.ok == (result.first_failure() is None)
     image.app_descriptor()
-    image.ovms_version()
+    image_version(data)

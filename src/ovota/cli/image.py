@@ -10,7 +10,10 @@ from pathlib import Path
 import click
 
 from ovota.files import write_atomic
-from ovota.formats.app_image import AppImage, build_app_image, chip_name
+from ovota.formats.app_image import AppImage, chip_name
+from ovota.formats.image_builder import build_app_image
+from ovota.formats.version_marker import image_version
+from ovota.formats.versions import escape_bytes, escape_text
 
 EXIT_INVALID = 1
 
@@ -54,12 +57,13 @@ def info(ctx: click.Context, file: Path) -> None:
     click.echo(f"Segments: {len(parsed.segments)}")
     for index, seg in enumerate(parsed.segments):
         click.echo(f"  {index}: load 0x{seg.load_addr:08x}, file offset 0x{seg.offset:06x}, {seg.length} bytes")
-    click.echo(f"Project: {desc.project_name if desc else '(no app descriptor)'}")
-    click.echo(f"Version: {desc.version if desc else '(no app descriptor)'}")
-    click.echo(f"OVMS version: {parsed.ovms_version() or '(no OVMS version marker)'}")
+    click.echo(f"Project: {escape_text(desc.project_name) if desc else '(no app descriptor)'}")
+    click.echo(f"Version: {escape_text(desc.version) if desc else '(no app descriptor)'}")
+    ovms_version = image_version(parsed.data[: parsed.length])
+    click.echo(f"OVMS version: {'(no OVMS version marker)' if ovms_version is None else escape_bytes(ovms_version)}")
     if desc:
-        click.echo(f"Compile time: {desc.date} {desc.time}")
-        click.echo(f"ESP-IDF: {desc.idf_ver}")
+        click.echo(f"Compile time: {escape_text(desc.date)} {escape_text(desc.time)}")
+        click.echo(f"ESP-IDF: {escape_text(desc.idf_ver)}")
         click.echo(f"Secure version: {desc.secure_version}")
     click.echo(f"Checksum: 0x{result.checksum_stored:02x} ({'valid' if result.checksum_ok else 'invalid'})")
     if result.hash_stored is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -10,11 +11,15 @@ import click
 from ovota.device.bootloader import NoBootableApp
 from ovota.device.console.shell import PROMPT, Shell
 from ovota.device.console.writer import Writer
-from ovota.device.flash import FlashError
+from ovota.device.flash import Flash, FlashError
+from ovota.device.images import stored_image, verify_partition_image
+from ovota.device.layout import read_layout
 from ovota.device.layouts import LAYOUTS
 from ovota.device.module import Module, ModuleError, create_module
 from ovota.device.store import StoreError
+from ovota.files import write_atomic
 from ovota.formats import FormatError
+from ovota.formats.partition_table import APP
 
 EXIT_COMMAND_ERROR = 1
 
@@ -86,6 +91,37 @@ def shell(flash: Path, sd: Path | None) -> None:
             console.execute(line)
     finally:
         device.close()
+
+
+@module.command("dump")
+@_flash_arg
+@click.option("--partition", "label", required=True, help="Partition label, e.g. ota_1, factory, store.")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def dump(flash: Path, label: str, out: Path) -> None:
+    """Write a partition's bytes to OUT; for an app partition with a valid image, just that image.
+
+    Reads the flash without powering the module on, so nothing on it changes.
+    """
+    try:
+        chip = Flash(flash)
+    except FlashError as err:
+        raise FormatError(str(err)) from None
+    with chip:
+        layout = read_layout(chip)
+        part = layout.get(label)
+        if part is None:
+            names = ", ".join(p.name for p in layout.table)
+            raise FormatError(f"no partition {label!r} in the table (it has {names})")
+        image = stored_image(chip, part) if part.type == APP else None
+        if image is not None:
+            data, what = image, f"app image of {len(image)} bytes"
+        else:
+            data = chip.read(part.offset, part.size)
+            what = f"whole partition, {len(data)} bytes"
+            if part.type == APP:
+                what += f" (no valid image: {verify_partition_image(chip, part)})"
+    write_atomic(out, data)
+    click.echo(f"Wrote {out}: {part.name} at 0x{part.offset:x}, {what}, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
 @module.command("web")

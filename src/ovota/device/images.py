@@ -7,15 +7,17 @@ from weakref import WeakKeyDictionary
 from ovota.device.flash import Flash
 from ovota.formats import FormatError
 from ovota.formats.app_image import (
+    APP_DESC,
     HEADER,
     IMAGE_MAGIC,
     MAX_SEGMENTS,
     SEGMENT_HEADER,
     AppDescriptor,
     AppImage,
-    find_ovms_version,
 )
 from ovota.formats.partition_table import Partition
+from ovota.formats.version_marker import read_version
+from ovota.formats.versions import escape_bytes
 
 MAX_APP_PARTITION = 16 * 1024 * 1024
 
@@ -24,6 +26,9 @@ MAX_APP_PARTITION = 16 * 1024 * 1024
 # the chip is an operation, so an unchanged count means unchanged bytes (esp_ota_end then
 # esp_ota_set_boot_partition verify the same image twice; the second check costs nothing).
 _verified: WeakKeyDictionary[Flash, dict[tuple[int, int], int]] = WeakKeyDictionary()
+# Marker versions read, per flash: (offset, size) -> (operation count, version). Real builds hold the marker
+# hundreds of KiB into segment 0, and `ota status` reads three partitions.
+_versions: WeakKeyDictionary[Flash, dict[tuple[int, int], tuple[int, bytes | None]]] = WeakKeyDictionary()
 
 
 def verify_partition_image(flash: Flash, part: Partition) -> str | None:
@@ -43,20 +48,44 @@ def verify_partition_image(flash: Flash, part: Partition) -> str | None:
     return problem
 
 
-def first_segment(flash: Flash, part: Partition) -> bytes:
-    """The data of the image's first (DROM) segment, without reading the rest; b"" if there is no image."""
+def _first_segment_start(flash: Flash, part: Partition, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the image's first (DROM) segment; b"" if there is no image."""
     header = flash.read(part.offset, HEADER.size + SEGMENT_HEADER.size)
     if header[0] != IMAGE_MAGIC or not 0 < header[1] <= MAX_SEGMENTS:
         return b""
     _, length = SEGMENT_HEADER.unpack_from(header, HEADER.size)
-    return flash.read(part.offset + len(header), min(length, part.size - len(header)))
+    return flash.read(part.offset + len(header), min(length, limit, part.size - len(header)))
+
+
+def partition_version_bytes(flash: Flash, part: Partition) -> bytes | None:
+    """GetOVMSPartitionVersion's raw result for the partition (None for ""). Does not verify the image."""
+    known = _versions.setdefault(flash, {})
+    cached = known.get((part.offset, part.size))
+    if cached is not None and cached[0] == flash.ops:
+        return cached[1]
+
+    def read(offset: int, length: int) -> bytes | None:  # esp_partition_read: fails past the partition's end
+        return flash.read(part.offset + offset, length) if offset + length <= part.size else None
+
+    version = read_version(read)
+    known[(part.offset, part.size)] = (flash.ops, version)
+    return version
 
 
 def partition_version(flash: Flash, part: Partition | None) -> str:
-    """GetOVMSPartitionVersion: the OVMS version marker in segment 0, "" if absent. Does not verify."""
-    return "" if part is None else find_ovms_version(first_segment(flash, part)) or ""
+    """GetOVMSPartitionVersion as text, "" if absent; bytes other than printable ASCII are shown escaped."""
+    raw = None if part is None else partition_version_bytes(flash, part)
+    return "" if raw is None else escape_bytes(raw)
 
 
 def partition_descriptor(flash: Flash, part: Partition) -> AppDescriptor | None:
     """The app descriptor at the start of segment 0 (esp_ota_get_partition_description). Does not verify."""
-    return AppDescriptor.from_bytes(first_segment(flash, part))
+    return AppDescriptor.from_bytes(_first_segment_start(flash, part, APP_DESC.size))
+
+
+def stored_image(flash: Flash, part: Partition) -> bytes | None:
+    """The partition's app image, cut to its own length (header, segments, checksum, hash), if it is valid."""
+    if verify_partition_image(flash, part) is not None:
+        return None
+    data = flash.read(part.offset, part.size)
+    return data[: AppImage.parse(data).length]

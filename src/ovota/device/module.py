@@ -17,9 +17,10 @@ from ovota.device.layout import Layout, LayoutType, read_layout
 from ovota.device.layouts import FLASH_SIZES, layout_table
 from ovota.device.store import Config
 from ovota.formats import FormatError
-from ovota.formats.app_image import AppImage, build_app_image
+from ovota.formats.app_image import AppImage
+from ovota.formats.image_builder import build_app_image
 from ovota.formats.partition_table import Partition
-from ovota.formats.versions import product_name
+from ovota.formats.versions import escape_text, product_name
 
 BOOTLOADER_OFFSET = 0x1000
 DEFAULT_TAG = "main"  # CONFIG_OVMS_VERSION_TAG
@@ -87,7 +88,7 @@ class Module:
         self.last_check_day: int | None = None
         self.partition_update = False  # RTC boot flag: lost on power loss, set only by a restart
         descriptor = partition_descriptor(self.flash, self.running)
-        self.build = (
+        self.build = escape_text(
             f"idf {descriptor.idf_ver} {descriptor.date} {descriptor.time}" if descriptor else self.identity.idf_build
         )
 
@@ -139,5 +140,6 @@ class Module:
 
     @property
     def user_agent(self) -> str:
+        """OVMS's User-Agent; anything odd read from flash or config is escaped, so the header stays valid."""
         vehicle_id = self.config.get("vehicle", "id")
-        return f"ovms/{self.product} ({vehicle_id} {self.firmware_metric})"
+        return escape_text(f"ovms/{self.product} ({vehicle_id} {self.firmware_metric})")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 
@@ -31,9 +30,6 @@ SEGMENT_HEADER = struct.Struct("<II")
 # esp_app_desc_t (v3.3 layout; master splits reserv2 into efuse/mmu/flash-mode fields, all zero here)
 APP_DESC = struct.Struct("<II8s32s32s16s16s32s32s80s")
 APP_DESC_MAGIC = 0xABCD5432
-
-OVMS_VERSION_PREFIX = b"########OVMS_PRE########"
-OVMS_VERSION_POSTFIX = b"########OVMSPOST########"
 
 CHIP_NAMES = {
     0x0000: "ESP32",
@@ -293,88 +289,6 @@ class AppImage:
             return None
         first = self.segments[0]
         return AppDescriptor.from_bytes(self.data[first.offset : first.offset + first.length])
-
-    def ovms_version(self) -> str | None:
-        """The version between OVMS's PRE/POST markers in the first segment, as GetOVMSPartitionVersion reads it."""
-        if not self.segments:
-            return None
-        first = self.segments[0]
-        return find_ovms_version(self.data[first.offset : first.offset + first.length])
-
-
-def find_ovms_version(data: bytes | memoryview) -> str | None:
-    """The text between the OVMS version markers in ``data``, or None."""
-    raw = bytes(data)
-    start = raw.find(OVMS_VERSION_PREFIX)
-    if start < 0:
-        return None
-    start += len(OVMS_VERSION_PREFIX)
-    end = raw.find(OVMS_VERSION_POSTFIX, start)
-    if end < 0:
-        return None
-    return raw[start:end].decode("ascii", "replace")
-
-
-def validate_version_text(version: str) -> None:
-    """OVMS versions are git-describe strings: printable ASCII without spaces or '/'."""
-    if not version or not version.isascii() or not version.isprintable() or " " in version or "/" in version:
-        raise FormatError(f"invalid version {version!r}: use printable ASCII without spaces or '/'")
-
-
-def build_app_image(
-    version: str,
-    *,
-    size: int | None = None,
-    project: str = "ovms3",
-    idf_ver: str = "v3.3.4-ovota",
-    built: datetime,
-    chip_id: int = CHIP_ESP32,
-) -> bytes:
-    """A synthetic but fully valid ESP32 app image that OVMS and esptool read as ``version``.
-
-    Segments: DROM (app descriptor + OVMS version marker), a small DRAM and IRAM segment, and, when
-    ``size`` asks for more bytes, a padding segment of deterministic filler. ``size`` is the total file
-    length including the SHA-256 and must be a multiple of 16.
-    """
-    validate_version_text(version)
-    descriptor = AppDescriptor(
-        version=version,
-        project_name=project,
-        time=built.strftime("%H:%M:%S"),
-        date=f"{built:%b} {built.day:2d} {built.year}",
-        idf_ver=idf_ver,
-        app_elf_sha256=hashlib.sha256(f"{project}/{version}".encode()).digest(),
-    )
-    drom = descriptor.to_bytes() + OVMS_VERSION_PREFIX + version.encode() + OVMS_VERSION_POSTFIX
-    drom += b"\0" * (-len(drom) % 4)
-    seed = hashlib.sha256(version.encode()).digest()
-    segments = [
-        (0x3F400020, drom),  # DROM: data at file offset 0x20 maps to 0x3F400020 (64 KiB congruence)
-        (0x3FFB0000, seed[:16]),  # DRAM
-        (0x40080000, seed * 2),  # IRAM, holds the entry point
-    ]
-    body_length = HEADER.size + sum(SEGMENT_HEADER.size + len(d) for _, d in segments)
-    natural = _image_length(body_length)
-    if size is not None and size != natural:
-        if size % 16:
-            raise FormatError(f"image size {size} is not a multiple of 16")
-        filler = size - HASH_LENGTH - 16 - body_length - SEGMENT_HEADER.size
-        if filler < 0:
-            smallest_padded = body_length + SEGMENT_HEADER.size + 16 + HASH_LENGTH
-            raise FormatError(f"image size {size} cannot be built: use {natural} or at least {smallest_padded}")
-        segments.append((0x00000000, hashlib.shake_256(seed).digest(filler)))  # padding: never loaded
-    header = ImageHeader(segment_count=len(segments), chip_id=chip_id)
-    parts = [header.to_bytes()]
-    for load_addr, data in segments:
-        parts += [SEGMENT_HEADER.pack(load_addr, len(data)), data]
-    image = b"".join(parts)
-    image += b"\0" * (15 - len(image) % 16) + bytes([xor_checksum(*(d for _, d in segments))])
-    image += hashlib.sha256(image).digest()
-    return image
-
-
-def _image_length(body_length: int) -> int:
-    return body_length + 16 - body_length % 16 + HASH_LENGTH
 
 
 def _cstr(raw: bytes) -> str:

@@ -1,6 +1,13 @@
-"""OVMS version strings: glibc ``strverscmp``, OVMS's ``buildverscmp`` rules, and the product directory."""
+"""OVMS version strings: glibc ``strverscmp``, OVMS's ``buildverscmp`` rules, the product directory, and
+which bytes a version may carry into headers, ``ovms3.ver``, pages and the database."""
 
 from __future__ import annotations
+
+from ovota.formats.errors import FormatError
+
+# A version travels in the User-Agent ("<vehicle id> <version>/<partition>/<tag>"), in ovms3.ver's first
+# line and in URLs of the download area: printable ASCII without space or '/', as git describe makes.
+_VERSION_BYTES = frozenset(range(0x21, 0x7F)) - {ord("/")}
 
 # glibc strverscmp state machine. States: S_N normal, S_I comparing integral part, S_F fractional
 # (leading zeros), S_Z leading zeros. Character classes: 0 other, 1 digit 1-9, 2 digit '0'.
@@ -84,3 +91,34 @@ def product_name(chip_revision: int, new_layout: bool, hardware_base: str = "3.1
     """GetOVMSProduct: the server directory for this module (v3.0, v3.1, v3.3, with "-5" on the v3-35 layout)."""
     base = "v3.0" if hardware_base == "3.0" else "v3.1" if chip_revision < 3 else "v3.3"
     return base + ("-5" if new_layout else "")
+
+
+def check_version(version: bytes | str) -> str:
+    """The version as text if every byte is printable ASCII other than space and '/'; else FormatError.
+
+    The error is one line that shows the version escaped and names the first bad byte and its offset.
+    """
+    raw = version.encode() if isinstance(version, str) else version
+    if not raw:
+        raise FormatError("the version is empty")
+    for offset, byte in enumerate(raw):
+        if byte not in _VERSION_BYTES:
+            what = "a space" if byte == 0x20 else "'/'" if byte == 0x2F else f"byte 0x{byte:02x}"
+            raise FormatError(
+                f'version "{escape_bytes(raw)}" has {what} at offset {offset}: '
+                "only printable ASCII without spaces or '/' is allowed"
+            )
+    return raw.decode("ascii")
+
+
+def escape_bytes(raw: bytes) -> str:
+    """Printable ASCII as is, every other byte as ``\\xNN``: safe on any terminal and in any header.
+
+    Escaping is idempotent (a backslash stays a backslash), so text escaped once can be escaped again.
+    """
+    return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in raw)
+
+
+def escape_text(text: str) -> str:
+    """:func:`escape_bytes` of the text's UTF-8 bytes."""
+    return escape_bytes(text.encode("utf-8", "surrogatepass"))

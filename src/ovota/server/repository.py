@@ -20,7 +20,8 @@ from pathlib import Path
 from ovota.files import write_atomic
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
-from ovota.formats.versions import strverscmp
+from ovota.formats.version_marker import image_version
+from ovota.formats.versions import check_version, escape_text, strverscmp
 
 OLD_SLOT = 0x400000  # v3.x products: 4 MB OTA slots
 NEW_SLOT = 0x700000  # v3.x-5 products: 7 MB OTA slots
@@ -155,10 +156,15 @@ class Repository:
         if image.length != len(data):
             raise RepositoryError(f"firmware image is {image.length} bytes but the upload has {len(data)}")
         desc = image.app_descriptor()
-        version = image.ovms_version() or (desc.version if desc else "")
-        if not version:
+        # OVMS treats an empty marker like a missing one; the app descriptor then names the version.
+        raw = image_version(data) or (desc.version.encode() if desc else b"")
+        if not raw:
             raise RepositoryError("firmware image carries no version (no OVMS marker, no app descriptor)")
-        return version, desc.project_name if desc else ""
+        try:
+            version = check_version(raw)
+        except FormatError as err:
+            raise RepositoryError(f"firmware image has an unusable version: {err}") from None
+        return version, escape_text(desc.project_name) if desc else ""
 
     def _store(self, data: bytes, version: str, project: str, changelog: str) -> Build:
         """Write the blob (fsynced) and its row; the same bytes always give the same build."""
