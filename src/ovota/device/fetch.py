@@ -16,6 +16,7 @@ import aiohttp
 TIMEOUT_SECONDS = 10.0  # OVMS's select() timeout per read
 CONNECT_ATTEMPTS = 3
 CHUNK = 512  # OVMS reads and writes 512 bytes at a time
+MIN_DOWNLOAD = 1024  # OVMS 3.3.006: a smaller body is an error page, never firmware
 
 
 class RequestFailed(Exception):

@@ -4,44 +4,40 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from ovota.device import fetch
-from ovota.device.console.ota import MIN_DOWNLOAD
+from ovota.device.console.session import Session
 from ovota.device.ota import EspError, OtaUpdate, next_update_partition, set_boot_partition
 from ovota.formats.partition_table import Partition
 from ovota.formats.versions import buildverscmp
 
-if TYPE_CHECKING:
-    from ovota.device.console.shell import Shell
-
 TICK = timedelta(seconds=600)
 
 
-def advance(shell: Shell, delta: timedelta) -> None:
+def advance(session: Session, delta: timedelta) -> None:
     """Move the clock forward, running the 10-minute ticker at every tick boundary passed."""
-    clock = shell.module.clock
+    clock = session.module.clock
     end = clock.now + delta
     while clock.now + TICK <= end:
         clock.advance(TICK)
-        ticker600(shell)
+        ticker600(session)
     clock.now = end
 
 
-def ticker600(shell: Shell) -> None:
-    m = shell.module
+def ticker600(session: Session) -> None:
+    m = session.module
     if not m.config.get_bool("auto", "ota", True):
         return
     now = m.clock.now
     if now.hour == m.config.get_int("ota", "auto.hour", 2) and now.day != m.last_check_day:
         m.last_check_day = now.day
-        auto_flash(shell, force=False)
+        auto_flash(session, force=False)
 
 
-def auto_flash(shell: Shell, force: bool) -> bool:
+def auto_flash(session: Session, force: bool) -> bool:
     """OvmsOTA::AutoFlash. On success the module restarts by itself."""
-    m = shell.module
-    log = shell.log
+    m = session.module
+    log = session.log
     running = m.running
     target = next_update_partition(m.layout, running)
     if target is None or target == running:
@@ -62,31 +58,33 @@ def auto_flash(shell: Shell, force: bool) -> bool:
         return False
     if not m.network.wifi and not m.config.get_bool("ota", "auto.allow.modem", False):
         log("AutoFlash: Cannot flash without wifi connection, or auto.allow.modem")
-        if shell.notified_version != server.version:
-            shell.notify("info", "ota.update", f"New firmware {server.version} is available. Connect to WIFI to update")
-            shell.notified_version = server.version
+        if session.notified_version != server.version:
+            session.notify(
+                "info", "ota.update", f"New firmware {server.version} is available. Connect to WIFI to update"
+            )
+            session.notified_version = server.version
         return False
     url = m.server_url("ovms3.bin")
     log(f"AutoFlash: Update {target.name} to {server.version} ({url})")
-    shell.notify("info", "ota.update", f"New OTA firmware {server.version} is now being downloaded")
-    size = asyncio.run(_download(shell, url, running, target))
+    session.notify("info", "ota.update", f"New OTA firmware {server.version} is now being downloaded")
+    size = asyncio.run(_download(session, url, running, target))
     if size is None:
         return False
     log(f"AutoFlash: Success flash of {size} bytes from {url}")
-    shell.notify("info", "ota.update", f"OTA firmware {server.version} has been updated (OVMS will restart)")
+    session.notify("info", "ota.update", f"OTA firmware {server.version} has been updated (OVMS will restart)")
     m.config.set("ota", "http.mru", url)
     log("AutoFlash OTA: Task complete. Requesting restart...")
-    shell.restart()
+    session.restart()
     return True
 
 
-async def _download(shell: Shell, url: str, running: Partition, part: Partition) -> int | None:
-    m = shell.module
-    log = shell.log
+async def _download(session: Session, url: str, running: Partition, part: Partition) -> int | None:
+    m = session.module
+    log = session.log
     try:
         async with fetch.get(url, m.user_agent, m.http_timeout) as resp:
             expected = resp.content_length or 0 if resp.status == 200 else 0
-            if expected < MIN_DOWNLOAD:
+            if expected < fetch.MIN_DOWNLOAD:
                 log(f"AutoFlash: Expected download file size ({expected}) is invalid")
                 m.last_check_day = None
                 return None

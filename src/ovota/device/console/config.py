@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.store import PARAMS
-
-if TYPE_CHECKING:
-    from ovota.device.console.shell import Shell
 
 
 def register(root: Command) -> None:
@@ -19,39 +15,39 @@ def register(root: Command) -> None:
     config.add(Command("rm", "Remove parameter:instance", config_rm, "<param> <instance>", 2, 2))
 
 
-def _known(shell: Shell, param: str) -> bool:
+def _known(session: Session, param: str) -> bool:
     if param not in PARAMS:
-        shell.out.puts("Error: Parameter not found")
+        session.out.puts("Error: Parameter not found")
         return False
     return True
 
 
-def config_list(shell: Shell, args: list[str]) -> None:
+def config_list(session: Session, args: list[str]) -> None:
     if not args:
         for name in sorted(PARAMS):
-            shell.out.puts(name)
+            session.out.puts(name)
         return
-    if not _known(shell, args[0]):
+    if not _known(session, args[0]):
         return
-    shell.out.puts(f"{args[0]} (readable writeable)")
-    for instance, value in shell.module.config.instances(args[0]):
-        shell.out.puts(f"  {instance}: {value}")
+    session.out.puts(f"{args[0]} (readable writeable)")
+    for instance, value in session.module.config.instances(args[0]):
+        session.out.puts(f"  {instance}: {value}")
 
 
-def config_get(shell: Shell, args: list[str]) -> None:
-    if _known(shell, args[0]):
-        shell.out.puts(shell.module.config.get(args[0], args[1]))
+def config_get(session: Session, args: list[str]) -> None:
+    if _known(session, args[0]):
+        session.out.puts(session.module.config.get(args[0], args[1]))
 
 
-def config_set(shell: Shell, args: list[str]) -> None:
-    if _known(shell, args[0]):
-        shell.module.config.set(args[0], args[1], args[2])
-        shell.out.puts("Parameter has been set.")
+def config_set(session: Session, args: list[str]) -> None:
+    if _known(session, args[0]):
+        session.module.config.set(args[0], args[1], args[2])
+        session.out.puts("Parameter has been set.")
 
 
-def config_rm(shell: Shell, args: list[str]) -> None:
-    if _known(shell, args[0]):
-        if shell.module.config.delete(args[0], args[1]):
-            shell.out.puts("Parameter has been removed.")
+def config_rm(session: Session, args: list[str]) -> None:
+    if _known(session, args[0]):
+        if session.module.config.delete(args[0], args[1]):
+            session.out.puts("Parameter has been removed.")
         else:
-            shell.out.puts("Error: Instance not found")
+            session.out.puts("Error: Instance not found")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ovota.device import fetch
+from ovota.device.console import auto
 from ovota.device.console import partitions as migration
+from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.flash import SECTOR_SIZE
 from ovota.device.images import partition_version
@@ -28,10 +29,6 @@ from ovota.formats.otadata import OtaState
 from ovota.formats.partition_table import Partition
 from ovota.formats.versions import buildverscmp
 
-if TYPE_CHECKING:
-    from ovota.device.console.shell import Shell
-
-MIN_DOWNLOAD = 1024  # 3.3.006: smaller bodies are error pages
 PROGRESS_EVERY = 200000
 NEW_LAYOUT_SLOT = 0x700000
 VFS_CHUNK = 4096  # OVMS freads 512 bytes; flash writes of one sector keep the emulator's op count low
@@ -68,10 +65,10 @@ def register(root: Command, has_factory: bool, layout_type: LayoutType) -> None:
 # -- status ---------------------------------------------------------------------------------------------
 
 
-def ota_status(shell: Shell, args: list[str]) -> None:
-    m = shell.module
-    out = shell.out
-    check = shell.words[:2] == ["ota", "status"] and "nocheck" not in shell.words
+def ota_status(session: Session, args: list[str]) -> None:
+    m = session.module
+    out = session.out
+    check = session.words[:2] == ["ota", "status"] and "nocheck" not in session.words
     out.write(f"Hardware:          {m.identity.hardware}\n")
     out.write(f"Firmware:          {m.firmware_metric}\n")
     out.write(f"Partition type:    {m.layout.type.value}\n")
@@ -100,80 +97,80 @@ def ota_status(shell: Shell, args: list[str]) -> None:
 # -- flashing -------------------------------------------------------------------------------------------
 
 
-def _target(shell: Shell) -> tuple[Partition, Partition] | None:
+def _target(session: Session) -> tuple[Partition, Partition] | None:
     """The running and target partitions, with OVMS's lines and errors."""
-    m = shell.module
-    shell.out.write(f"Current running partition is: {m.running.name}\n")
+    m = session.module
+    session.out.write(f"Current running partition is: {m.running.name}\n")
     target = next_update_partition(m.layout, m.running)
     if target is None:
-        shell.out.puts("Error: Target partition cannot be determined - aborting")
+        session.out.puts("Error: Target partition cannot be determined - aborting")
         return None
-    shell.out.write(f"Target partition is: {target.name}\n")
+    session.out.write(f"Target partition is: {target.name}\n")
     if target == m.running:
-        shell.out.puts("Error: Cannot flash to running image partition")
+        session.out.puts("Error: Cannot flash to running image partition")
         return None
     return m.running, target
 
 
-def _too_small(shell: Shell, target: Partition) -> None:
-    shell.out.write(f"Error: target partition too small ({target.size} bytes capacity) - aborting\n")
+def _too_small(session: Session, target: Partition) -> None:
+    session.out.write(f"Error: target partition too small ({target.size} bytes capacity) - aborting\n")
     if target.size < NEW_LAYOUT_SLOT:
-        shell.out.puts("Consider upgrading your partitioning scheme to v3-35.")
-        shell.notify("alert", "ota.partitiontype", migration.PARTITION_ALERT.format("have now stopped"))
+        session.out.puts("Consider upgrading your partitioning scheme to v3-35.")
+        session.notify("alert", "ota.partitiontype", migration.PARTITION_ALERT.format("have now stopped"))
 
 
-def _finish(shell: Shell, update: OtaUpdate, target: Partition, prefix: str) -> bool:
+def _finish(session: Session, update: OtaUpdate, target: Partition, prefix: str) -> bool:
     """esp_ota_end and set boot; the OVMS messages for their failures."""
-    m = shell.module
+    m = session.module
     try:
         update.end()
     except EspError as err:
-        shell.out.write(f"Error: ESP32 error #{err.code} finalising OTA operation - state is inconsistent\n")
-        shell.log(f"{prefix}: {err.reason}")
+        session.out.write(f"Error: ESP32 error #{err.code} finalising OTA operation - state is inconsistent\n")
+        session.log(f"{prefix}: {err.reason}")
         return False
-    shell.out.puts(f"{prefix}: Setting boot partition...")
+    session.out.puts(f"{prefix}: Setting boot partition...")
     try:
         set_boot_partition(m.flash, m.layout, target, m.rollback)
     except EspError as err:
-        shell.out.write(f"Error: ESP32 error #{err.code} setting boot partition - check before rebooting\n")
+        session.out.write(f"Error: ESP32 error #{err.code} setting boot partition - check before rebooting\n")
         return False
     return True
 
 
-def ota_flash_http(shell: Shell, args: list[str]) -> None:
-    parts = _target(shell)
+def ota_flash_http(session: Session, args: list[str]) -> None:
+    parts = _target(session)
     if parts is None:
         return
-    m = shell.module
+    m = session.module
     url = args[0] if args else m.server_url("ovms3.bin")
-    shell.out.write(f"Download firmware from {url} to {parts[1].name}\n")
-    size = asyncio.run(_flash_http(shell, url, parts[0], parts[1]))
+    session.out.write(f"Download firmware from {url} to {parts[1].name}\n")
+    size = asyncio.run(_flash_http(session, url, parts[0], parts[1]))
     if size is not None:
-        shell.out.write(
+        session.out.write(
             f"OTA flash was successful\n  Flashed {size} bytes from {url}\n  Next boot will be from '{parts[1].name}'\n"
         )
         m.config.set("ota", "http.mru", url)
 
 
-async def _flash_http(shell: Shell, url: str, running: Partition, target: Partition) -> int | None:
-    out = shell.out
+async def _flash_http(session: Session, url: str, running: Partition, target: Partition) -> int | None:
+    out = session.out
     try:
-        async with fetch.get(url, shell.module.user_agent, shell.module.http_timeout) as resp:
+        async with fetch.get(url, session.module.user_agent, session.module.http_timeout) as resp:
             if resp.status != 200:
                 # OVMS ignores the status and would flash the error page; refusing it keeps the slot intact.
                 out.write(f"Error: Request failed (server answered {resp.status} {resp.reason})\n")
                 return None
             expected = resp.content_length or 0
-            if expected < MIN_DOWNLOAD:
+            if expected < fetch.MIN_DOWNLOAD:
                 out.write(f"Error: Expected download file size ({expected}) is invalid\n")
                 return None
             out.write(f"Expected file size is {expected}\n")
             if expected > target.size:
-                _too_small(shell, target)
+                _too_small(session, target)
                 return None
             out.puts("OTA Flash HTTP: Preparing flash partition...")
             try:
-                update = OtaUpdate(shell.module.flash, running, target, expected, _pending(shell))
+                update = OtaUpdate(session.module.flash, running, target, expected, _pending(session))
             except EspError as err:
                 out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
                 return None
@@ -192,163 +189,163 @@ async def _flash_http(shell: Shell, url: str, running: Partition, target: Partit
                         update.write(chunk)
                     except EspError as err:
                         out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
-                        shell.log(f"OTA Flash HTTP: {err.reason}")
+                        session.log(f"OTA Flash HTTP: {err.reason}")
                         return None
                     if sofar > PROGRESS_EVERY:
                         out.write(f"Downloading... {filesize * 100 // expected}% ({filesize} bytes so far)\n")
                         sofar = 0
             except fetch.BodyFailed as err:
                 outcome = "failed"
-                shell.log(f"OTA Flash HTTP: {err}")
+                session.log(f"OTA Flash HTTP: {err}")
             out.write(f"Download {outcome} (at {filesize} bytes)\n")
             if filesize != expected:
                 out.write(f"Error: Download file size ({filesize}) does not match expected ({expected})\n")
                 return None
-            return filesize if _finish(shell, update, target, "OTA Flash HTTP") else None
+            return filesize if _finish(session, update, target, "OTA Flash HTTP") else None
     except fetch.RequestFailed as err:
         out.puts("Error: Request failed")
-        shell.log(f"OTA Flash HTTP: {err}")
+        session.log(f"OTA Flash HTTP: {err}")
         return None
 
 
-def ota_flash_vfs(shell: Shell, args: list[str]) -> None:
-    if flash_file(shell, shell.vfs_path(args[0]), args[0]):
-        shell.module.config.set("ota", "vfs.mru", args[0])
+def ota_flash_vfs(session: Session, args: list[str]) -> None:
+    if flash_file(session, vfs_local(session.module.sd_dir, args[0]), args[0]):
+        session.module.config.set("ota", "vfs.mru", args[0])
 
 
-def flash_file(shell: Shell, local: Path | None, path: str) -> bool:
+def flash_file(session: Session, local: Path | None, path: str) -> bool:
     """Flash a local file into the next OTA slot (the body of `ota flash vfs`); True on success."""
-    parts = _target(shell)
+    parts = _target(session)
     if parts is None:
         return False
     running, target = parts
     if local is None or not local.is_file():
-        shell.out.write(f"Error: Cannot find file {path}\n")
+        session.out.write(f"Error: Cannot find file {path}\n")
         return False
     size = local.stat().st_size
-    shell.out.write(f"Source image is {size} bytes in size\n")
+    session.out.write(f"Source image is {size} bytes in size\n")
     if size > target.size:
-        _too_small(shell, target)
+        _too_small(session, target)
         return False
     try:
         source = local.open("rb")
     except OSError:
-        shell.out.write(f"Error: Cannot open {path}\n")
+        session.out.write(f"Error: Cannot open {path}\n")
         return False
     with source:
-        shell.out.puts("OTA Flash VFS: Preparing flash partition...")
+        session.out.puts("OTA Flash VFS: Preparing flash partition...")
         try:
-            update = OtaUpdate(shell.module.flash, running, target, size, _pending(shell))
+            update = OtaUpdate(session.module.flash, running, target, size, _pending(session))
         except EspError as err:
-            shell.out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
+            session.out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
             return False
-        shell.out.puts("OTA Flash VFS: Flashing image partition...")
+        session.out.puts("OTA Flash VFS: Flashing image partition...")
         while chunk := source.read(VFS_CHUNK):
             try:
                 update.write(chunk)
             except EspError as err:
-                shell.out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
-                shell.log(f"OTA Flash VFS: {err.reason}")
+                session.out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
+                session.log(f"OTA Flash VFS: {err.reason}")
                 return False
-    if not _finish(shell, update, target, "OTA Flash VFS"):
+    if not _finish(session, update, target, "OTA Flash VFS"):
         return False
-    shell.out.write(
+    session.out.write(
         f"OTA flash was successful\n  Flashed {size} bytes from {path}\n  Next boot will be from '{target.name}'\n"
     )
     return True
 
 
-def ota_flash_auto(shell: Shell, args: list[str]) -> None:
+def ota_flash_auto(session: Session, args: list[str]) -> None:
     if args and args[0] != "force":
-        shell.out.puts("Usage: ota flash auto [force]")
+        session.out.puts("Usage: ota flash auto [force]")
         return
-    shell.out.puts("Triggering automatic firmware update...")
-    shell.auto_flash(force=bool(args))
+    session.out.puts("Triggering automatic firmware update...")
+    auto.auto_flash(session, force=bool(args))
 
 
 # -- boot, erase, copy, partitions ------------------------------------------------------------------------
 
 
-def ota_boot(shell: Shell, args: list[str]) -> None:
-    m = shell.module
-    part = m.layout.get(shell.words[-1])
+def ota_boot(session: Session, args: list[str]) -> None:
+    m = session.module
+    part = m.layout.get(session.words[-1])
     if part is None:
         return
     try:
         set_boot_partition(m.flash, m.layout, part, m.rollback)
     except EspError as err:
-        shell.out.puts(BOOT_ERRORS.get(err.code, f"Error: cannot set OTA boot partition (error {err.code})"))
+        session.out.puts(BOOT_ERRORS.get(err.code, f"Error: cannot set OTA boot partition (error {err.code})"))
         return
-    shell.out.write(f"Boot from {part.name} at 0x{part.offset:08x} (size 0x{part.size:08x})\n")
+    session.out.write(f"Boot from {part.name} at 0x{part.offset:08x} (size 0x{part.size:08x})\n")
 
 
-def _pending(shell: Shell) -> bool:
-    m = shell.module
+def _pending(session: Session) -> bool:
+    m = session.module
     return m.rollback and running_state(m.flash, m.layout) == OtaState.PENDING_VERIFY
 
 
-def ota_rollback(shell: Shell, args: list[str]) -> None:
-    m = shell.module
-    action = shell.words[-1]
+def ota_rollback(session: Session, args: list[str]) -> None:
+    m = session.module
+    action = session.words[-1]
     if action == "confirm":
         try:
             mark_app_valid(m.flash, m.layout)
         except EspError as err:
-            shell.out.puts(f"Error: {err.reason}")
+            session.out.puts(f"Error: {err.reason}")
             return
-        shell.out.puts(f"Firmware in {m.running.name} confirmed valid")
+        session.out.puts(f"Firmware in {m.running.name} confirmed valid")
         return
     m.config.set("ota", "rollback", "yes" if action == "enable" else "no")
     m.rollback = action == "enable"
     if m.rollback:
-        shell.out.puts("App rollback enabled: a new image must be confirmed ('ota rollback confirm') before a reset")
+        session.out.puts("App rollback enabled: a new image must be confirmed ('ota rollback confirm') before a reset")
     else:
-        shell.out.puts("App rollback disabled")
+        session.out.puts("App rollback disabled")
 
 
-def ota_erase(shell: Shell, args: list[str]) -> None:
-    m = shell.module
-    part = m.layout.get(shell.words[-1])
+def ota_erase(session: Session, args: list[str]) -> None:
+    m = session.module
+    part = m.layout.get(session.words[-1])
     if part is None:
-        shell.out.puts("Error: Cannot find specified partition")
+        session.out.puts("Error: Cannot find specified partition")
         return
     if part == m.running:
-        shell.out.puts("Error: Cannot erase currently running partition")
+        session.out.puts("Error: Cannot erase currently running partition")
         return
     if part == m.boot_partition:
-        shell.out.puts("Error: Cannot erase boot partition")
+        session.out.puts("Error: Cannot erase boot partition")
         return
-    shell.out.puts("OTA Erase: Erasing partition...")
+    session.out.puts("OTA Erase: Erasing partition...")
     if part.ota_slot is None:
         m.flash.erase(part.offset, part.size)
     else:
         OtaUpdate(m.flash, m.running, part)  # esp_ota_begin(OTA_SIZE_UNKNOWN) erases the whole slot
-    shell.out.puts("Partition erase complete")
+    session.out.puts("Partition erase complete")
 
 
-def ota_copy(shell: Shell, args: list[str]) -> None:
-    m = shell.module
+def ota_copy(session: Session, args: list[str]) -> None:
+    m = session.module
     source, dest = m.layout.get(args[0]), m.layout.get(args[1])
     if dest is not None and dest == m.running:
-        shell.out.puts("Error: Cannot copy to currently running partition")
+        session.out.puts("Error: Cannot copy to currently running partition")
         return
     if dest is not None and dest == m.boot_partition:
-        shell.out.puts("Error: Cannot copy to boot partition")
+        session.out.puts("Error: Cannot copy to boot partition")
         return
     if source is None:
-        shell.out.puts("Error: Could not find partition to copy from")
+        session.out.puts("Error: Could not find partition to copy from")
         return
     if dest is None:
-        shell.out.puts("Error: Could not find partition to copy to")
+        session.out.puts("Error: Could not find partition to copy to")
         return
     if source.size != dest.size:
-        shell.out.puts("Error: The two specified partitions are not the same size")
+        session.out.puts("Error: The two specified partitions are not the same size")
         return
-    shell.out.write(
+    session.out.write(
         f"OTA copy {source.name} ({source.offset:08d}) -> {dest.name} ({dest.offset:08x}) "
         f"size {source.size} with block size {SECTOR_SIZE}\n"
     )
-    copy_partition(m.flash, source, dest, source.size, shell.out.puts)
+    copy_partition(m.flash, source, dest, source.size, session.out.puts)
 
 
 def _size_text(size: int) -> str:
@@ -359,9 +356,9 @@ def _size_text(size: int) -> str:
     return f"0x{size:08x}"
 
 
-def ota_partitions_list(shell: Shell, args: list[str]) -> None:
-    m = shell.module
-    out = shell.out
+def ota_partitions_list(session: Session, args: list[str]) -> None:
+    m = session.module
+    out = session.out
     out.puts("Partition table:")
     out.write(f"{'Label':<16} {'Type':>4} {'Subtype':<12} {'Address':>10} {'Size':<10.10}\n")
     for p in m.layout.table:

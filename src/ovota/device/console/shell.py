@@ -1,4 +1,6 @@
-"""The OVMS# shell: parses command lines, runs them against a module, and owns the console's side effects."""
+"""The OVMS# shell: parses command lines, runs them against a module, and owns the console's side effects.
+
+It implements the :class:`~ovota.device.console.session.Session` the commands are written against."""
 
 from __future__ import annotations
 
@@ -6,9 +8,9 @@ import re
 import shlex
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 from ovota.device.console import auto, config, ota, partitions, sd
+from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.console.writer import Writer
 from ovota.device.module import Module
@@ -58,12 +60,6 @@ class Shell:
     def notify(self, kind: str, subtype: str, text: str) -> None:
         self.out.write(f"Notification {kind}/{subtype}: {text}\n")
 
-    def vfs_path(self, path: str) -> Path | None:
-        return ota.vfs_local(self.module.sd_dir, path)
-
-    def auto_flash(self, force: bool) -> bool:
-        return auto.auto_flash(self, force)
-
     def ask(self, prompt: str) -> str:
         """A y/n question; without an interactive user (``module run``) the answer is empty."""
         self.out.write(prompt)
@@ -85,27 +81,27 @@ class Shell:
             sd.check_flash_sd(self)
 
 
-def _module_reset(shell: Shell, args: list[str]) -> None:
-    shell.out.puts("Resetting system...")
-    shell.restart()
+def _module_reset(session: Session, args: list[str]) -> None:
+    session.out.puts("Resetting system...")
+    session.restart()
 
 
-def _time_status(shell: Shell, args: list[str]) -> None:
-    shell.out.puts(f"Time: {shell.module.clock.now:%Y-%m-%d %H:%M:%S} UTC")
+def _time_status(session: Session, args: list[str]) -> None:
+    session.out.puts(f"Time: {session.module.clock.now:%Y-%m-%d %H:%M:%S} UTC")
 
 
-def _time_advance(shell: Shell, args: list[str]) -> None:
+def _time_advance(session: Session, args: list[str]) -> None:
     match = _DURATION.match(args[0])
     if match is None:
-        shell.out.puts(f"Error: invalid duration {args[0]!r} (use e.g. 90s, 15m, 24h, 2d)")
+        session.out.puts(f"Error: invalid duration {args[0]!r} (use e.g. 90s, 15m, 24h, 2d)")
         return
-    auto.advance(shell, timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)]))
-    _time_status(shell, [])
+    auto.advance(session, timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)]))
+    _time_status(session, [])
 
 
-def _network_link(shell: Shell, args: list[str]) -> None:
+def _network_link(session: Session, args: list[str]) -> None:
     if args[0] not in ("on", "off"):
-        shell.out.puts("Usage: network <wifi|modem> on|off")
+        session.out.puts("Usage: network <wifi|modem> on|off")
         return
-    setattr(shell.module.network, shell.words[1], args[0] == "on")
-    shell.out.puts(f"{shell.words[1]} {'connected' if args[0] == 'on' else 'disconnected'}")
+    setattr(session.module.network, session.words[1], args[0] == "on")
+    session.out.puts(f"{session.words[1]} {'connected' if args[0] == 'on' else 'disconnected'}")

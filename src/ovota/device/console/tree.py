@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ovota.device.console.shell import Shell
+from ovota.device.console.session import Session
 
-Handler = Callable[["Shell", list[str]], None]
+Handler = Callable[[Session, list[str]], None]
 
 
 @dataclass
@@ -26,17 +24,17 @@ class Command:
         self.children[child.name] = child
         return child
 
-    def execute(self, shell: Shell, words: list[str], path: str) -> None:
+    def execute(self, session: Session, words: list[str], path: str) -> None:
         if words and words[0] in self.children:
-            self.children[words[0]].execute(shell, words[1:], f"{path} {words[0]}".strip())
+            self.children[words[0]].execute(session, words[1:], f"{path} {words[0]}".strip())
             return
         if self.handler is None or (words and self.children and self.max_args == 0):
             if words:
-                shell.out.puts("Unrecognised command")
+                session.out.puts("Unrecognised command")
                 return
-            shell.out.puts(f"Usage: {path} [{'|'.join(self.children)}]")
+            session.out.puts(f"Usage: {path} [{'|'.join(self.children)}]")
             return
         if not self.min_args <= len(words) <= self.max_args:
-            shell.out.puts(f"Usage: {path} {self.usage}".rstrip())
+            session.out.puts(f"Usage: {path} {self.usage}".rstrip())
             return
-        self.handler(shell, words)
+        self.handler(session, words)

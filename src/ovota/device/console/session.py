@@ -1,0 +1,31 @@
+"""What a console command needs from the console session it runs in.
+
+Command modules (``ota``, ``config``, ``partitions``, ``auto``, ``sd``) depend on this interface only, so
+imports point one way: ``shell`` (which implements it and builds the command tree) → commands → here.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ovota.device.console.writer import Writer
+from ovota.device.module import Module
+
+
+class Session(Protocol):
+    module: Module
+    out: Writer
+    words: list[str]  # the command line being executed, split into words
+    notified_version: str | None  # the new firmware last announced by a notification
+
+    def log(self, message: str, level: str = "I", tag: str = "ota") -> None:
+        """A log line, as OVMS's ESP_LOG with ``tag`` prints it on the console."""
+
+    def notify(self, kind: str, subtype: str, text: str) -> None:
+        """An OVMS notification (e.g. ``info``/``ota.update``)."""
+
+    def ask(self, prompt: str) -> str:
+        """A y/n question to the user; the stripped answer, empty without an interactive user."""
+
+    def restart(self, partition_update: bool = False) -> None:
+        """Reboot through the bootloader; ``partition_update`` is OVMS's RTC flag for maintenance mode."""
