@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN := build/run
 
-.PHONY: run test lint bench clean browser
+.PHONY: run test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,12 +27,16 @@ run: $(STAMP)
 	done
 	$(VENV)/bin/ovota server --repo $(RUN)/repo --host $(HOST) --port $(PORT)
 
-# Browser tests drive Debian's chromium (Playwright cannot download its own browser here).
-browser:
-	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "chromium not installed: browser tests will be skipped (apt-get install chromium)"
+# Debian packages the tests use: chromium for the browser tests (Playwright cannot download its own
+# browser here), nginx and wrk for the smoke run of bench/serve.sh. Installed when running as root.
+DEBS := chromium nginx-light wrk curl bc util-linux
+system-deps:
+	@missing=""; for cmd in /usr/bin/chromium /usr/sbin/nginx /usr/bin/wrk /usr/bin/curl /usr/bin/bc /usr/bin/taskset; do \
+	  test -x $$cmd || missing=1; done; \
+	test -z "$$missing" || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq $(DEBS) >/dev/null; } \
+	  || echo "some of $(DEBS) are not installed: the tests that need them will be skipped"
 
-test: $(STAMP) browser
+test: $(STAMP) system-deps
 	$(PY) -m pytest -n 2 -q
 
 lint: $(STAMP)

@@ -3,8 +3,10 @@
 # Method of ../shared/reference/http-serving-baseline.md: loopback only, server pinned to CPU0, wrk to CPU1,
 # rounds alternate the server order. Goals (issue #4): ovms3.bin (2.1 MB, 8 and 64 connections) >= 0.95x
 # nginx's throughput; ovms3.ver >= 0.25x nginx's requests/s on one core. Prints every cell and the ratios.
+# SMOKE=1: one 1-second round per cell, to check that the bench still runs (CI does this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${SMOKE:-}" ]; then DUR=1s ROUNDS=1; fi
 DUR=${DUR:-5s}
 ROUNDS=${ROUNDS:-3}
 OVOTA=${OVOTA:-.venv/bin/ovota}
