@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from ovota.formats.app_image import AppDescriptor
+from ovota.formats.image_builder import assemble_image
+from ovota.formats.version_marker import marker
 from ovota.server.repository import Repository
 from tests.conftest import CliRunner
 from tests.module_helpers import run_commands
@@ -241,3 +244,15 @@ def test_dump_of_other_partitions_and_bad_names(tmp_path: Path, vectors: Path, o
     )
     assert not (tmp_path / "x.bin").exists()
     assert flash.read_bytes() == before  # dumping never powers the module on
+
+
+def test_odd_descriptor_bytes_are_shown_escaped(tmp_path: Path, vectors: Path) -> None:
+    descriptor = bytearray(AppDescriptor("x", "ovms3", "20:13:48", "May 13 2026", "v3.3.4").to_bytes())
+    idf_at = 4 + 4 + 8 + 32 + 32 + 16 + 16  # magic, secure_version, reserved, version, project, time, date
+    descriptor[idf_at : idf_at + 8] = b"v3\x1b]\xff\xfe\x07\0"
+    drom = bytes(descriptor) + marker(NEW)
+    app = assemble_image([(0x3F400020, drom + b"\0" * (-len(drom) % 4)), (0x40080000, b"\0" * 64)])
+    flash = merge_bin(tmp_path, vectors / "partition_tables" / "ovms_v3-35_ota_only.bin", app)
+    run = run_commands(flash, "ota status nocheck", "ota partitions list")
+    assert "Firmware:          3.3.006-12-g0123abcd/ota_0/main (build idf v3\\x1b]\\xef\\xbf\\xbd" in run.output
+    assert all(c == "\n" or " " <= c <= "~" for c in run.output), run.output
