@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from ovota import __version__
+from ovota.cli.fleet import fleet
 from ovota.cli.image import image
 from ovota.cli.module import module
 from ovota.cli.otadata import otadata
 from ovota.cli.parttable import parttable
+from ovota.cli.rollout import rollout
 from ovota.cli.server import release, server, token
 from ovota.formats import FormatError
 
@@ -41,3 +43,5 @@ main.add_command(module)
 main.add_command(server)
 main.add_command(release)
 main.add_command(token)
+main.add_command(rollout)
+main.add_command(fleet)

@@ -2,52 +2,45 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from aiohttp import web
 
-from ovota.formats import FormatError
+from ovota.cli.repo_access import open_repository, repo_option
+from ovota.cli.rollout import rollout_options, start_rollout
 from ovota.server.app import create_app
-from ovota.server.repository import Repository, RepositoryError
-
-DEFAULT_REPO = Path("ovota-repo")
-_repo_option = click.option(
-    "--repo", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_REPO, show_default=True,
-    help="Repository folder (created if missing).",
-)  # fmt: skip
-
-
-@contextmanager
-def _repository(repo: Path) -> Iterator[Repository]:
-    """Open the repository; its refusals become one Error: line and exit 2."""
-    r = Repository(repo)
-    try:
-        yield r
-    except RepositoryError as err:
-        raise FormatError(str(err)) from None
-    finally:
-        r.close()
+from ovota.server.repository import Repository
 
 
 @click.command("server")
-@_repo_option
+@repo_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Processes (SO_REUSEPORT).")
-def server(repo: Path, host: str, port: int, workers: int) -> None:
+@click.option(
+    "--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=1.0),
+    help="Run the server's clock this much faster (fleet simulations only; 1440: a day per minute).",
+)  # fmt: skip
+@click.option("--fleet/--no-fleet", default=True, show_default=True, help="Register modules from their requests.")
+def server(repo: Path, host: str, port: int, workers: int, time_scale: float, fleet: bool) -> None:
     """Serve firmware to modules, the download area and the release API."""
-    Repository(repo).close()  # create the schema once, before workers race for it
+    r = Repository(repo)  # create the schema once, before workers race for it
+    clock = r.clock(time_scale)  # anchored once, so every worker keeps the same time
+    r.close()
     for _ in range(workers - 1):
         if os.fork() == 0:
             break
-    click.echo(f"ovota server on http://{host}:{port}/firmware/ota/ (repository {repo}, pid {os.getpid()})")
+    scaled = f", clock x{time_scale:g}" if time_scale != 1 else ""
+    click.echo(f"ovota server on http://{host}:{port}/firmware/ota/ (repository {repo}, pid {os.getpid()}{scaled})")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
-    web.run_app(create_app(repo), host=host, port=port, reuse_port=workers > 1, print=None, access_log=None)
+    app = create_app(repo, clock, fleet)
+    web.run_app(app, host=host, port=port, reuse_port=workers > 1, print=None, access_log=None)
 
 
 @click.group()
@@ -57,48 +50,65 @@ def release() -> None:
 
 @release.command("publish")
 @click.argument("image", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@_repo_option
+@repo_option
 @click.option("--tag", required=True, help="Channel: main, eap, edge or another name.")
 @click.option("--product", help="Product directory (default: v3.3-5 for 3.3.006 and later, else v3.3).")
 @click.option("--changelog", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Changelog text.")
-def publish(image: Path, repo: Path, tag: str, product: str | None, changelog: Path | None) -> None:
-    """Validate IMAGE and make it the current build of a channel."""
-    with _repository(repo) as r:
+@click.option("--force", is_flag=True, help="Publish even if the channel has a rollout (which is aborted).")
+@click.option("--rollout", "steps", help="Roll the build out in steps (e.g. 1,10,50,100) instead of at once.")
+@rollout_options
+def publish(
+    image: Path, repo: Path, tag: str, product: str | None, changelog: Path | None, force: bool, steps: str | None,
+    **options: Any,
+) -> None:  # fmt: skip
+    """Validate IMAGE and make it the current build of a channel (or start a rollout of it)."""
+    with open_repository(repo) as r:
         text = changelog.read_text() if changelog else ""
-        channel = r.publish(image.read_bytes(), tag, product, text)
+        if steps:
+            build, product = r.add_build(image.read_bytes(), product, text)
+            click.echo(f"Added {build.version} to the repository (sha256 {build.sha256})")
+            start_rollout(r, product, tag, build, steps, **options)
+            return
+        channel = r.publish(image.read_bytes(), tag, product, text, force)
         click.echo(
             f"Published {channel.build.version} to {channel.product}/{channel.tag} (sha256 {channel.build.sha256})"
         )
 
 
 @release.command("promote")
-@_repo_option
+@repo_option
 @click.option("--product", required=True)
 @click.option("--from", "source", required=True)
 @click.option("--to", "target", required=True)
-def promote(repo: Path, product: str, source: str, target: str) -> None:
-    """Point channel TO at the build channel FROM has."""
-    with _repository(repo) as r:
-        channel = r.promote(product, source, target)
+@click.option("--force", is_flag=True, help="Promote even if channel TO has a rollout (which is aborted).")
+@click.option("--rollout", "steps", help="Roll the build out to TO in steps (e.g. 1,10,50,100).")
+@rollout_options
+def promote(repo: Path, product: str, source: str, target: str, force: bool, steps: str | None, **options: Any) -> None:
+    """Point channel TO at the build channel FROM has (or start a rollout of it)."""
+    with open_repository(repo) as r:
+        if steps:
+            start_rollout(r, product, target, r.channel(product, source).build, steps, **options)
+            return
+        channel = r.promote(product, source, target, force)
         click.echo(f"Promoted {channel.build.version} from {product}/{source} to {product}/{target}")
 
 
 @release.command("rollback")
-@_repo_option
+@repo_option
 @click.option("--product", required=True)
 @click.option("--tag", required=True)
 def rollback(repo: Path, product: str, tag: str) -> None:
     """Point a channel back at its previous build."""
-    with _repository(repo) as r:
+    with open_repository(repo) as r:
         channel = r.rollback(product, tag)
         click.echo(f"Rolled back {product}/{tag} to {channel.build.version}")
 
 
 @release.command("list")
-@_repo_option
+@repo_option
 def list_channels(repo: Path) -> None:
     """Show every channel and its current build."""
-    with _repository(repo) as r:
+    with open_repository(repo) as r:
         for c in r.channels():
             when = datetime.fromtimestamp(c.updated, UTC).strftime("%Y-%m-%d %H:%M:%S")
             click.echo(
@@ -112,9 +122,9 @@ def token() -> None:
 
 
 @token.command("create")
-@_repo_option
+@repo_option
 @click.option("--name", required=True, help="Who or what uses the token.")
 def create_token(repo: Path, name: str) -> None:
     """Create a token and print it once."""
-    with _repository(repo) as r:
+    with open_repository(repo) as r:
         click.echo(r.create_token(name))

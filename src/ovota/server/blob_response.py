@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -55,8 +56,13 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end - start + 1
 
 
+# Called once the body is sent or has failed: (bytes sent, whether the client now has the whole blob).
+# sendfile reports no partial count, so a broken transfer reports 0 bytes.
+SentCallback = Callable[[int, bool], None]
+
+
 class BlobResponse(web.StreamResponse):
-    def __init__(self, blob: OpenBlob, cache_control: str, sha256: str) -> None:
+    def __init__(self, blob: OpenBlob, cache_control: str, sha256: str, on_sent: SentCallback | None = None) -> None:
         super().__init__(
             headers={
                 "Content-Type": "application/octet-stream",
@@ -68,6 +74,7 @@ class BlobResponse(web.StreamResponse):
             }
         )
         self._blob = blob
+        self._on_sent = on_sent
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         blob = self._blob
@@ -107,7 +114,14 @@ class BlobResponse(web.StreamResponse):
             writer = await super().prepare(request)
             if request.method == "HEAD" or count == 0:
                 return writer
-            await request._loop.sendfile(transport, blob.file, offset, count)
+            try:
+                await request._loop.sendfile(transport, blob.file, offset, count)
+            except BaseException:
+                if self._on_sent is not None:
+                    self._on_sent(0, False)
+                raise
+            if self._on_sent is not None:
+                self._on_sent(count, offset + count == blob.size)
         finally:
             if cork:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)

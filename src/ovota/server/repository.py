@@ -8,6 +8,7 @@ The same interface is meant to sit in front of PostgreSQL and S3-compatible stor
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -22,44 +23,15 @@ from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
 from ovota.formats.version_marker import image_version
 from ovota.formats.versions import check_version, escape_text, strverscmp
+from ovota.server.clock import ServerClock
+from ovota.server.rollout_policy import ACTIVE_STATES
+from ovota.server.schema import SCHEMA
 
 OLD_SLOT = 0x400000  # v3.x products: 4 MB OTA slots
 NEW_SLOT = 0x700000  # v3.x-5 products: 7 MB OTA slots
 SECTOR = 0x1000
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FIRST_NEW_LAYOUT_VERSION = "3.3.006"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS builds (
-    sha256 TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    version TEXT NOT NULL,
-    project TEXT NOT NULL,
-    changelog TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS channels (
-    product TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    sha256 TEXT NOT NULL REFERENCES builds(sha256),
-    updated REAL NOT NULL,
-    PRIMARY KEY (product, tag)
-);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    product TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    sha256 TEXT NOT NULL REFERENCES builds(sha256),
-    action TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    digest TEXT NOT NULL UNIQUE,
-    created REAL NOT NULL
-);
-"""
 
 
 class RepositoryError(Exception):
@@ -124,8 +96,25 @@ class Repository:
     def close(self) -> None:
         self.db.close()
 
+    def clock(self, scale: float | None = None) -> ServerClock:
+        """The server clock for this repository. ``scale`` (a server starting): anchor a scaled clock here,
+        or continue the stored one if it has the same scale; 1 returns to wall time. None (other commands):
+        the clock the server uses."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
+        stored = ServerClock(**json.loads(row[0])) if row else ServerClock()
+        if scale is None or scale == stored.scale:
+            return stored
+        with self.transaction() as db:
+            if scale == 1.0:
+                db.execute("DELETE FROM meta WHERE key = 'clock'")
+                return ServerClock()
+            now = time.time()
+            clock = ServerClock(scale, stored.now(), now)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)", (json.dumps(clock.__dict__),))
+        return clock
+
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -170,7 +159,7 @@ class Repository:
         """Write the blob (fsynced) and its row; the same bytes always give the same build."""
         sha256 = hashlib.sha256(data).hexdigest()
         self._write_blob(sha256, data)
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO builds VALUES (?, ?, ?, ?, ?, ?)",
                 (sha256, len(data), version, project, changelog, time.time()),
@@ -185,6 +174,21 @@ class Repository:
             return
         write_atomic(path, data)
 
+    def find_build(self, ref: str) -> Build:
+        """The one build whose version is ``ref`` or whose SHA-256 starts with it (at least 6 hex digits)."""
+        prefix = ref.lower() if re.fullmatch(r"[0-9a-fA-F]{6,64}", ref) else None
+        rows = self.db.execute(
+            "SELECT * FROM builds WHERE version = ? OR (? IS NOT NULL AND substr(sha256, 1, length(?)) = ?) "
+            "ORDER BY created",
+            (ref, prefix, prefix, prefix),
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"no build with version or SHA-256 prefix {ref!r}")
+        if len(rows) > 1:
+            found = ", ".join(f"{r[2]} ({r[0][:12]})" for r in rows)
+            raise RepositoryError(f"{ref!r} names several builds: {found}; give a longer SHA-256 prefix")
+        return Build(*rows[0])
+
     def build(self, sha256: str) -> Build:
         row = self.db.execute("SELECT * FROM builds WHERE sha256 = ?", (sha256,)).fetchone()
         if row is None:
@@ -193,18 +197,26 @@ class Repository:
 
     # -- channels ---------------------------------------------------------------------------------------
 
-    def publish(self, data: bytes, tag: str, product: str | None = None, changelog: str = "") -> Channel:
-        """Validate and store an image, then point ``product``/``tag`` at it."""
-        check_name("tag", tag)
+    def add_build(self, data: bytes, product: str | None = None, changelog: str = "") -> tuple[Build, str]:
+        """Validate and store an image without pointing any channel at it: (build, its product)."""
         version, project = self.inspect(data)
         product = check_name("product", product or default_product(version))
         _check_fits(len(data), product)
-        return self._point(product, tag, self._store(data, version, project, changelog), "publish")
+        return self._store(data, version, project, changelog), product
 
-    def promote(self, product: str, source: str, target: str) -> Channel:
+    def publish(
+        self, data: bytes, tag: str, product: str | None = None, changelog: str = "", force: bool = False
+    ) -> Channel:
+        """Validate and store an image, then point ``product``/``tag`` at it. A channel with an active
+        rollout is refused unless ``force``, which aborts the rollout."""
+        check_name("tag", tag)
+        build, product = self.add_build(data, product, changelog)
+        return self._point(product, tag, build, "publish", force)
+
+    def promote(self, product: str, source: str, target: str, force: bool = False) -> Channel:
         check_name("tag", target)
         current = self.channel(product, source)
-        return self._point(product, target, current.build, f"promote from {source}")
+        return self._point(product, target, current.build, f"promote from {source}", force)
 
     def rollback(self, product: str, tag: str) -> Channel:
         """Point the channel back at the build it had before its current one."""
@@ -217,18 +229,37 @@ class Repository:
             raise RepositoryError(f"{product}/{tag} has no earlier build to roll back to")
         return self._point(product, tag, self.build(previous), "rollback")
 
-    def _point(self, product: str, tag: str, build: Build, action: str) -> Channel:
+    def check_fits(self, build: Build, product: str) -> None:
+        """RepositoryError unless the build fits the product's OTA slot."""
+        _check_fits(build.size, product)
+
+    def _point(self, product: str, tag: str, build: Build, action: str, force: bool = False) -> Channel:
         _check_fits(build.size, product)
         now = time.time()
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO channels VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (product, tag) DO UPDATE SET sha256 = excluded.sha256, updated = excluded.updated",
-                (product, tag, build.sha256, now),
-            )
-            db.execute("INSERT INTO history (product, tag, sha256, action, at) VALUES (?, ?, ?, ?, ?)",
-                       (product, tag, build.sha256, action, now))  # fmt: skip
+        with self.transaction() as db:
+            active = db.execute(
+                "SELECT id, state FROM rollouts WHERE product = ? AND tag = ? AND state IN (?, ?, ?)",
+                (product, tag, *ACTIVE_STATES),
+            ).fetchone()
+            if active is not None and not force:
+                raise RepositoryError(
+                    f"{product}/{tag} has a {active[1]} rollout (id {active[0]}): abort it first, or use --force"
+                )
+            if active is not None:
+                db.execute("UPDATE rollouts SET state = 'aborted', updated = ? WHERE id = ?", (now, active[0]))
+                db.execute("INSERT INTO rollout_events VALUES (?, ?, ?)", (active[0], now, f"aborted by {action}"))
+            self.point_in(db, product, tag, build, action, now)
         return Channel(product, tag, build, now)
+
+    def point_in(self, db: sqlite3.Connection, product: str, tag: str, build: Build, action: str, now: float) -> None:
+        """Move the channel inside the caller's transaction, with its history row."""
+        db.execute(
+            "INSERT INTO channels VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (product, tag) DO UPDATE SET sha256 = excluded.sha256, updated = excluded.updated",
+            (product, tag, build.sha256, now),
+        )
+        db.execute("INSERT INTO history (product, tag, sha256, action, at) VALUES (?, ?, ?, ?, ?)",
+                   (product, tag, build.sha256, action, now))  # fmt: skip
 
     def channel(self, product: str, tag: str) -> Channel:
         row = self.db.execute(
@@ -261,7 +292,7 @@ class Repository:
     def create_token(self, name: str) -> str:
         """A new API token; only its SHA-256 is stored, so it is shown once."""
         token = "ovota_" + os.urandom(24).hex()
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT INTO tokens (name, digest, created) VALUES (?, ?, ?)", (name, _token_digest(token), time.time())
             )

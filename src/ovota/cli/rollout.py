@@ -1,0 +1,150 @@
+"""``ovota rollout``: staged rollouts of a build to a channel's modules, and their status."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ovota.cli.repo_access import open_repository, repo_option
+from ovota.server.repository import Build, Repository
+from ovota.server.rollouts import Rollout, Rollouts, parse_settings, status_summary
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rollout_options(function: F) -> F:
+    """The health and pacing options of a rollout, shared by ``rollout start`` and ``release … --rollout``."""
+    for option in reversed(
+        [
+            click.option("--step-interval", default="1d", show_default=True, help="Time each step runs at least."),
+            click.option(
+                "--halt-failed", default="5%", show_default=True, help="Halt at this failed/(updated+failed)."
+            ),
+            click.option("--halt-silent", default="20%", show_default=True, help="Halt at this silent/attempted."),
+            click.option("--min-sample", default=20, show_default=True, type=int, help="Attempts before halting."),
+            click.option("--watch", default="2d", show_default=True, help="A module not seen this long is silent."),
+            click.option("--grace", default="10m", show_default=True, help="Old version after this long: failed."),
+            click.option("--notify-url", default="", help="POST a JSON notice here when the rollout halts."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def start_rollout(r: Repository, product: str, tag: str, build: Build, steps: str, **options: Any) -> Rollout:
+    """Start a rollout with the CLI's settings and print what started."""
+    settings = parse_settings(steps=steps, **options)
+    rollouts = Rollouts(r)
+    rollout = rollouts.start(product, tag, build, settings, r.clock().now())
+    click.echo(
+        f"Rollout {rollout.id} of {product}/{tag}: {rollout.from_build.version} -> {build.version}, "
+        f"steps {','.join(map(str, settings.steps))}, now {rollout.state} at {rollout.percent}%"
+    )
+    return rollout
+
+
+@click.group()
+def rollout() -> None:
+    """Staged rollouts that halt themselves when modules fail or go silent."""
+
+
+_channel = [
+    click.option("--product", required=True, help="Product, e.g. v3.3-5."),
+    click.option("--tag", required=True, help="Channel, e.g. main."),
+]
+
+
+def _channel_options(function: F) -> F:
+    for option in reversed(_channel):
+        function = option(function)
+    return function
+
+
+@rollout.command("start")
+@repo_option
+@_channel_options
+@click.option("--build", "build_ref", required=True, help="A version or SHA-256 prefix of a build in the repository.")
+@click.option("--steps", default="1,10,50,100", show_default=True, help="Percent of the channel's modules per step.")
+@rollout_options
+def start(repo: Path, product: str, tag: str, build_ref: str, steps: str, **options: Any) -> None:
+    """Roll a build out to a channel in steps; the channel keeps its build until the last step."""
+    with open_repository(repo) as r:
+        start_rollout(r, product, tag, r.find_build(build_ref), steps, **options)
+
+
+@rollout.command("status")
+@repo_option
+@_channel_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(repo: Path, product: str, tag: str, as_json: bool) -> None:
+    """The channel's active (else latest) rollout: step, states per step, and why it halted."""
+    with open_repository(repo) as r:
+        rollouts = Rollouts(r)
+        summary = status_summary(rollouts, rollouts.current(product, tag))
+        if as_json:
+            click.echo(json.dumps(summary, indent=2))
+            return
+        for line in describe(summary):
+            click.echo(line)
+
+
+def describe(summary: dict[str, Any]) -> list[str]:
+    """Human-readable status lines."""
+    counts = summary["counts"]
+    lines = [
+        f"Rollout {summary['id']} of {summary['product']}/{summary['tag']}: "
+        f"{summary['from']['version']} -> {summary['to']['version']}",
+        f"State: {summary['state']}, step {summary['step']} of {len(summary['settings']['steps'])} "
+        f"({summary['percent']}%)",
+    ]
+    if summary["reason"]:
+        lines.append(f"Halted: {summary['reason']}")
+    lines.append(
+        f"Modules: {counts['attempted']} attempted, {counts['updating']} updating, {counts['updated']} updated, "
+        f"{counts['failed']} failed, {counts['silent']} silent"
+    )
+    lines.append(f"{'Step':<5} {'Percent':>7} {'Cohort':>7} {'Pending':>8} {'Updating':>9} {'Updated':>8} "
+                 f"{'Failed':>7} {'Silent':>7}")  # fmt: skip
+    for index, step in enumerate(summary["steps"], 1):
+        lines.append(
+            f"{index:<5} {step['percent']:>6}% {step['cohort']:>7} {step['pending']:>8} {step['updating']:>9} "
+            f"{step['updated']:>8} {step['failed']:>7} {step['silent']:>7}"
+        )
+    return lines
+
+
+def _change(action: str) -> Callable[..., None]:
+    def command(repo: Path, product: str, tag: str) -> None:
+        with open_repository(repo) as r:
+            rollouts = Rollouts(r)
+            changed = getattr(rollouts, action)(product, tag, r.clock().now())
+            click.echo(f"Rollout {changed.id} of {product}/{tag} is now {changed.state}")
+
+    command.__doc__ = {
+        "pause": "Stop advancing steps (the current cohort keeps the new build).",
+        "resume": "Continue a paused or halted rollout (after a halt, health is judged afresh).",
+        "abort": "End the rollout: the channel keeps its previous build.",
+    }[action]
+    return command
+
+
+for _action in ("pause", "resume", "abort"):
+    rollout.command(_action)(repo_option(_channel_options(_change(_action))))
+
+
+@rollout.command("list")
+@repo_option
+def list_rollouts(repo: Path) -> None:
+    """Every rollout, newest last."""
+    with open_repository(repo) as r:
+        for item in Rollouts(r).every():
+            when = datetime.fromtimestamp(item.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            click.echo(
+                f"{item.id:<4} {item.product:<10} {item.tag:<8} {item.from_build.version} -> {item.to_build.version}"
+                f"  {item.state} at {item.percent}%  {when}"
+            )

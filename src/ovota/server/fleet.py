@@ -1,0 +1,191 @@
+"""The fleet registry: which module runs what, learned from the requests unchanged OVMS modules send.
+
+OVMS's User-Agent is ``ovms/<product> (<vehicle id> <version>/<partition>/<tag> (build …))``. Each
+``.ver`` or ``.bin`` request carrying it is a check-in; each ``.bin`` response is a download (build,
+bytes, complete or not). Requests append to an in-memory batch; :meth:`FleetRecorder.flush` writes a
+batch in one transaction (the server flushes every half second and at a clean shutdown), so the request
+path never waits for the database. A crash loses at most the batch not yet written.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ovota.server.repository import Repository
+from ovota.server.rollouts import Rollouts
+
+_USER_AGENT = re.compile(
+    r"^ovms/(?P<product>[^\s()]+) \((?P<vehicle_id>.*?) (?P<version>[^\s/]+)/(?P<partition>[^\s/]+)"
+    r"/(?P<tag>[^\s/()]+)(?: \(build .*\))?\)$"
+)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """What an OVMS module's User-Agent says about it."""
+
+    product: str
+    vehicle_id: str
+    version: str
+    partition: str
+    tag: str
+
+    def module_key(self, address: str) -> str:
+        """The registry's key: the vehicle id, or '@' and the address for modules without one
+        (modules sharing a vehicle id cannot be told apart and count as one)."""
+        return self.vehicle_id or f"@{address}"
+
+
+@lru_cache(maxsize=65536)
+def parse_user_agent(user_agent: str) -> Agent | None:
+    """The Agent for an OVMS User-Agent, None for any other client."""
+    match = _USER_AGENT.match(user_agent)
+    if match is None:
+        return None
+    return Agent(**match.groupdict())
+
+
+@dataclass(frozen=True)
+class Module:
+    """A row of the registry."""
+
+    module: str
+    vehicle_id: str
+    product: str
+    tag: str
+    version: str
+    partition: str
+    address: str
+    first_seen: float
+    last_seen: float
+    checkins: int
+
+
+@dataclass(frozen=True)
+class _CheckIn:
+    module: str
+    agent: Agent
+    product: str
+    tag: str
+    address: str
+    at: float
+
+
+@dataclass(frozen=True)
+class _Download:
+    module: str
+    agent: Agent
+    product: str
+    tag: str
+    sha256: str
+    sent: int
+    completed: bool
+    at: float
+
+
+class FleetRecorder:
+    """Batches check-ins and downloads; ``flush`` writes them, and what they mean for rollouts."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.rollouts = Rollouts(repo)
+        self._checkins: list[_CheckIn] = []
+        self._downloads: list[_Download] = []
+        self._anonymous: Counter[str] = Counter()
+
+    def check_in(self, agent: Agent, product: str, tag: str, address: str, at: float) -> None:
+        self._checkins.append(_CheckIn(agent.module_key(address), agent, product, tag, address, at))
+
+    def download(self, agent: Agent, product: str, tag: str, address: str, sha256: str, sent: int,
+                 completed: bool, at: float) -> None:  # fmt: skip
+        module = agent.module_key(address)
+        self._downloads.append(_Download(module, agent, product, tag, sha256, sent, completed, at))
+
+    def anonymous(self, kind: str) -> None:
+        """A request without an OVMS User-Agent: counted, not registered."""
+        self._anonymous[kind] += 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._checkins) + len(self._downloads)
+
+    def flush(self) -> int:
+        """Write the batch in one transaction; returns how many events it held."""
+        checkins, downloads, anonymous = self._checkins, self._downloads, self._anonymous
+        if not (checkins or downloads or anonymous):
+            return 0
+        self._checkins, self._downloads, self._anonymous = [], [], Counter()
+        with self.repo.transaction() as db:
+            db.executemany(
+                "INSERT INTO modules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (module) DO UPDATE SET "
+                "vehicle_id = excluded.vehicle_id, product = excluded.product, tag = excluded.tag, "
+                "version = excluded.version, partition = excluded.partition, address = excluded.address, "
+                "last_seen = max(last_seen, excluded.last_seen), checkins = checkins + 1",
+                [(c.module, c.agent.vehicle_id, c.product, c.tag, c.agent.version, c.agent.partition, c.address,
+                  c.at, c.at) for c in checkins],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO downloads (module, product, tag, sha256, bytes, completed, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(d.module, d.product, d.tag, d.sha256, d.sent, int(d.completed), d.at) for d in downloads],
+            )
+            db.executemany(
+                "INSERT INTO request_counts VALUES (?, ?) "
+                "ON CONFLICT (kind) DO UPDATE SET count = count + excluded.count",
+                list(anonymous.items()),
+            )
+            self._apply_to_rollouts(db, checkins, downloads)
+        return len(checkins) + len(downloads)
+
+    def _apply_to_rollouts(self, db: sqlite3.Connection, checkins: list[_CheckIn], downloads: list[_Download]) -> None:
+        active = {(r.product, r.tag): r for r in self.rollouts.all_active()}
+        if not active:
+            return
+        # Check-ins first: a module that checks in and downloads in one batch is updating afterwards.
+        for c in checkins:
+            rollout = active.get((c.product, c.tag))
+            if rollout is not None:
+                Rollouts.record_checkin(db, rollout, c.module, c.agent.version, c.at)
+        for d in downloads:
+            rollout = active.get((d.product, d.tag))
+            if rollout is not None and d.completed and d.sha256 == rollout.to_build.sha256:
+                Rollouts.record_download(db, rollout, d.module, d.agent.version, d.at)
+
+
+def list_modules(db: sqlite3.Connection, product: str | None = None, tag: str | None = None) -> list[Module]:
+    rows = db.execute(
+        "SELECT * FROM modules WHERE (? IS NULL OR product = ?) AND (? IS NULL OR tag = ?) "
+        "ORDER BY product, tag, module",
+        (product, product, tag, tag),
+    ).fetchall()
+    return [Module(*row) for row in rows]
+
+
+def module_json(module: Module) -> dict[str, object]:
+    """A registry row as JSON (``fleet list --json`` and ``GET /api/v1/fleet``)."""
+    return dict(module.__dict__)
+
+
+def versions_in_use(
+    db: sqlite3.Connection, product: str | None = None, tag: str | None = None
+) -> list[tuple[str, int]]:
+    """(version, modules running it), most modules first."""
+    rows = db.execute(
+        "SELECT version, count(*) AS n FROM modules WHERE (? IS NULL OR product = ?) AND (? IS NULL OR tag = ?) "
+        "GROUP BY version ORDER BY n DESC, version",
+        (product, product, tag, tag),
+    ).fetchall()
+    return [(str(v), int(n)) for v, n in rows]
+
+
+def anonymous_counts(db: sqlite3.Connection) -> dict[str, int]:
+    return {str(k): int(n) for k, n in db.execute("SELECT kind, count FROM request_counts").fetchall()}
+
+
+def served_bytes(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT coalesce(sum(bytes), 0) FROM downloads").fetchone()
+    return int(row[0])

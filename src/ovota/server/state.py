@@ -1,0 +1,221 @@
+"""What the server holds in memory: channel answers, rollout views, device pins, open blobs, and the loops
+that flush the fleet registry and evaluate rollouts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.utils import formatdate
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ovota.server.blob_response import OpenBlob
+from ovota.server.clock import ServerClock
+from ovota.server.fleet import Agent, FleetRecorder
+from ovota.server.repository import NAME, Channel, NotFound, Repository
+from ovota.server.rollout_policy import RolloutState
+from ovota.server.rollouts import Decision, Rollout, Rollouts, status_summary
+
+BIN, VER = "ovms3.bin", "ovms3.ver"
+PIN_SECONDS = 15 * 60
+RECHECK_SECONDS = 0.05
+MAX_PINS = 100_000
+FLUSH_SECONDS = 0.5  # the fleet registry's batch window (real seconds)
+EVALUATE_SECONDS = 0.5  # how often rollouts are checked for silent modules, halts and step advances
+MAX_COHORT_CACHE = 200_000
+
+log = logging.getLogger("ovota.server")
+
+REPO_KEY = web.AppKey("repo", Repository)
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the device paths serve for one channel, prepared once per change."""
+
+    channel: Channel
+    ver_body: bytes
+    ver_etag: str
+    ver_headers: CIMultiDictProxy[str]  # built once: header construction is a large part of a .ver request
+
+
+@dataclass
+class RolloutView:
+    """What a channel with an active rollout serves: the new build to its cohort, the old one to others."""
+
+    rollout: Rollout
+    old: Served
+    new: Served
+    cohort: dict[str, bool]  # vehicle id -> in the current cohort (the hash is computed once per id)
+
+    def choose(self, agent: Agent | None) -> Served:
+        rollout = self.rollout
+        if rollout.state is RolloutState.HALTED:
+            # Modules already running the new build stay on it; nobody else is offered it.
+            return self.new if agent is not None and agent.version == rollout.to_build.version else self.old
+        vehicle_id = agent.vehicle_id if agent is not None else ""
+        member = self.cohort.get(vehicle_id)
+        if member is None:
+            if len(self.cohort) > MAX_COHORT_CACHE:
+                self.cohort.clear()
+            member = self.cohort[vehicle_id] = rollout.in_cohort(vehicle_id)
+        return self.new if member else self.old
+
+
+def _served(channel: Channel) -> Served:
+    etag = f'"{channel.build.sha256[:32]}-ver"'
+    headers = CIMultiDict(
+        {
+            "Content-Type": "text/plain; charset=utf-8",
+            "ETag": etag,
+            "Last-Modified": formatdate(channel.updated, usegmt=True),
+            "Cache-Control": "no-cache",
+        }
+    )
+    return Served(channel, channel.ver_file, etag, CIMultiDictProxy(headers))
+
+
+class ServerState:
+    """Caches channel lookups and rollouts until the repository changes, and remembers device pins."""
+
+    def __init__(self, repo: Repository, clock: ServerClock, fleet: bool = True) -> None:
+        self.repo = repo
+        self.clock = clock
+        self.recorder = FleetRecorder(repo) if fleet else None
+        self.rollouts = Rollouts(repo)
+        self._version = -1
+        self._next_check = 0.0
+        self._blobs: dict[str, OpenBlob] = {}
+        self._served: dict[tuple[str, str], Served | RolloutView | None] = {}
+        self._pins: OrderedDict[tuple[str, str, str, str], tuple[float, Served]] = OrderedDict()
+        self._notifications: set[asyncio.Future[None]] = set()
+
+    def invalidate(self) -> None:
+        self._served.clear()
+
+    def served(self, product: str, tag: str, agent: Agent | None = None) -> Served | None:
+        """What the channel serves to this module: its build, or, during a rollout, the one for the module."""
+        found = self._lookup(product, tag)
+        return found.choose(agent) if isinstance(found, RolloutView) else found
+
+    def _lookup(self, product: str, tag: str) -> Served | RolloutView | None:
+        now = time.monotonic()
+        if now >= self._next_check:
+            # Another process (the CLI, another worker) may have published: look at most every 50 ms.
+            self._next_check = now + RECHECK_SECONDS
+            version = self.repo.data_version()
+            if version != self._version:
+                self._served.clear()
+                self._version = version
+        key = (product, tag)
+        if key not in self._served:
+            self._served[key] = self._load(product, tag)
+        return self._served[key]
+
+    def _load(self, product: str, tag: str) -> Served | RolloutView | None:
+        if not (NAME.match(product) and NAME.match(tag)):
+            return None
+        try:
+            channel = self.repo.channel(product, tag)
+        except NotFound:
+            return None
+        served = _served(channel)
+        rollout = self.rollouts.active(product, tag)
+        if rollout is None:
+            return served
+        new = _served(Channel(product, tag, rollout.to_build, rollout.updated))
+        return RolloutView(rollout, served, new, {})
+
+    def decided(self, decisions: list[Decision]) -> None:
+        """Rollout decisions made by this process: serve accordingly from now on, and announce them."""
+        if not decisions:
+            return
+        self.invalidate()
+        for decision in decisions:
+            log.warning("rollout %d of %s/%s %s: %s", decision.rollout.id, decision.rollout.product,
+                        decision.rollout.tag, decision.event, decision.message)  # fmt: skip
+            if decision.rollout.settings.notify_url:
+                self._notifications.add(asyncio.ensure_future(self._notify(decision)))
+
+    async def _notify(self, decision: Decision) -> None:
+        """POST the decision as JSON to the rollout's notify URL (one attempt, 10 s)."""
+        rollout = decision.rollout
+        body = {"event": decision.event, "message": decision.message, **status_summary(self.rollouts, rollout)}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+                session.post(rollout.settings.notify_url, json=body) as response,
+            ):
+                if response.status >= 300:
+                    log.warning("notify URL %s answered %d", rollout.settings.notify_url, response.status)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.warning("notify URL %s failed: %s", rollout.settings.notify_url, err)
+
+    async def notify_pending(self) -> None:
+        """Wait for notifications still being sent (at shutdown)."""
+        if self._notifications:
+            await asyncio.wait(self._notifications, timeout=10)
+
+    def blob(self, sha256: str) -> OpenBlob:
+        """The build's blob, opened once: blobs are immutable, so the descriptor stays valid."""
+        blob = self._blobs.get(sha256)
+        if blob is None:
+            blob = self._blobs[sha256] = OpenBlob.open(self.repo.blob_path(sha256), sha256)
+        return blob
+
+    def close(self) -> None:
+        for blob in self._blobs.values():
+            blob.file.close()
+        self._blobs.clear()
+
+    def pin(self, request: web.Request, product: str, tag: str, served: Served) -> None:
+        key = (request.remote or "", request.headers.get("User-Agent", ""), product, tag)
+        self._pins[key] = (time.monotonic(), served)
+        self._pins.move_to_end(key)
+        while len(self._pins) > MAX_PINS:
+            self._pins.popitem(last=False)
+
+    def pinned(self, request: web.Request, product: str, tag: str) -> Served | None:
+        key = (request.remote or "", request.headers.get("User-Agent", ""), product, tag)
+        entry = self._pins.get(key)
+        if entry is None or time.monotonic() - entry[0] > PIN_SECONDS:
+            return None
+        return entry[1]
+
+
+STATE_KEY = web.AppKey("state", ServerState)
+
+
+async def background(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp cleanup context: flush the registry and evaluate rollouts until shutdown, then flush once more."""
+    state = app[STATE_KEY]
+    task = asyncio.create_task(_loop(state))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await state.notify_pending()
+    if state.recorder is not None:
+        state.recorder.flush()
+
+
+async def _loop(state: ServerState) -> None:
+    next_evaluation = 0.0
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        try:
+            if state.recorder is not None:
+                state.recorder.flush()
+            if time.monotonic() >= next_evaluation:
+                next_evaluation = time.monotonic() + EVALUATE_SECONDS
+                decisions = state.rollouts.evaluate(state.clock.now())
+                state.decided(decisions)
+        except Exception:  # a failing flush must not stop the loop (e.g. the database is locked for a while)
+            log.exception("fleet flush or rollout evaluation failed")
