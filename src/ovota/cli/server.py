@@ -26,16 +26,21 @@ from ovota.server.repository import Repository
     "--time-scale", default=1.0, show_default=True, type=click.FloatRange(min=1.0),
     help="Run the server's clock this much faster (fleet simulations only; 1440: a day per minute).",
 )  # fmt: skip
+@click.option("--driven-clock", is_flag=True, help="Time stands still until POST /clock moves it (simulations).")
 @click.option("--fleet/--no-fleet", default=True, show_default=True, help="Register modules from their requests.")
-def server(repo: Path, host: str, port: int, workers: int, time_scale: float, fleet: bool) -> None:
+def server(
+    repo: Path, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool
+) -> None:  # fmt: skip
     """Serve firmware to modules, the download area and the release API."""
+    if driven_clock and (workers > 1 or time_scale != 1):
+        raise click.UsageError("--driven-clock works with one worker and no --time-scale")
     r = Repository(repo)  # create the schema once, before workers race for it
-    clock = r.clock(time_scale)  # anchored once, so every worker keeps the same time
+    clock = r.clock(time_scale, driven_clock)  # anchored once, so every worker keeps the same time
     r.close()
     for _ in range(workers - 1):
         if os.fork() == 0:
             break
-    scaled = f", clock x{time_scale:g}" if time_scale != 1 else ""
+    scaled = ", driven clock" if driven_clock else f", clock x{time_scale:g}" if time_scale != 1 else ""
     click.echo(f"ovota server on http://{host}:{port}/firmware/ota/ (repository {repo}, pid {os.getpid()}{scaled})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.

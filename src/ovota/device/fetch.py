@@ -106,6 +106,12 @@ async def fetch_version(url: str, user_agent: str, timeout: float = TIMEOUT_SECO
             body = await resp.body()
     except (RequestFailed, BodyFailed):
         return None
+    return parse_ver(body)
+
+
+def parse_ver(body: bytes) -> ServerVersion | None:
+    """ovms3.ver as OVMS reads it: the version up to the first CR or LF, then the changelog; None for a
+    reply with no line end or one that starts with a newline."""
     for end, char in enumerate(body):
         if char in b"\r\n":
             if end == 0:

@@ -139,10 +139,28 @@ async def root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/firmware/ota/")
 
 
+def _clock_json(state: ServerState) -> web.Response:
+    clock = state.clock
+    return web.json_response({"now": clock.now(), "scale": clock.scale, "driven": clock.driven})
+
+
 async def clock_now(request: web.Request) -> web.Response:
-    """The server's clock, for fleet simulations (``--time-scale``)."""
-    server_clock = request.app[STATE_KEY].clock
-    return web.json_response({"now": server_clock.now(), "scale": server_clock.scale})
+    """The server's clock, for fleet simulations (``--time-scale``, ``--driven-clock``)."""
+    return _clock_json(request.app[STATE_KEY])
+
+
+async def clock_advance(request: web.Request) -> web.Response:
+    """Move a driven clock to ``{"to": seconds}``: the registry is flushed first and rollouts are evaluated
+    at the new time before the answer, so a simulator's next tick sees every decision."""
+    state = request.app[STATE_KEY]
+    if not state.clock.driven:
+        raise web.HTTPForbidden(text="the clock is not driven (start the server with --driven-clock)\n")
+    try:
+        when = float((await request.json())["to"])
+    except (ValueError, KeyError, TypeError):
+        raise web.HTTPBadRequest(text='expected {"to": <seconds since the epoch>}\n') from None
+    state.advance_clock(when)
+    return _clock_json(state)
 
 
 def create_app(repo_root: Path, clock: ServerClock | None = None, fleet: bool = True) -> web.Application:
@@ -159,6 +177,7 @@ def create_app(repo_root: Path, clock: ServerClock | None = None, fleet: bool = 
     app.router.add_get("/firmware/ota/{product}/{tag}/", listing)
     app.router.add_get("/firmware/builds/{sha256:[0-9a-f]{64}}/ovms3.bin", build_file)
     app.router.add_get("/clock", clock_now)
+    app.router.add_post("/clock", clock_advance)
     app.add_subapp("/api/v1", create_api(repo, app))
     add_console_routes(app, repo, app[STATE_KEY].invalidate)
     app.router.add_static("/static", Path(__file__).parent / "web" / "static")

@@ -119,6 +119,16 @@ class FleetRecorder:
         if not (checkins or downloads or anonymous):
             return 0
         self._checkins, self._downloads, self._anonymous = [], [], Counter()
+        try:
+            self._write(checkins, downloads, anonymous)
+        except BaseException:
+            # Keep the batch for the next flush (the database may be busy for a moment).
+            self._checkins, self._downloads = checkins + self._checkins, downloads + self._downloads
+            self._anonymous.update(anonymous)
+            raise
+        return len(checkins) + len(downloads)
+
+    def _write(self, checkins: list[_CheckIn], downloads: list[_Download], anonymous: Counter[str]) -> None:
         with self.repo.transaction() as db:
             db.executemany(
                 "INSERT INTO modules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (module) DO UPDATE SET "
@@ -139,10 +149,12 @@ class FleetRecorder:
                 list(anonymous.items()),
             )
             self._apply_to_rollouts(db, checkins, downloads)
-        return len(checkins) + len(downloads)
 
     def _apply_to_rollouts(self, db: sqlite3.Connection, checkins: list[_CheckIn], downloads: list[_Download]) -> None:
-        active = {(r.product, r.tag): r for r in self.rollouts.all_active()}
+        if not (checkins or downloads):
+            return
+        latest = max([c.at for c in checkins] + [d.at for d in downloads])
+        active = {(r.product, r.tag): r for r in self.rollouts.tracked(latest)}
         if not active:
             return
         # Check-ins first: a module that checks in and downloads in one batch is updating afterwards.

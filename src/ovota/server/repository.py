@@ -96,22 +96,25 @@ class Repository:
     def close(self) -> None:
         self.db.close()
 
-    def clock(self, scale: float | None = None) -> ServerClock:
-        """The server clock for this repository. ``scale`` (a server starting): anchor a scaled clock here,
-        or continue the stored one if it has the same scale; 1 returns to wall time. None (other commands):
-        the clock the server uses."""
+    def clock(self, scale: float | None = None, driven: bool = False) -> ServerClock:
+        """The server clock for this repository. With ``scale`` (a server starting): anchor a scaled or
+        driven clock here, continuing the stored one if it is of the same kind; scale 1 without ``driven``
+        returns to wall time. Without (other commands): the clock the server uses."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
         stored = ServerClock(**json.loads(row[0])) if row else ServerClock()
-        if scale is None or scale == stored.scale:
+        if scale is None or (scale, driven) == (stored.scale, stored.driven):
             return stored
-        with self.transaction() as db:
-            if scale == 1.0:
+        if scale == 1.0 and not driven:
+            with self.transaction() as db:
                 db.execute("DELETE FROM meta WHERE key = 'clock'")
-                return ServerClock()
-            now = time.time()
-            clock = ServerClock(scale, stored.now(), now)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)", (json.dumps(clock.__dict__),))
+            return ServerClock()
+        clock = ServerClock(scale, stored.now(), time.time(), driven)
+        self.save_clock(clock)
         return clock
+
+    def save_clock(self, clock: ServerClock) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)", (json.dumps(clock.__dict__),))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

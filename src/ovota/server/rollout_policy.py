@@ -125,8 +125,9 @@ def halt_reason(counts: Counts, limits: Limits) -> str | None:
 
 
 def may_advance(counts: Counts, limits: Limits, elapsed: float, interval: float) -> bool:
-    """A step advances once its interval has passed and health holds with evidence: at least
-    ``min_sample`` outcomes are known, or every module that received the build has reported."""
+    """A step advances once its interval has passed and there is evidence from the step's own modules
+    (``counts``): at least ``min_sample`` outcomes, or every one that received the build has reported.
+    (Health itself is checked first: a rollout whose health fails halts instead.)"""
     if elapsed < interval:
         return False
     return counts.outcomes >= limits.min_sample or counts.updating == 0

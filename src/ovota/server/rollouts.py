@@ -159,6 +159,16 @@ class Rollouts:
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM rollouts WHERE state IN (?, ?, ?) ORDER BY id", ACTIVE_STATES)
         return [self._row(r) for r in rows.fetchall()]
 
+    def tracked(self, now: float) -> list[Rollout]:
+        """Rollouts whose modules' reports still count: active ones, and completed ones for ``watch`` after
+        completion (so the last step's outcomes are still known)."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM rollouts WHERE state IN (?, ?, ?) OR (state = ? AND ? - updated <= watch) "
+            "ORDER BY id",
+            (*ACTIVE_STATES, RolloutState.COMPLETED.value, now),
+        )
+        return [self._row(r) for r in rows.fetchall()]
+
     def every(self) -> list[Rollout]:
         return [self._row(r) for r in self.db.execute(f"SELECT {_COLUMNS} FROM rollouts ORDER BY id").fetchall()]
 
@@ -296,11 +306,14 @@ class Rollouts:
 
     @staticmethod
     def record_download(db: sqlite3.Connection, rollout: Rollout, module: str, from_version: str, now: float) -> None:
-        """The module has received all of the new build's bytes: it is updating (again, after a failure)."""
+        """The module has received all of the new build's bytes: it is updating. A module that already
+        failed or updated keeps that outcome (a failed one retries daily while it is offered the build);
+        a silent one that shows up again is updating again."""
         db.execute(
             "INSERT INTO rollout_modules VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rollout, module) DO UPDATE SET "
-            "state = CASE WHEN state = 'updated' THEN state ELSE 'updating' END, received = excluded.received, "
-            "from_version = CASE WHEN state = 'updated' THEN from_version ELSE excluded.from_version END",
+            "received = CASE WHEN state = 'silent' THEN excluded.received ELSE received END, "
+            "last_seen = excluded.last_seen, "
+            "state = CASE WHEN state = 'silent' THEN 'updating' ELSE state END",
             (rollout.id, module, ModuleState.UPDATING.value, from_version, now, now),
         )
 
@@ -325,7 +338,7 @@ class Rollouts:
     def evaluate(self, now: float) -> list[Decision]:
         """Mark silent modules, then halt, advance or complete each running rollout as its health says."""
         decisions = []
-        for rollout in self.all_active():
+        for rollout in self.tracked(now):
             with self.repo.transaction() as db:
                 db.execute(
                     "UPDATE rollout_modules SET state = 'silent' WHERE rollout = ? AND state = 'updating' "
@@ -342,7 +355,8 @@ class Rollouts:
                     decisions.append(Decision(self.get(rollout.id), "halted", reason))
                 continue
             elapsed = now - rollout.step_started
-            if not may_advance(counts, rollout.settings.limits, elapsed, rollout.settings.step_interval):
+            current_step = self.steps(rollout)[-1].counts
+            if not may_advance(current_step, rollout.settings.limits, elapsed, rollout.settings.step_interval):
                 continue
             decision = self._advance(rollout, now)
             if decision is not None:

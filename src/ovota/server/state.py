@@ -133,6 +133,14 @@ class ServerState:
         new = _served(Channel(product, tag, rollout.to_build, rollout.updated))
         return RolloutView(rollout, served, new, {})
 
+    def advance_clock(self, when: float) -> None:
+        """Driven clock: flush what happened so far, move time, then make the rollout decisions now due."""
+        if self.recorder is not None:
+            self.recorder.flush()
+        self.clock.advance_to(when)
+        self.repo.save_clock(self.clock)
+        self.decided(self.rollouts.evaluate(self.clock.now()))
+
     def decided(self, decisions: list[Decision]) -> None:
         """Rollout decisions made by this process: serve accordingly from now on, and announce them."""
         if not decisions:
@@ -213,7 +221,7 @@ async def _loop(state: ServerState) -> None:
         try:
             if state.recorder is not None:
                 state.recorder.flush()
-            if time.monotonic() >= next_evaluation:
+            if not state.clock.driven and time.monotonic() >= next_evaluation:
                 next_evaluation = time.monotonic() + EVALUATE_SECONDS
                 decisions = state.rollouts.evaluate(state.clock.now())
                 state.decided(decisions)

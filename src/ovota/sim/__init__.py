@@ -1,0 +1,1 @@
+"""The fleet simulator: many light OVMS modules (no flash file each) against a real server."""

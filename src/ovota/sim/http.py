@@ -1,0 +1,69 @@
+"""OVMS's HTTP client, as the simulator needs it: the exact bare HTTP/1.0 request, body read to the close.
+
+OVMS sends ``GET <path> HTTP/1.0`` with only ``Host`` (without the port) and ``User-Agent``, reads the
+status from the line starting with ``HTTP/`` and the size from ``Content-Length``, and reads the body
+until the server closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class HttpFailed(Exception):
+    """No answer: connection refused or reset, or a timeout."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    content_length: int  # 0 when the header is missing, as OVMS reads it
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Server:
+    """``host:port/path`` as OVMS's ``ota server`` param holds it (a scheme is allowed and ignored)."""
+
+    host: str
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Server:
+        parts = urlsplit(url if "://" in url else "http://" + url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"invalid server URL {url!r}: use host:port/path or http://host:port/path")
+        return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"))
+
+
+async def ovms_get(server: Server, path: str, user_agent: str, timeout: float = 30.0) -> Reply:
+    """One request exactly as an OVMS module makes it."""
+    request = f"GET {path} HTTP/1.0\r\nHost: {server.host}\r\nUser-Agent: {user_agent}\r\n\r\n".encode()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(server.host, server.port), timeout)
+        try:
+            writer.write(request)
+            data = await asyncio.wait_for(reader.read(), timeout)
+        finally:
+            writer.close()
+    except (OSError, TimeoutError) as err:
+        raise HttpFailed(f"{type(err).__name__}: {err}") from None
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, length = 0, 0
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"HTTP/"):
+            status = _atoi(line.partition(b" ")[2])
+        elif line[:15].lower() == b"content-length:":
+            length = _atoi(line[15:])
+    return Reply(status, length, body)
+
+
+def _atoi(text: bytes) -> int:
+    digits = text.strip()
+    end = 0
+    while end < len(digits) and digits[end : end + 1].isdigit():
+        end += 1
+    return int(digits[:end]) if end else 0
