@@ -93,6 +93,12 @@ class RawServer:
                     if not data:
                         break
                     request += data
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = next((int(line[15:]) for line in head.split(b"\r\n")
+                               if line[:15].lower() == b"content-length:"), 0)  # fmt: skip
+                while len(body) < length and (data := conn.recv(4096)):
+                    body += data
+                    request += data
                 self.requests.append(request)
                 with contextlib.suppress(OSError):
                     conn.sendall(self.response)
@@ -108,12 +114,12 @@ class RawServer:
 class OvotaServer:
     """``ovota server`` as a user starts it, on a free port."""
 
-    def __init__(self, repo: Path, workers: int = 1) -> None:
+    def __init__(self, repo: Path, workers: int = 1, extra: tuple[str, ...] = (), port: int | None = None) -> None:
         self.repo = repo
-        self.port = free_port()
+        self.port = port or free_port()
         script = Path(sys.executable).with_name("ovota")
         self.proc = subprocess.Popen(
-            [str(script), "server", "--repo", str(repo), "--port", str(self.port), "--workers", str(workers)],
+            [str(script), "server", "--repo", str(repo), "--port", str(self.port), "--workers", str(workers), *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -128,9 +134,10 @@ class OvotaServer:
     def base(self) -> str:
         return f"127.0.0.1:{self.port}/firmware/ota"
 
-    def stop(self) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the server: SIGTERM lets it finish cleanly (flushing the fleet registry); SIGKILL is a crash."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, sig)
         self.proc.wait(timeout=10)
         if self.proc.stderr:
             self.proc.stderr.close()

@@ -29,7 +29,7 @@ def rollout_options(function: F) -> F:
             click.option("--min-sample", default=20, show_default=True, type=int, help="Attempts before halting."),
             click.option("--watch", default="2d", show_default=True, help="A module not seen this long is silent."),
             click.option("--grace", default="10m", show_default=True, help="Old version after this long: failed."),
-            click.option("--notify-url", default="", help="POST a JSON notice here when the rollout halts."),
+            click.option("--notify-url", default="", help="POST a JSON notice here at each step, halt and completion."),
         ]
     ):
         function = option(function)
