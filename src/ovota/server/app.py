@@ -24,6 +24,7 @@ from ovota.server.repository import NotFound, Repository
 from ovota.server.state import BIN, REPO_KEY, STATE_KEY, VER, ServerState, background
 from ovota.server.web import layout
 from ovota.server.web.console import add_console_routes
+from ovota.server.web.fleet_pages import add_fleet_pages
 
 
 def _not_found(product: str, tag: str) -> web.Response:
@@ -180,6 +181,7 @@ def create_app(repo_root: Path, clock: ServerClock | None = None, fleet: bool = 
     app.router.add_post("/clock", clock_advance)
     app.add_subapp("/api/v1", create_api(repo, app))
     add_console_routes(app, repo, app[STATE_KEY].invalidate)
+    add_fleet_pages(app)
     app.router.add_static("/static", Path(__file__).parent / "web" / "static")
 
     async def close_repo(app: web.Application) -> None:

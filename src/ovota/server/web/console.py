@@ -19,6 +19,7 @@ from aiohttp import BodyPartReader, web
 
 from ovota.server.repository import Channel, Repository, RepositoryError
 from ovota.server.web.layout import page
+from ovota.server.web.rollout_banner import console_nav, halt_banner
 
 COOKIE = "ovota_session"
 SESSION_SECONDS = 12 * 3600
@@ -89,7 +90,8 @@ async def logout(request: web.Request) -> web.Response:
     raise response
 
 
-def _require_user(request: web.Request) -> str:
+def require_user(request: web.Request) -> str:
+    """The logged-in user; a redirect to the login page otherwise, and cross-site POSTs are refused."""
     user = request.app[CONSOLE_KEY].sessions.user(request)
     if user is None:
         raise web.HTTPSeeOther("/console/login")
@@ -139,7 +141,7 @@ def _product_section(repo: Repository, product: str, channels: dict[str, Channel
 
 
 async def console(request: web.Request) -> web.Response:
-    user = _require_user(request)
+    user = require_user(request)
     repo = request.app[CONSOLE_KEY].repo
     products: dict[str, dict[str, Channel]] = {}
     for c in repo.channels():
@@ -150,8 +152,7 @@ async def console(request: web.Request) -> web.Response:
     elif "ok" in request.query:
         notice = f'<p class="ok" role="status">{escape(request.query["ok"])}</p>'
     sections = "".join(_product_section(repo, p, products[p]) for p in sorted(products))
-    body = f"""<p class="who">Logged in as {escape(user)} · <a href="/console/logout">Log out</a> ·
-<a href="/firmware/ota/">Download area</a></p>{notice}
+    body = f"""{console_nav(user)}{halt_banner(repo)}{notice}
 <section aria-labelledby="publish-title"><h2 id="publish-title">Publish a build</h2>
 <form id="publish" method="post" action="/console/publish" enctype="multipart/form-data">
 <label for="image">Firmware image (ovms3.bin)</label><input type="file" id="image" name="image" required>
@@ -172,7 +173,7 @@ def _back(ok: str = "", error: str = "") -> web.HTTPSeeOther:
 
 
 async def promote(request: web.Request) -> web.Response:
-    _require_user(request)
+    require_user(request)
     form = await request.post()
     source = str(form.get("from", ""))
     try:
@@ -184,7 +185,7 @@ async def promote(request: web.Request) -> web.Response:
 
 
 async def rollback(request: web.Request) -> web.Response:
-    _require_user(request)
+    require_user(request)
     form = await request.post()
     try:
         channel = request.app[CONSOLE_KEY].repo.rollback(str(form.get("product", "")), str(form.get("tag", "")))
@@ -196,7 +197,7 @@ async def rollback(request: web.Request) -> web.Response:
 
 async def publish(request: web.Request) -> web.Response:
     """Multipart upload from the publish form (sent by XMLHttpRequest for its progress events)."""
-    _require_user(request)
+    require_user(request)
     fields: dict[str, Any] = {}
     reader = await request.multipart()
     while (part := await reader.next()) is not None:

@@ -24,3 +24,12 @@ if (publish) {
     request.send(new FormData(publish));
   });
 }
+// Fleet table: rows that do not contain the filter text are hidden as you type.
+document.querySelectorAll('input[data-filter]').forEach((input) => {
+  input.addEventListener('input', () => {
+    const needle = input.value.trim().toLowerCase();
+    document.querySelectorAll(input.dataset.filter).forEach((row) => {
+      row.hidden = needle !== '' && !row.textContent.toLowerCase().includes(needle);
+    });
+  });
+});

@@ -1,0 +1,29 @@
+"""The banner every console page shows while a rollout is halted."""
+
+from __future__ import annotations
+
+from html import escape
+
+from ovota.server.repository import Repository
+from ovota.server.rollout_policy import RolloutState
+from ovota.server.rollouts import Rollouts
+
+
+def halt_banner(repo: Repository) -> str:
+    """An alert per halted rollout, linking to its page; empty when none is halted."""
+    halted = [r for r in Rollouts(repo).all_active() if r.state is RolloutState.HALTED]
+    return "".join(
+        f'<p class="banner" role="alert"><strong>Rollout {r.id} of {escape(r.product)}/{escape(r.tag)} halted</strong>'
+        f" ({escape(r.to_build.version)}): {escape(r.reason)}. "
+        f'<a href="/console/rollouts#rollout-{r.id}">Review it</a></p>'
+        for r in halted
+    )
+
+
+def console_nav(user: str) -> str:
+    """Who is logged in, and the console's pages."""
+    return (
+        f'<p class="who">Logged in as {escape(user)} · <a href="/console">Channels</a> · '
+        '<a href="/console/fleet">Fleet</a> · <a href="/console/rollouts">Rollouts</a> · '
+        '<a href="/firmware/ota/">Download area</a> · <a href="/console/logout">Log out</a></p>'
+    )
