@@ -47,6 +47,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/image_verify.py
 	$(PY) bench/flash_update.py
+	$(PY) bench/fleet.py
 	bash bench/serve.sh
 
 clean:

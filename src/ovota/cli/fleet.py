@@ -60,12 +60,13 @@ def list_fleet(repo: Path, product: str | None, tag: str | None, as_json: bool) 
 @click.option("--silent", "silent_rules", multiple=True, help="VERSION:RATE: that share goes silent after it.")
 @click.option("--days", default=7.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--id-prefix", default="SIM", show_default=True, help="Vehicle ids are PREFIX00001, PREFIX00002, …")
+@click.option("--version", "start_version", help="The version the fleet runs at the start (default: the channel's).")
 @click.option(
     "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON."
 )
 def simulate(
     server_url: str, count: int, product: str, tag: str, fail_rules: tuple[str, ...], silent_rules: tuple[str, ...],
-    days: float, id_prefix: str, report_path: Path | None,
+    days: float, id_prefix: str, start_version: str | None, report_path: Path | None,
 ) -> None:  # fmt: skip
     """Run COUNT simulated OVMS modules against a real server for DAYS days of the server's clock."""
     try:
@@ -74,7 +75,7 @@ def simulate(
     except ValueError as err:
         raise FormatError(str(err)) from None
     try:
-        start_version = asyncio.run(first_version(server, product, tag))
+        start_version = start_version or asyncio.run(first_version(server, product, tag))
     except HttpFailed as err:
         raise FormatError(str(err)) from None
     simulation = Simulation(server, make_fleet(count, start_version, id_prefix), product, tag, start_version,

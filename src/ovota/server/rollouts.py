@@ -108,6 +108,17 @@ class Rollouts:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.db = repo.db
+        self._hashes: dict[tuple[int, str], int] = {}  # (rollout, vehicle id) -> cohort hash: computed once
+        self._cohort_cache: tuple[tuple[int, int, int] | None, int] = (None, 0)
+
+    def _hash(self, rollout_id: int, vehicle_id: str) -> int:
+        key = (rollout_id, vehicle_id)
+        found = self._hashes.get(key)
+        if found is None:
+            if len(self._hashes) > 1_000_000:
+                self._hashes.clear()
+            found = self._hashes[key] = cohort_hash(rollout_id, vehicle_id)
+        return found
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -212,12 +223,37 @@ class Rollouts:
             lower = upper
         return result
 
+    def _step_counts(self, rollout: Rollout) -> Counts:
+        """States of the modules that joined at the current step (from the attempts only: cheap)."""
+        lower = rollout.thresholds[-2] if len(rollout.thresholds) > 1 else 0
+        rows = self.db.execute(
+            "SELECT rm.state, m.vehicle_id FROM rollout_modules rm LEFT JOIN modules m ON m.module = rm.module "
+            "WHERE rm.rollout = ?",
+            (rollout.id,),
+        ).fetchall()
+        found: dict[str, int] = {}
+        for state, vehicle_id in rows:
+            position = self._hash(rollout.id, str(vehicle_id)) if vehicle_id else HASH_SPACE
+            if lower <= position < rollout.threshold or (position >= HASH_SPACE and rollout.threshold >= HASH_SPACE):
+                found[str(state)] = found.get(str(state), 0) + 1
+        return Counts(*(found.get(s.value, 0) for s in _COUNTED))
+
+    def _cohort_size(self, rollout: Rollout) -> int:
+        """Known modules in the cohort so far; recounted only when the fleet or the step changes."""
+        (known,) = self.db.execute(
+            "SELECT count(*) FROM modules WHERE product = ? AND tag = ?", (rollout.product, rollout.tag)
+        ).fetchone()
+        key = (rollout.id, rollout.threshold, int(known))
+        if self._cohort_cache[0] != key:
+            size = sum(1 for _, h in self._known_hashes(rollout) if h < rollout.threshold)
+            self._cohort_cache = (key, size)
+        return self._cohort_cache[1]
+
     def _known_hashes(self, rollout: Rollout) -> list[tuple[str, int]]:
         rows = self.db.execute(
             "SELECT module, vehicle_id FROM modules WHERE product = ? AND tag = ?", (rollout.product, rollout.tag)
         ).fetchall()
-        hashes = [(str(m), cohort_hash(rollout.id, str(v)) if v else HASH_SPACE) for m, v in rows]
-        return hashes
+        return [(str(m), self._hash(rollout.id, str(v)) if v else HASH_SPACE) for m, v in rows]
 
     # -- changing ------------------------------------------------------------------------------------
 
@@ -257,7 +293,7 @@ class Rollouts:
             "SELECT vehicle_id FROM modules WHERE product = ? AND tag = ? AND vehicle_id != ''",
             (rollout.product, rollout.tag),
         ).fetchall()
-        known = sorted(cohort_hash(rollout.id, str(v)) for (v,) in rows)
+        known = sorted(self._hash(rollout.id, str(v)) for (v,) in rows)
         previous = rollout.thresholds[-1] if rollout.thresholds else 0
         return step_threshold(rollout.settings.steps[step], previous, known)
 
@@ -339,12 +375,11 @@ class Rollouts:
         """Mark silent modules, then halt, advance or complete each running rollout as its health says."""
         decisions = []
         for rollout in self.tracked(now):
-            with self.repo.transaction() as db:
-                db.execute(
-                    "UPDATE rollout_modules SET state = 'silent' WHERE rollout = ? AND state = 'updating' "
-                    "AND ? - max(received, last_seen) > ?",
-                    (rollout.id, now, rollout.settings.watch),
-                )
+            silent = (rollout.id, now, rollout.settings.watch)
+            due = "WHERE rollout = ? AND state = 'updating' AND ? - max(received, last_seen) > ?"
+            if self.db.execute(f"SELECT 1 FROM rollout_modules {due} LIMIT 1", silent).fetchone():
+                with self.repo.transaction() as db:
+                    db.execute(f"UPDATE rollout_modules SET state = 'silent' {due}", silent)
             counts = self.counts(rollout.id)
             self._sample(rollout, counts, now)
             if rollout.state is not RolloutState.RUNNING:
@@ -355,7 +390,7 @@ class Rollouts:
                     decisions.append(Decision(self.get(rollout.id), "halted", reason))
                 continue
             elapsed = now - rollout.step_started
-            current_step = self.steps(rollout)[-1].counts
+            current_step = self._step_counts(rollout)
             if not may_advance(current_step, rollout.settings.limits, elapsed, rollout.settings.step_interval):
                 continue
             decision = self._advance(rollout, now)
@@ -402,7 +437,7 @@ class Rollouts:
         ).fetchone()
         if last is not None and tuple(last) == (counts.updating, counts.updated, counts.failed, counts.silent):
             return
-        pending = sum(s.pending for s in self.steps(rollout))
+        pending = max(0, self._cohort_size(rollout) - counts.attempted)
         with self.repo.transaction() as db:
             db.execute(
                 "INSERT INTO rollout_samples VALUES (?, ?, ?, ?, ?, ?, ?)",
