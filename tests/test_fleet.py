@@ -41,7 +41,11 @@ def http_json(url: str, method: str = "GET", token: str = "", body: Any = None) 
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
+        body = err.read()
+        try:
+            return err.code, json.loads(body or b"null")
+        except json.JSONDecodeError:
+            return err.code, body.decode()
 
 
 def ver(server: OvotaServer, user_agent: str) -> str:
@@ -231,7 +235,8 @@ def test_healthy_rollout_reaches_the_whole_fleet(setup: Setup, driven: OvotaServ
     assert report["summary"]["errors"] == 0 and report["summary"]["failed"] == 0
     status = setup.status()
     assert status["state"] == "completed"
-    for share, percent in zip(_cumulative_cohorts(status), (1, 10, 50), strict=True):
+    assert status["step"] == 4 and status["percent"] == 100
+    for share, percent in zip(_cumulative_cohorts(status), (1, 10, 50, 100), strict=True):
         assert abs(share - percent) <= 2, (share, percent)
     assert [day["exposed"] for day in report["days"]] == sorted(day["exposed"] for day in report["days"])
     assert setup.run("release", "list", "--repo", setup.repo).out.split()[2] == B
@@ -298,3 +303,16 @@ def test_server_killed_mid_rollout_carries_on(setup: Setup, driven: OvotaServer)
     assert after["counts"]["updated"] >= before["counts"]["updated"]
     final = json.loads(report.read_text())
     assert final["days"][-1]["versions"] == {B: FLEET}
+
+
+def test_simulation_follows_a_scaled_clock(setup: Setup) -> None:
+    server = OvotaServer(setup.repo, extra=("--time-scale", "86400"))  # a simulated day per real second
+    try:
+        first = http_json(f"{server.url}/clock")[1]
+        assert first["scale"] == 86400 and not first["driven"]
+        assert http_json(f"{server.url}/clock", "POST", body={"to": 0})[0] == 403  # only a driven clock moves
+        report = setup.simulate(server, 2)
+        assert [day["checkins"] for day in report["days"]] == [FLEET, FLEET]
+        assert http_json(f"{server.url}/clock")[1]["now"] >= first["now"] + 2 * 86400
+    finally:
+        server.stop()

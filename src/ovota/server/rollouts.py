@@ -328,11 +328,18 @@ class Rollouts:
         return self._set_state(product, tag, allowed, RolloutState.ABORTED, now, "abort")
 
     def _complete(self, rollout: Rollout, now: float) -> bool:
+        """Make the new build the channel's build; the rollout ends at its last (100%) step."""
+        last = len(rollout.settings.steps) - 1
+        thresholds = list(rollout.thresholds)
+        if rollout.step < last:
+            thresholds.append(HASH_SPACE)
         with self.repo.transaction() as db:
             changed = db.execute(
-                "UPDATE rollouts SET state = ?, updated = ? WHERE id = ? AND state = ?",
-                (RolloutState.COMPLETED.value, now, rollout.id, rollout.state.value),
-            ).rowcount
+                "UPDATE rollouts SET state = ?, updated = ?, step = ?, thresholds = ?, step_started = ? "
+                "WHERE id = ? AND state = ? AND step = ?",
+                (RolloutState.COMPLETED.value, now, last, json.dumps(thresholds), now, rollout.id,
+                 rollout.state.value, rollout.step),
+            ).rowcount  # fmt: skip
             if changed:
                 self.repo.point_in(db, rollout.product, rollout.tag, rollout.to_build, f"rollout {rollout.id}", now)
                 _event(db, rollout.id, now, f"completed: {rollout.to_build.version} is the channel's build")
