@@ -160,7 +160,7 @@ async def clock_advance(request: web.Request) -> web.Response:
         when = float((await request.json())["to"])
     except (ValueError, KeyError, TypeError):
         raise web.HTTPBadRequest(text='expected {"to": <seconds since the epoch>}\n') from None
-    state.advance_clock(when)
+    await state.advance_clock(when)
     return _clock_json(state)
 
 

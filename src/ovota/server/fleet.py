@@ -2,9 +2,9 @@
 
 OVMS's User-Agent is ``ovms/<product> (<vehicle id> <version>/<partition>/<tag> (build …))``. Each
 ``.ver`` or ``.bin`` request carrying it is a check-in; each ``.bin`` response is a download (build,
-bytes, complete or not). Requests append to an in-memory batch; :meth:`FleetRecorder.flush` writes a
-batch in one transaction (the server flushes every half second and at a clean shutdown), so the request
-path never waits for the database. A crash loses at most the batch not yet written.
+bytes, complete or not). Requests append to an in-memory batch; the server takes it every half second
+and at a clean shutdown and writes it in one transaction, in a thread, so the request path never waits
+for the database. A crash loses at most the batch not yet written.
 """
 
 from __future__ import annotations
@@ -87,8 +87,15 @@ class _Download:
     at: float
 
 
+@dataclass(frozen=True)
+class Batch:
+    checkins: list[_CheckIn]
+    downloads: list[_Download]
+    anonymous: Counter[str]
+
+
 class FleetRecorder:
-    """Batches check-ins and downloads; ``flush`` writes them, and what they mean for rollouts."""
+    """Batches check-ins and downloads; ``write`` stores a batch and what it means for rollouts."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
@@ -113,20 +120,23 @@ class FleetRecorder:
     def pending(self) -> int:
         return len(self._checkins) + len(self._downloads)
 
-    def flush(self) -> int:
-        """Write the batch in one transaction; returns how many events it held."""
-        checkins, downloads, anonymous = self._checkins, self._downloads, self._anonymous
-        if not (checkins or downloads or anonymous):
-            return 0
+    def take(self) -> Batch | None:
+        """The events so far, leaving an empty batch behind; None if there are none."""
+        if not (self._checkins or self._downloads or self._anonymous):
+            return None
+        batch = Batch(self._checkins, self._downloads, self._anonymous)
         self._checkins, self._downloads, self._anonymous = [], [], Counter()
-        try:
-            self._write(checkins, downloads, anonymous)
-        except BaseException:
-            # Keep the batch for the next flush (the database may be busy for a moment).
-            self._checkins, self._downloads = checkins + self._checkins, downloads + self._downloads
-            self._anonymous.update(anonymous)
-            raise
-        return len(checkins) + len(downloads)
+        return batch
+
+    def restore(self, batch: Batch) -> None:
+        """Put a batch that could not be written back in front of what came since."""
+        self._checkins = batch.checkins + self._checkins
+        self._downloads = batch.downloads + self._downloads
+        self._anonymous.update(batch.anonymous)
+
+    def write(self, batch: Batch) -> None:
+        """Write a batch in one transaction, with what it means for rollouts (may run in another thread)."""
+        self._write(batch.checkins, batch.downloads, batch.anonymous)
 
     def _write(self, checkins: list[_CheckIn], downloads: list[_Download], anonymous: Counter[str]) -> None:
         with self.repo.transaction() as db:

@@ -88,8 +88,13 @@ class ServerState:
     def __init__(self, repo: Repository, clock: ServerClock, fleet: bool = True) -> None:
         self.repo = repo
         self.clock = clock
-        self.recorder = FleetRecorder(repo) if fleet else None
         self.rollouts = Rollouts(repo)
+        # Writes that take an fsync (registry batches, rollout decisions) run in a thread on a connection of
+        # their own, one at a time, so requests are never held up behind the disk.
+        self.background_repo = Repository(repo.root)
+        self.recorder = FleetRecorder(self.background_repo) if fleet else None
+        self.evaluator = Rollouts(self.background_repo)
+        self._background_lock = asyncio.Lock()
         self._version = -1
         self._next_check = 0.0
         self._blobs: dict[str, OpenBlob] = {}
@@ -133,13 +138,33 @@ class ServerState:
         new = _served(Channel(product, tag, rollout.to_build, rollout.updated))
         return RolloutView(rollout, served, new, {})
 
-    def advance_clock(self, when: float) -> None:
+    async def flush(self) -> None:
+        """Write the registry's batch (in a thread); a failed batch is kept for the next flush."""
+        if self.recorder is None:
+            return
+        batch = self.recorder.take()
+        if batch is None:
+            return
+        async with self._background_lock:
+            try:
+                await asyncio.to_thread(self.recorder.write, batch)
+            except BaseException:
+                self.recorder.restore(batch)
+                raise
+
+    async def evaluate(self) -> None:
+        """Rollout decisions due now (in a thread), then serve and announce them."""
+        async with self._background_lock:
+            decisions = await asyncio.to_thread(self.evaluator.evaluate, self.clock.now())
+        self.decided(decisions)
+
+    async def advance_clock(self, when: float) -> None:
         """Driven clock: flush what happened so far, move time, then make the rollout decisions now due."""
-        if self.recorder is not None:
-            self.recorder.flush()
+        await self.flush()
         self.clock.advance_to(when)
-        self.repo.save_clock(self.clock)
-        self.decided(self.rollouts.evaluate(self.clock.now()))
+        async with self._background_lock:
+            await asyncio.to_thread(self.background_repo.save_clock, self.clock)
+        await self.evaluate()
 
     def decided(self, decisions: list[Decision]) -> None:
         """Rollout decisions made by this process: serve accordingly from now on, and announce them."""
@@ -210,8 +235,8 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await state.notify_pending()
-    if state.recorder is not None:
-        state.recorder.flush()
+    await state.flush()
+    state.background_repo.close()
 
 
 async def _loop(state: ServerState) -> None:
@@ -219,11 +244,9 @@ async def _loop(state: ServerState) -> None:
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         try:
-            if state.recorder is not None:
-                state.recorder.flush()
+            await state.flush()
             if not state.clock.driven and time.monotonic() >= next_evaluation:
                 next_evaluation = time.monotonic() + EVALUATE_SECONDS
-                decisions = state.rollouts.evaluate(state.clock.now())
-                state.decided(decisions)
+                await state.evaluate()
         except Exception:  # a failing flush must not stop the loop (e.g. the database is locked for a while)
             log.exception("fleet flush or rollout evaluation failed")
