@@ -22,8 +22,13 @@ def _rodata(seed: bytes, length: int) -> bytes:
     return bytes(0 if b % 11 == 0 else 0x21 + b % 90 for b in raw)
 
 
-def real_shaped_build(version: bytes, rodata: int = 200_000, descriptor_version: str | None = None) -> bytes:
-    """A valid image whose marker sits ``rodata`` bytes into segment 0, after a lone prefix literal."""
+def real_shaped_build(
+    version: bytes, rodata: int = 200_000, descriptor_version: str | None = None, seed: bytes | None = None
+) -> bytes:
+    """A valid image whose marker sits ``rodata`` bytes into segment 0, after a lone prefix literal.
+
+    ``seed`` fixes the filler: two builds with the same seed and different versions differ only where a
+    new release would (descriptor, marker), which is what delta patches live on."""
     text = version.decode("latin-1")
     descriptor = AppDescriptor(
         version=descriptor_version if descriptor_version is not None else text[:31],
@@ -33,10 +38,11 @@ def real_shaped_build(version: bytes, rodata: int = 200_000, descriptor_version:
         idf_ver=IDF,
         app_elf_sha256=hashlib.sha256(version).digest(),
     )
-    drom = descriptor.to_bytes() + _rodata(version, rodata // 2) + b"\0"
+    filler = seed if seed is not None else version
+    drom = descriptor.to_bytes() + _rodata(filler, rodata // 2) + b"\0"
     drom += b"\0" * (-len(drom) % 4) + PREFIX + b"\0\0\0\0"
-    drom += _rodata(version + b"/2", rodata // 2) + b"\0" + PREFIX + version + POSTFIX + b"\0"
-    drom += _rodata(version + b"/3", 4096)
+    drom += _rodata(filler + b"/2", rodata // 2) + b"\0" + PREFIX + version + POSTFIX + b"\0"
+    drom += _rodata(filler + b"/3", 4096)
     drom += b"\0" * (-len(drom) % 4)
-    seed = hashlib.sha256(version).digest()
-    return assemble_image([(0x3F400020, drom), (0x3FFB0000, seed * 64), (0x40080000, seed * 512)])
+    code = hashlib.sha256(filler).digest()
+    return assemble_image([(0x3F400020, drom), (0x3FFB0000, code * 64), (0x40080000, code * 512)])

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ovota import __version__
+from ovota.cli.delta import delta
 from ovota.cli.fleet import fleet
 from ovota.cli.image import image
 from ovota.cli.module import module
@@ -45,3 +46,4 @@ main.add_command(release)
 main.add_command(token)
 main.add_command(rollout)
 main.add_command(fleet)
+main.add_command(delta)
