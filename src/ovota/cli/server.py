@@ -28,8 +28,13 @@ from ovota.server.repository import Repository
 )  # fmt: skip
 @click.option("--driven-clock", is_flag=True, help="Time stands still until POST /clock moves it (simulations).")
 @click.option("--fleet/--no-fleet", default=True, show_default=True, help="Register modules from their requests.")
+@click.option(
+    "--delta-bases", default=3, show_default=True, type=click.IntRange(0, 50),
+    help="Make delta patches from this many recent builds of each channel (0: none).",
+)  # fmt: skip
 def server(
-    repo: Path, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool
+    repo: Path, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool,
+    delta_bases: int,
 ) -> None:  # fmt: skip
     """Serve firmware to modules, the download area and the release API."""
     if driven_clock and (workers > 1 or time_scale != 1):
@@ -44,7 +49,7 @@ def server(
     click.echo(f"ovota server on http://{host}:{port}/firmware/ota/ (repository {repo}, pid {os.getpid()}{scaled})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
-    app = create_app(repo, clock, fleet)
+    app = create_app(repo, clock, fleet, delta_bases)
     web.run_app(app, host=host, port=port, reuse_port=workers > 1, print=None, access_log=None)
 
 

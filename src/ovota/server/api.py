@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from ovota.server.deltas import Delta
 from ovota.server.fleet import list_modules, module_json
 from ovota.server.repository import Channel, NotFound, Repository, RepositoryError
 from ovota.server.rollout_policy import PolicyError
@@ -17,8 +18,14 @@ from ovota.server.state import BIN, REPO_KEY, STATE_KEY
 MAX_UPLOAD = 16 * 1024 * 1024
 
 
-def channel_json(channel: Channel, base: str) -> dict[str, Any]:
+def channel_json(channel: Channel, base: str, patches: list[Delta] | None = None) -> dict[str, Any]:
+    """A channel as the JSON listing and the API show it; ``patches``: the delta patches to its build."""
     build = channel.build
+    listed = (
+        {}
+        if patches is None
+        else {"deltas": [{"base_hash": d.base_hash, "size": d.size, "sha256": d.patch_sha256} for d in patches]}
+    )
     return {
         "product": channel.product,
         "tag": channel.tag,
@@ -28,6 +35,7 @@ def channel_json(channel: Channel, base: str) -> dict[str, Any]:
         "updated": formatdate(channel.updated, usegmt=True),
         "url": f"{base}/firmware/ota/{channel.product}/{channel.tag}/{BIN}",
         "immutable_url": f"{base}/firmware/builds/{build.sha256}/{BIN}",
+        **listed,
     }
 
 

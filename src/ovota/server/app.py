@@ -11,20 +11,26 @@ its cohort says.
 from __future__ import annotations
 
 import html
+import re
 from email.utils import formatdate
 from pathlib import Path
 
 from aiohttp import web
 
+from ovota.server import deltas
 from ovota.server.api import MAX_UPLOAD, channel_json, create_api
 from ovota.server.blob_response import BlobResponse
 from ovota.server.clock import ServerClock
+from ovota.server.deltas import Delta
 from ovota.server.fleet import Agent, parse_user_agent
-from ovota.server.repository import NotFound, Repository
+from ovota.server.repository import Build, NotFound, Repository
 from ovota.server.state import BIN, REPO_KEY, STATE_KEY, VER, ServerState, background
 from ovota.server.web import layout
 from ovota.server.web.console import add_console_routes
 from ovota.server.web.fleet_pages import add_fleet_pages
+
+DELTA_IM = "esp-delta-ota"
+_BASE_TAG = re.compile(r'"([0-9a-fA-F]{64})"')
 
 
 def _not_found(product: str, tag: str) -> web.Response:
@@ -53,15 +59,32 @@ async def device_file(request: web.Request) -> web.StreamResponse:
             return web.Response(status=304, headers=served.ver_headers)
         return web.Response(body=served.ver_body, headers=served.ver_headers)
     served = state.pinned(request, product, tag) or served
-    sha256 = served.channel.build.sha256
+    build = served.channel.build
     on_sent = None
     if recorder is not None and agent is not None:
         known: Agent = agent
 
         def on_sent(sent: int, completed: bool) -> None:
-            recorder.download(known, product, tag, address, sha256, sent, completed, state.clock.now())
+            # A whole delta is the whole build, as far as a rollout is concerned.
+            recorder.download(known, product, tag, address, build.sha256, sent, completed, state.clock.now())
 
-    return BlobResponse(state.blob(sha256), "no-cache", sha256, on_sent)
+    patch = _delta_for(request, build)
+    if patch is not None:
+        # RFC 3229: the instance-manipulation the client accepts, applied to the base it names.
+        extra = {"IM": DELTA_IM, "Vary": "A-IM, If-None-Match", "X-Delta-Base": patch.base_hash}
+        return BlobResponse(state.blob(patch.patch_sha256), "no-cache", build.sha256, on_sent, 226, extra)
+    return BlobResponse(state.blob(build.sha256), "no-cache", build.sha256, on_sent)
+
+
+def _delta_for(request: web.Request, build: Build) -> Delta | None:
+    """The ready patch to ``build`` from the base the request names, if it asks for esp-delta-ota."""
+    if DELTA_IM not in request.headers.get("A-IM", ""):
+        return None
+    base = _BASE_TAG.search(request.headers.get("If-None-Match", ""))
+    if base is None:
+        return None
+    patch = deltas.ready(request.app[REPO_KEY], base.group(1).lower(), build.sha256)
+    return patch if patch is not None and patch.size < build.size else None
 
 
 async def build_file(request: web.Request) -> web.StreamResponse:
@@ -106,7 +129,7 @@ async def listing(request: web.Request) -> web.Response:
     if (product or tag) and not channels:
         return _not_found(product or "", tag or "")
     if _wants_json(request):
-        return web.json_response([channel_json(c, base) for c in channels])
+        return web.json_response([channel_json(c, base, deltas.for_target(repo, c.build.sha256)) for c in channels])
     crumbs = [("firmware/ota", "/firmware/ota/")]
     if product is None:
         products = sorted({c.product for c in channels})
@@ -164,12 +187,15 @@ async def clock_advance(request: web.Request) -> web.Response:
     return _clock_json(state)
 
 
-def create_app(repo_root: Path, clock: ServerClock | None = None, fleet: bool = True) -> web.Application:
-    """The server over the repository at ``repo_root``; ``fleet=False`` turns the fleet registry off."""
+def create_app(
+    repo_root: Path, clock: ServerClock | None = None, fleet: bool = True, delta_bases: int = deltas.DEFAULT_BASES
+) -> web.Application:
+    """The server over the repository at ``repo_root``; ``fleet=False`` turns the fleet registry off;
+    patches are made from the last ``delta_bases`` builds of each channel (0: none)."""
     repo = Repository(repo_root)
     app = web.Application(client_max_size=MAX_UPLOAD)
     app[REPO_KEY] = repo
-    app[STATE_KEY] = ServerState(repo, clock or repo.clock(), fleet)
+    app[STATE_KEY] = ServerState(repo, clock or repo.clock(), fleet, delta_bases)
     # The router tries resources in order: the device path, the hot one, goes first.
     app.router.add_get("/firmware/ota/{product}/{tag}/{file}", device_file)
     app.router.add_get("/", root)

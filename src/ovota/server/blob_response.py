@@ -62,8 +62,18 @@ SentCallback = Callable[[int, bool], None]
 
 
 class BlobResponse(web.StreamResponse):
-    def __init__(self, blob: OpenBlob, cache_control: str, sha256: str, on_sent: SentCallback | None = None) -> None:
+    def __init__(
+        self,
+        blob: OpenBlob,
+        cache_control: str,
+        sha256: str,
+        on_sent: SentCallback | None = None,
+        status: int = 200,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        """``status``: the answer for the whole blob (226 for a delta); a Range still gives 206."""
         super().__init__(
+            status=status,
             headers={
                 "Content-Type": "application/octet-stream",
                 "Accept-Ranges": "bytes",
@@ -71,7 +81,8 @@ class BlobResponse(web.StreamResponse):
                 "Last-Modified": blob.last_modified,
                 "Cache-Control": cache_control,
                 "X-Build-SHA256": sha256,
-            }
+                **(extra or {}),
+            },
         )
         self._blob = blob
         self._on_sent = on_sent

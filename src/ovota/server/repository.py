@@ -161,7 +161,7 @@ class Repository:
     def _store(self, data: bytes, version: str, project: str, changelog: str) -> Build:
         """Write the blob (fsynced) and its row; the same bytes always give the same build."""
         sha256 = hashlib.sha256(data).hexdigest()
-        self._write_blob(sha256, data)
+        self.write_blob(sha256, data)
         with self.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO builds VALUES (?, ?, ?, ?, ?, ?)",
@@ -171,7 +171,8 @@ class Repository:
                 db.execute("UPDATE builds SET changelog = ? WHERE sha256 = ?", (changelog, sha256))
         return self.build(sha256)
 
-    def _write_blob(self, sha256: str, data: bytes) -> None:
+    def write_blob(self, sha256: str, data: bytes) -> None:
+        """Store content-addressed bytes (fsynced), unless they are there already."""
         path = self.blob_path(sha256)
         if path.exists() and path.stat().st_size == len(data):
             return

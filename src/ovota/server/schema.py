@@ -113,6 +113,16 @@ CREATE TABLE IF NOT EXISTS rollout_events (
     at REAL NOT NULL,
     message TEXT NOT NULL
 );
+-- esp_delta_ota patches from a base image (by its validation hash) to a build, made in the background.
+CREATE TABLE IF NOT EXISTS deltas (
+    base_hash TEXT NOT NULL,
+    target_sha256 TEXT NOT NULL REFERENCES builds(sha256),
+    state TEXT NOT NULL,
+    patch_sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    claimed REAL NOT NULL,
+    PRIMARY KEY (base_hash, target_sha256)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

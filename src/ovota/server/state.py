@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -16,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from ovota.server import deltas
 from ovota.server.blob_response import OpenBlob
 from ovota.server.clock import ServerClock
 from ovota.server.fleet import Agent, FleetRecorder
@@ -30,6 +33,7 @@ MAX_PINS = 100_000
 FLUSH_SECONDS = 0.5  # the fleet registry's batch window (real seconds)
 EVALUATE_SECONDS = 0.5  # how often rollouts are checked for silent modules, halts and step advances
 MAX_COHORT_CACHE = 200_000
+DELTA_SECONDS = 2.0  # how often missing delta patches are looked for
 
 log = logging.getLogger("ovota.server")
 
@@ -85,7 +89,7 @@ def _served(channel: Channel) -> Served:
 class ServerState:
     """Caches channel lookups and rollouts until the repository changes, and remembers device pins."""
 
-    def __init__(self, repo: Repository, clock: ServerClock, fleet: bool = True) -> None:
+    def __init__(self, repo: Repository, clock: ServerClock, fleet: bool = True, delta_bases: int = 0) -> None:
         self.repo = repo
         self.clock = clock
         self.rollouts = Rollouts(repo)
@@ -95,6 +99,9 @@ class ServerState:
         self.recorder = FleetRecorder(self.background_repo) if fleet else None
         self.evaluator = Rollouts(self.background_repo)
         self._background_lock = asyncio.Lock()
+        self.delta_bases = delta_bases
+        self._delta_hashes: dict[str, str | None] = {}
+        self._delta_pool: ProcessPoolExecutor | None = None
         self._version = -1
         self._next_check = 0.0
         self._blobs: dict[str, OpenBlob] = {}
@@ -157,6 +164,27 @@ class ServerState:
         async with self._background_lock:
             decisions = await asyncio.to_thread(self.evaluator.evaluate, self.clock.now())
         self.decided(decisions)
+
+    async def make_deltas(self) -> None:
+        """Make the patches that are missing, one at a time, in a worker process (never in a request)."""
+        if self.delta_bases <= 0:
+            return
+        async with self._background_lock:
+            jobs = await asyncio.to_thread(deltas.wanted, self.background_repo, self.delta_bases, self._delta_hashes)
+            job = next((j for j in jobs if deltas.claim(self.background_repo, j)), None)
+        if job is None:
+            return
+        if self._delta_pool is None:
+            # spawn, not fork: the server has threads and an event loop that a forked child must not inherit
+            self._delta_pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
+        state, size = await loop.run_in_executor(self._delta_pool, deltas.make, self.repo.root, job)
+        log.info("delta %s -> %s: %s, %d bytes", job.base_hash[:12], job.target_sha256[:12], state, size)
+
+    def close_background(self) -> None:
+        if self._delta_pool is not None:
+            self._delta_pool.shutdown(cancel_futures=True)
+        self.background_repo.close()
 
     async def advance_clock(self, when: float) -> None:
         """Driven clock: flush what happened so far, move time, then make the rollout decisions now due."""
@@ -230,13 +258,17 @@ async def background(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: flush the registry and evaluate rollouts until shutdown, then flush once more."""
     state = app[STATE_KEY]
     task = asyncio.create_task(_loop(state))
+    delta_task = asyncio.create_task(_delta_loop(state))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    delta_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await delta_task
     await state.notify_pending()
     await state.flush()
-    state.background_repo.close()
+    state.close_background()
 
 
 async def _loop(state: ServerState) -> None:
@@ -250,3 +282,12 @@ async def _loop(state: ServerState) -> None:
                 await state.evaluate()
         except Exception:  # a failing flush must not stop the loop (e.g. the database is locked for a while)
             log.exception("fleet flush or rollout evaluation failed")
+
+
+async def _delta_loop(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(DELTA_SECONDS)
+        try:
+            await state.make_deltas()
+        except Exception:
+            log.exception("making a delta patch failed")
