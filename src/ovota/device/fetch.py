@@ -63,8 +63,11 @@ class Response:
 
 
 @asynccontextmanager
-async def get(url: str, user_agent: str, timeout: float = TIMEOUT_SECONDS) -> AsyncIterator[Response]:
-    """GET ``url`` as an OVMS module does; connection failures are retried a bounded number of times."""
+async def get(
+    url: str, user_agent: str, timeout: float = TIMEOUT_SECONDS, headers: dict[str, str] | None = None
+) -> AsyncIterator[Response]:
+    """GET ``url`` as an OVMS module does; connection failures are retried a bounded number of times.
+    ``headers``: emulator additions (delta negotiation); OVMS itself sends only Host and User-Agent."""
     client_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout)
     async with aiohttp.ClientSession(
         timeout=client_timeout, auto_decompress=False, version=aiohttp.HttpVersion10
@@ -74,7 +77,7 @@ async def get(url: str, user_agent: str, timeout: float = TIMEOUT_SECONDS) -> As
             try:
                 resp = await session.get(
                     http_url(url),
-                    headers={"User-Agent": user_agent},
+                    headers={"User-Agent": user_agent, **(headers or {})},
                     skip_auto_headers=("Accept", "Accept-Encoding"),
                     allow_redirects=False,
                 )

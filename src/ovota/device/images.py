@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from ovota.device.flash import Flash
@@ -89,3 +91,33 @@ def stored_image(flash: Flash, part: Partition) -> bytes | None:
         return None
     data = flash.read(part.offset, part.size)
     return data[: AppImage.parse(data).length]
+
+
+class PartitionFile(io.RawIOBase):
+    """A partition's bytes as a read-only, seekable file (what detools reads a delta's base from)."""
+
+    def __init__(self, flash: Flash, part: Partition) -> None:
+        self._flash = flash
+        self._part = part
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._part.size}[whence]
+        self._pos = max(0, min(self._part.size, base + offset))
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), self._part.size - self._pos)
+        view[:count] = self._flash.read(self._part.offset + self._pos, count)
+        self._pos += count
+        return count

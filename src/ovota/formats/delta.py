@@ -16,7 +16,7 @@ import io
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 import detools
 
@@ -27,6 +27,16 @@ MAGIC = 0xFCCDDE10
 HEADER = struct.Struct("<I32s28s")  # magic, base image's validation hash, reserved (zero)
 HEADER_SIZE = HEADER.size
 COMPRESSION = "heatshrink"
+
+
+class Seekable(Protocol):
+    """What detools reads a base and a patch from: a seekable binary file."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def tell(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ def patch_info(patch: bytes) -> tuple[PatchHeader, dict[str, object]]:
     return header, {"patch_type": patch_type, "compression": info[1], "patch_size": info[0], "to_size": info[6]}
 
 
-def apply_patch(base: BinaryIO, patch: BinaryIO, write: Callable[[bytes], object], base_hash: bytes) -> int:
+def apply_patch(base: Seekable, patch: Seekable, write: Callable[[bytes], object], base_hash: bytes) -> int:
     """Apply a patch streaming: read the base (seekable), write the result through ``write``.
 
     ``base_hash`` is the validation hash of the base as the caller knows it; a patch made for another base
