@@ -127,3 +127,12 @@ def test_delta_is_off_by_default(tmp_path: Path, server: tuple[OvotaServer, dict
     create_module(flash, "v3-35", images[A])
     run = run_commands(flash, f"config set ota server {srv.base}", "ota flash http")
     assert "delta" not in run.output.lower() and f"Expected file size is {len(images[B])}" in run.output
+
+
+def test_automatic_update_uses_the_delta(tmp_path: Path, server: tuple[OvotaServer, dict[bytes, bytes]]) -> None:
+    srv, images = server
+    flash = module_on(tmp_path, images[A], srv)
+    run = run_commands(flash, "time advance 24h", "ota status nocheck")
+    assert f"AutoFlash: Download delta (base {images[A][-32:].hex()[:16]})" in run.output
+    assert f"Delta applied: {len(images[B])} bytes written to ota_1" in run.output
+    assert "Running partition: ota_1" in run.output and f"OTA_1 image:       {B.decode()}" in run.output

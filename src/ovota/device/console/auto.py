@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 from ovota.device import fetch
+from ovota.device.console.delta import delta_base, delta_headers, flash_delta
 from ovota.device.console.session import Session
 from ovota.device.ota import EspError, OtaUpdate, next_update_partition, set_boot_partition
 from ovota.formats.partition_table import Partition
@@ -80,42 +82,74 @@ def auto_flash(session: Session, force: bool) -> bool:
 
 async def _download(session: Session, url: str, running: Partition, part: Partition) -> int | None:
     m = session.module
-    log = session.log
+    base = delta_base(session)
+    if base is not None:
+        session.log(f"AutoFlash: Download delta (base {base.hex()[:16]})")
+        try:
+            async with fetch.get(url, m.user_agent, m.http_timeout, delta_headers(base)) as resp:
+                if resp.status == 226:
+                    update = await flash_delta(session, resp, running, part, base, _log_line(session), "AutoFlash")
+                    if update is not None:
+                        session.log("AutoFlash: Setting boot partition...")
+                        set_boot_partition(m.flash, m.layout, part, m.rollback)
+                        return update.written
+                    session.log("AutoFlash: Delta update failed, downloading the whole image")
+                else:
+                    return await _whole(session, resp, running, part)
+        except fetch.RequestFailed:
+            session.log(f"AutoFlash: http://{url} request failed")
+            m.last_check_day = None
+            return None
+        except EspError as err:
+            session.log(f"AutoFlash: ESP32 error #{err.code}: {err.reason}")
+            return None
     try:
         async with fetch.get(url, m.user_agent, m.http_timeout) as resp:
-            expected = resp.content_length or 0 if resp.status == 200 else 0
-            if expected < fetch.MIN_DOWNLOAD:
-                log(f"AutoFlash: Expected download file size ({expected}) is invalid")
-                m.last_check_day = None
-                return None
-            if expected > part.size:
-                log(f"Error: target partition too small ({part.size} bytes capacity) - aborting")
-                return None
-            log("OTA Auto Flash: Preparing flash partition...")
-            update = OtaUpdate(m.flash, running, part, expected)
-            log("OTA Auto Flash: Downloading OTA image...")
-            filesize = 0
-            outcome = "complete"
-            try:
-                async for chunk in resp.chunks():
-                    update.write(chunk)
-                    filesize += len(chunk)
-            except fetch.BodyFailed:
-                outcome = "failed"
-            log(f"AutoFlash:: Download {outcome} (at {filesize} bytes)")
-            if filesize != expected:
-                log(f"AutoFlash: Download file size ({filesize}) does not match expected ({expected})")
-                m.last_check_day = None
-                return None
-            log("OTA Auto Flash: Finalising flash partition...")
-            update.end()
-            log("AutoFlash: Setting boot partition...")
-            set_boot_partition(m.flash, m.layout, part, m.rollback)
-            return filesize
+            return await _whole(session, resp, running, part)
     except fetch.RequestFailed:
-        log(f"AutoFlash: http://{url} request failed")
+        session.log(f"AutoFlash: http://{url} request failed")
         m.last_check_day = None
         return None
+
+
+def _log_line(session: Session) -> Callable[[str], None]:
+    return lambda text: session.log(text.rstrip("\n"))
+
+
+async def _whole(session: Session, resp: fetch.Response, running: Partition, part: Partition) -> int | None:
+    """The whole image from an answer to ovms3.bin, as OvmsOTA::AutoFlash writes it."""
+    m = session.module
+    log = session.log
+    try:
+        expected = resp.content_length or 0 if resp.status == 200 else 0
+        if expected < fetch.MIN_DOWNLOAD:
+            log(f"AutoFlash: Expected download file size ({expected}) is invalid")
+            m.last_check_day = None
+            return None
+        if expected > part.size:
+            log(f"Error: target partition too small ({part.size} bytes capacity) - aborting")
+            return None
+        log("OTA Auto Flash: Preparing flash partition...")
+        update = OtaUpdate(m.flash, running, part, expected)
+        log("OTA Auto Flash: Downloading OTA image...")
+        filesize = 0
+        outcome = "complete"
+        try:
+            async for chunk in resp.chunks():
+                update.write(chunk)
+                filesize += len(chunk)
+        except fetch.BodyFailed:
+            outcome = "failed"
+        log(f"AutoFlash:: Download {outcome} (at {filesize} bytes)")
+        if filesize != expected:
+            log(f"AutoFlash: Download file size ({filesize}) does not match expected ({expected})")
+            m.last_check_day = None
+            return None
+        log("OTA Auto Flash: Finalising flash partition...")
+        update.end()
+        log("AutoFlash: Setting boot partition...")
+        set_boot_partition(m.flash, m.layout, part, m.rollback)
+        return filesize
     except EspError as err:
         log(f"AutoFlash: ESP32 error #{err.code}: {err.reason}")
         return None

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
 from ovota.device import fetch
 from ovota.device.console import auto
 from ovota.device.console import partitions as migration
+from ovota.device.console.delta import delta_base, delta_headers, flash_delta
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.flash import SECTOR_SIZE
-from ovota.device.images import PartitionFile, partition_version, stored_image
+from ovota.device.images import partition_version
 from ovota.device.layout import LayoutType
 from ovota.device.ota import (
     ESP_ERR_INVALID_ARG,
@@ -26,14 +26,11 @@ from ovota.device.ota import (
     running_state,
     set_boot_partition,
 )
-from ovota.formats import FormatError
-from ovota.formats.delta import apply_patch, patch_info, validation_hash
 from ovota.formats.otadata import OtaState
 from ovota.formats.partition_table import Partition
 from ovota.formats.versions import buildverscmp
 
 PROGRESS_EVERY = 200000
-DELTA_IM = "esp-delta-ota"  # RFC 3229 instance-manipulation for Espressif's esp_delta_ota patches
 NEW_LAYOUT_SLOT = 0x700000
 VFS_CHUNK = 4096  # OVMS freads 512 bytes; flash writes of one sector keep the emulator's op count low
 BOOT_ERRORS = {
@@ -159,18 +156,19 @@ def ota_flash_http(session: Session, args: list[str]) -> None:
 async def _flash_http(session: Session, url: str, running: Partition, target: Partition) -> int | None:
     out = session.out
     m = session.module
-    base = _delta_base(session) if m.config.get_bool("ota", "delta", False) else None
+    base = delta_base(session)
     headers = None
     if base is not None:
         out.write(f"Download delta from {url} (base {base.hex()[:16]})\n")
-        headers = {"A-IM": DELTA_IM, "If-None-Match": f'"{base.hex()}"'}
+        headers = delta_headers(base)
     try:
         async with fetch.get(url, m.user_agent, m.http_timeout, headers) as resp:
             if base is None or resp.status != 226:
                 if base is not None and resp.status == 200:
                     session.log("OTA Flash HTTP: no delta for this base, the server sent the whole image")
                 return await _flash_body(session, resp, running, target)
-            size = await _flash_delta(session, resp, running, target, base)
+            update = await flash_delta(session, resp, running, target, base, out.write, "OTA Flash HTTP")
+            size = update.written if update and _finish(session, update, target, "OTA Flash HTTP") else None
         if size is not None:
             return size
         # Once, and only once: the whole image, as a module without delta support would fetch it.
@@ -230,56 +228,6 @@ async def _flash_body(session: Session, resp: fetch.Response, running: Partition
         out.write(f"Error: Download file size ({filesize}) does not match expected ({expected})\n")
         return None
     return filesize if _finish(session, update, target, "OTA Flash HTTP") else None
-
-
-def _delta_base(session: Session) -> bytes | None:
-    """The running image's validation hash (what a delta must be made from), None if it has none."""
-    m = session.module
-    image = stored_image(m.flash, m.running)
-    if image is None:
-        return None
-    try:
-        return validation_hash(image)
-    except FormatError:
-        return None
-
-
-async def _flash_delta(
-    session: Session, resp: fetch.Response, running: Partition, target: Partition, base: bytes
-) -> int | None:
-    """Download a delta (226 IM Used) and apply it from the running slot into the target slot, never
-    writing the running slot; the result is verified like any image. None on any failure (logged)."""
-    out = session.out
-    m = session.module
-    expected = resp.content_length or 0
-    out.write(f"Expected delta size is {expected}\n")
-    patch = bytearray()
-    sofar = 0
-    try:
-        async for chunk in resp.chunks():
-            patch += chunk
-            sofar += len(chunk)
-            if sofar > PROGRESS_EVERY:
-                out.write(f"Downloading delta... ({len(patch)} bytes so far)\n")
-                sofar = 0
-    except fetch.BodyFailed as err:
-        session.log(f"OTA Flash HTTP: delta download failed: {err}")
-        return None
-    if len(patch) != expected:
-        session.log(f"OTA Flash HTTP: delta size ({len(patch)}) does not match expected ({expected})")
-        return None
-    try:
-        _, details = patch_info(bytes(patch))
-        to_size = int(str(details["to_size"]))
-        update = OtaUpdate(m.flash, running, target, to_size, _pending(session))
-        out.puts("OTA Flash HTTP: Applying delta...")
-        written = apply_patch(PartitionFile(m.flash, running), io.BytesIO(patch), update.write, base)
-        update.end()
-    except (FormatError, EspError, KeyError, ValueError) as err:
-        session.log(f"OTA Flash HTTP: delta not applied: {err}")
-        return None
-    out.write(f"Delta applied: {written} bytes written to {target.name}\n")
-    return written if _finish(session, update, target, "OTA Flash HTTP") else None
 
 
 def ota_flash_vfs(session: Session, args: list[str]) -> None:
