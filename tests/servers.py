@@ -152,3 +152,56 @@ def raw_get(port: int, path: str, user_agent: str = "ovms/v3.3-5 (DEMO 3.3.005/o
             chunks.append(data)
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     return head, body
+
+
+class CuttingProxy:
+    """A TCP proxy to ``port`` that breaks the first ``cuts`` responses to .bin requests after ``cut_after``
+    bytes: a link that drops mid-download. Keeps every request it forwarded."""
+
+    def __init__(self, port: int, cut_after: int, cuts: int = 1) -> None:
+        self.target = port
+        self.cut_after = cut_after
+        self.cuts = cuts
+        self.requests: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        with client, socket.create_connection(("127.0.0.1", self.target), timeout=30) as upstream:
+            request = b""
+            while b"\r\n\r\n" not in request and (data := client.recv(65536)):
+                request += data
+            self.requests.append(request)
+            upstream.sendall(request)
+            limit = None
+            if b".bin " in request.split(b"\r\n", 1)[0] and self.cuts > 0:
+                self.cuts -= 1
+                limit = self.cut_after
+            sent = 0
+            while data := upstream.recv(65536):
+                if limit is not None and sent + len(data) > limit:
+                    client.sendall(data[: limit - sent])
+                    client.shutdown(socket.SHUT_RDWR)  # the link drops
+                    return
+                client.sendall(data)
+                sent += len(data)
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.port}/firmware/ota"
+
+    def stop(self) -> None:
+        self.sock.close()

@@ -38,6 +38,10 @@ class Response:
     content_length: int | None
     _resp: aiohttp.ClientResponse
 
+    def header(self, name: str) -> str:
+        """A response header, "" when absent."""
+        return self._resp.headers.get(name, "")
+
     async def chunks(self, size: int = CHUNK) -> AsyncIterator[bytes]:
         """The body in chunks of exactly ``size`` bytes (the last may be shorter).
 

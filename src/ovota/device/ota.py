@@ -58,7 +58,10 @@ class OtaUpdate:
         target: Partition,
         image_size: int | None = OTA_SIZE_UNKNOWN,
         running_pending: bool = False,
+        resume_at: int = 0,
     ) -> None:
+        """esp_ota_begin, or with ``resume_at`` (a multiple of the sector size) esp_ota_resume: the sectors
+        before it keep what an interrupted update wrote there, only the rest is erased."""
         if running_pending:
             raise EspError(ESP_ERR_OTA_ROLLBACK_INVALID_STATE, "the running app is still pending verification")
         if target.ota_slot is None:
@@ -69,10 +72,12 @@ class OtaUpdate:
         erase = target.size if not image_size else (image_size // SECTOR_SIZE + 1) * SECTOR_SIZE
         if erase > target.size:
             raise EspError(ESP_ERR_INVALID_SIZE, f"erase of {erase} bytes exceeds {target.name} ({target.size} bytes)")
+        if resume_at % SECTOR_SIZE or not 0 <= resume_at < erase:
+            raise EspError(ESP_ERR_INVALID_ARG, f"cannot resume {target.name} at byte {resume_at}")
         self.flash = flash
         self.target = target
-        self.written = 0
-        flash.erase(target.offset, erase)
+        self.written = resume_at
+        flash.erase(target.offset + resume_at, erase - resume_at)
 
     def write(self, data: bytes | memoryview) -> None:
         if not data:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from ovota.device import fetch
-from ovota.device.console import auto
+from ovota.device.console import auto, resume
 from ovota.device.console import partitions as migration
 from ovota.device.console.delta import delta_base, delta_headers, flash_delta
 from ovota.device.console.session import Session
@@ -157,33 +158,46 @@ async def _flash_http(session: Session, url: str, running: Partition, target: Pa
     out = session.out
     m = session.module
     base = delta_base(session)
-    headers = None
-    if base is not None:
-        out.write(f"Download delta from {url} (base {base.hex()[:16]})\n")
-        headers = delta_headers(base)
+    progress = resume.load(session, url, target.name)
     try:
+        if base is not None:
+            out.write(f"Download delta from {url} (base {base.hex()[:16]})\n")
+            async with fetch.get(url, m.user_agent, m.http_timeout, delta_headers(base)) as resp:
+                if resp.status != 226:
+                    if resp.status == 200:
+                        session.log("OTA Flash HTTP: no delta for this base, the server sent the whole image")
+                    return await _flash_body(session, resp, running, target, url, None)
+                update = await flash_delta(session, resp, running, target, base, out.write, "OTA Flash HTTP")
+            if update is not None:
+                return update.written if _finish(session, update, target, "OTA Flash HTTP") else None
+            # Once, and only once: the whole image, as a module without delta support would fetch it.
+            out.puts("Delta update failed: downloading the whole image")
+        headers = resume.range_headers(progress) if progress is not None else None
         async with fetch.get(url, m.user_agent, m.http_timeout, headers) as resp:
-            if base is None or resp.status != 226:
-                if base is not None and resp.status == 200:
-                    session.log("OTA Flash HTTP: no delta for this base, the server sent the whole image")
-                return await _flash_body(session, resp, running, target)
-            update = await flash_delta(session, resp, running, target, base, out.write, "OTA Flash HTTP")
-            size = update.written if update and _finish(session, update, target, "OTA Flash HTTP") else None
-        if size is not None:
-            return size
-        # Once, and only once: the whole image, as a module without delta support would fetch it.
-        out.puts("Delta update failed: downloading the whole image")
-        async with fetch.get(url, m.user_agent, m.http_timeout) as resp:
-            return await _flash_body(session, resp, running, target)
+            return await _flash_body(session, resp, running, target, url, progress)
     except fetch.RequestFailed as err:
         out.puts("Error: Request failed")
         session.log(f"OTA Flash HTTP: {err}")
         return None
 
 
-async def _flash_body(session: Session, resp: fetch.Response, running: Partition, target: Partition) -> int | None:
-    """Flash a whole image from an answer to ``ovms3.bin`` (OVMS's ota_flash_http after the request)."""
+async def _flash_body(
+    session: Session,
+    resp: fetch.Response,
+    running: Partition,
+    target: Partition,
+    url: str,
+    progress: resume.Progress | None,
+) -> int | None:
+    """Flash a whole image from an answer to ``ovms3.bin`` (OVMS's ota_flash_http after the request), or
+    its rest after an interrupted download (``progress``, answered with 206)."""
     out = session.out
+    resumed = progress is not None and resp.status == 206 and _continues(resp, progress)
+    if progress is not None and not resumed:
+        out.puts("The file on the server changed, or it cannot resume: downloading from the start")
+        resume.clear(session)
+    if resumed and progress is not None:
+        return await _resume_body(session, resp, running, target, url, progress)
     if resp.status != 200:
         # OVMS ignores the status and would flash the error page; refusing it keeps the slot intact.
         out.write(f"Error: Request failed (server answered {resp.status} {resp.reason})\n")
@@ -202,7 +216,19 @@ async def _flash_body(session: Session, resp: fetch.Response, running: Partition
     except EspError as err:
         out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
         return None
-    filesize = sofar = 0
+    return await _download_into(session, resp, update, url, expected, 0)
+
+
+async def _download_into(
+    session: Session, resp: fetch.Response, update: OtaUpdate, url: str, expected: int, filesize: int
+) -> int | None:
+    """The download loop of ota_flash_http, from ``filesize`` bytes already in the slot."""
+    out = session.out
+    target = update.target
+    etag = resp.header("ETag")
+    tracker = resume.Tracker(session, update, url, expected, etag) if resume.enabled(session) and etag else None
+    write = tracker.write if tracker is not None else update.write
+    sofar = 0
     outcome = "complete"
     try:
         async for chunk in resp.chunks():
@@ -212,7 +238,7 @@ async def _flash_body(session: Session, resp: fetch.Response, running: Partition
                 out.puts("Error: Download firmware is bigger than available partition space - state is inconsistent")
                 return None
             try:
-                update.write(chunk)
+                write(chunk)
             except EspError as err:
                 out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
                 session.log(f"OTA Flash HTTP: {err.reason}")
@@ -225,9 +251,36 @@ async def _flash_body(session: Session, resp: fetch.Response, running: Partition
         session.log(f"OTA Flash HTTP: {err}")
     out.write(f"Download {outcome} (at {filesize} bytes)\n")
     if filesize != expected:
+        if tracker is not None:
+            tracker.save()
+            session.log(f"OTA Flash HTTP: {tracker.verified} bytes kept; 'ota flash http' again resumes there")
         out.write(f"Error: Download file size ({filesize}) does not match expected ({expected})\n")
         return None
-    return filesize if _finish(session, update, target, "OTA Flash HTTP") else None
+    if not _finish(session, update, target, "OTA Flash HTTP"):
+        return None
+    resume.clear(session)
+    return filesize
+
+
+def _continues(resp: fetch.Response, progress: resume.Progress) -> bool:
+    """Whether a 206 answer is the rest of the interrupted download (same start, same total size)."""
+    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.header("Content-Range").strip())
+    return match is not None and int(match.group(1)) == progress.done and int(match.group(3)) == progress.size
+
+
+async def _resume_body(
+    session: Session, resp: fetch.Response, running: Partition, target: Partition, url: str, progress: resume.Progress
+) -> int | None:
+    out = session.out
+    out.write(f"Resuming download at {progress.done} of {progress.size} bytes\n")
+    try:
+        update = OtaUpdate(
+            session.module.flash, running, target, progress.size, _pending(session), resume_at=progress.done
+        )
+    except EspError as err:
+        out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
+        return None
+    return await _download_into(session, resp, update, url, progress.size, progress.done)
 
 
 def ota_flash_vfs(session: Session, args: list[str]) -> None:
