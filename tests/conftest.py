@@ -43,8 +43,7 @@ def vectors() -> Path:
     return VECTORS
 
 
-@pytest.fixture
-def ovota() -> CliRunner:
+def ovota_runner() -> CliRunner:
     """Run the installed ``ovota`` console script as a user would, in a subprocess."""
     script = Path(sys.executable).with_name("ovota")
 
@@ -53,3 +52,8 @@ def ovota() -> CliRunner:
         return Run(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+@pytest.fixture
+def ovota() -> CliRunner:
+    return ovota_runner()

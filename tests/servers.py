@@ -158,8 +158,10 @@ class CuttingProxy:
     """A TCP proxy to ``port`` that breaks the first ``cuts`` responses to .bin requests after ``cut_after``
     bytes: a link that drops mid-download. Keeps every request it forwarded."""
 
-    def __init__(self, port: int, cut_after: int, cuts: int = 1) -> None:
+    def __init__(self, port: int, cut_after: int, cuts: int = 1, fresh_only: bool = False) -> None:
+        """``fresh_only``: cut only requests without a Range header (resumed downloads get through)."""
         self.target = port
+        self.fresh_only = fresh_only
         self.cut_after = cut_after
         self.cuts = cuts
         self.requests: list[bytes] = []
@@ -187,7 +189,8 @@ class CuttingProxy:
             self.requests.append(request)
             upstream.sendall(request)
             limit = None
-            if b".bin " in request.split(b"\r\n", 1)[0] and self.cuts > 0:
+            fresh = b"\r\nRange:" not in request
+            if b".bin " in request.split(b"\r\n", 1)[0] and self.cuts > 0 and (fresh or not self.fresh_only):
                 self.cuts -= 1
                 limit = self.cut_after
             sent = 0

@@ -1,0 +1,76 @@
+"""Power loss during a delta update and during a resumed download: a cut at every flash operation, plain and
+torn, boots the old or the new image, never none, and /store keeps its config."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovota.device.module import create_module
+from tests.conftest import CliRunner, ovota_runner
+from tests.module_helpers import run_commands
+from tests.real_builds import real_shaped_build
+from tests.servers import CuttingProxy, OvotaServer
+from tests.test_power_loss import cut_everywhere
+
+OLD, NEW = b"3.3.005-922-g1a3378f1b", b"3.3.006-12-gabcdef"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvotaServer]:
+    work = tmp_path_factory.mktemp("repo")
+    ovota: CliRunner = ovota_runner()
+    for version in (OLD, NEW):
+        (work / "x.bin").write_bytes(real_shaped_build(version, rodata=20_000, seed=b"tree"))
+        assert ovota("release", "publish", work / "x.bin", "--repo", work / "repo", "--tag", "main",
+                     "--product", "v3.3-5").code == 0  # fmt: skip
+    srv = OvotaServer(work / "repo")
+    deadline = time.monotonic() + 60
+    while True:
+        request = urllib.request.Request(f"{srv.url}/firmware/ota/v3.3-5/main/", headers={"Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            if json.loads(response.read())[0].get("deltas"):
+                break
+        assert time.monotonic() < deadline, "no delta patch was made"
+        time.sleep(0.2)
+    yield srv
+    srv.stop()
+
+
+def pristine(tmp_path: Path, base: str, *settings: str) -> Path:
+    flash = tmp_path / "pristine.img"
+    create_module(flash, "v3-35", real_shaped_build(OLD, rodata=20_000, seed=b"tree"))
+    run_commands(
+        flash, f"config set ota server {base}", "config set ota tag main", "config set vehicle id DEMO", *settings
+    )
+    return flash
+
+
+def test_delta_update(tmp_path: Path, server: OvotaServer) -> None:
+    flash = pristine(tmp_path, server.base, "config set ota delta yes")
+    work = tmp_path / "check.img"
+    work.write_bytes(flash.read_bytes())
+    assert "Delta applied:" in run_commands(work, "ota flash http").output  # the flow under test is the delta one
+    covered = cut_everywhere(flash, ["ota flash http", "module reset"], {OLD.decode(), NEW.decode()}, {"main"},
+                             NEW.decode())  # fmt: skip
+    assert covered > 20
+
+
+def test_resumed_download(tmp_path: Path, server: OvotaServer) -> None:
+    proxy = CuttingProxy(server.port, 12_000, cuts=1_000_000, fresh_only=True)  # first attempts break at 12 kB
+    try:
+        flash = pristine(tmp_path, proxy.base, "config set ota resume yes")
+        work = tmp_path / "check.img"
+        work.write_bytes(flash.read_bytes())
+        run = run_commands(work, "ota flash http", "ota flash http")
+        assert "bytes kept" in run.output and "Resuming download at 8192 of" in run.output, run.output
+        covered = cut_everywhere(flash, ["ota flash http", "ota flash http", "module reset"],
+                                 {OLD.decode(), NEW.decode()}, {"main"}, NEW.decode())  # fmt: skip
+        assert covered > 20
+    finally:
+        proxy.stop()
