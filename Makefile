@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/image_verify.py
 	$(PY) bench/flash_update.py
 	$(PY) bench/fleet.py
+	$(PY) bench/delta.py
 	bash bench/serve.sh
 
 clean:
