@@ -18,7 +18,7 @@ from ovota.cli.repo_access import open_repository, repo_option
 from ovota.files import write_atomic
 from ovota.formats import FormatError
 from ovota.server.fleet import list_modules, module_json
-from ovota.sim.fleet import FailureModel, Simulation, first_version, make_fleet, run
+from ovota.sim.fleet import FailureModel, Simulation, first_image, first_version, make_fleet, run
 from ovota.sim.http import HttpFailed, Server
 
 
@@ -61,12 +61,13 @@ def list_fleet(repo: Path, product: str | None, tag: str | None, as_json: bool) 
 @click.option("--days", default=7.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--id-prefix", default="SIM", show_default=True, help="Vehicle ids are PREFIX00001, PREFIX00002, …")
 @click.option("--version", "start_version", help="The version the fleet runs at the start (default: the channel's).")
+@click.option("--delta", is_flag=True, help="Modules ask for delta patches (ota delta yes); reports bytes saved.")
 @click.option(
     "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON."
 )
 def simulate(
     server_url: str, count: int, product: str, tag: str, fail_rules: tuple[str, ...], silent_rules: tuple[str, ...],
-    days: float, id_prefix: str, start_version: str | None, report_path: Path | None,
+    days: float, id_prefix: str, start_version: str | None, delta: bool, report_path: Path | None,
 ) -> None:  # fmt: skip
     """Run COUNT simulated OVMS modules against a real server for DAYS days of the server's clock."""
     try:
@@ -79,7 +80,19 @@ def simulate(
     except HttpFailed as err:
         raise FormatError(str(err)) from None
     simulation = Simulation(server, make_fleet(count, start_version, id_prefix), product, tag, start_version,
-                            fail, silent)  # fmt: skip
+                            fail, silent, delta=delta)  # fmt: skip
+    if delta:
+        # The fleet's first delta needs its base image: the channel's current one.
+        try:
+            channel_version = asyncio.run(first_version(server, product, tag))
+            image = asyncio.run(first_image(server, product, tag))
+        except HttpFailed as err:
+            raise FormatError(str(err)) from None
+        if channel_version != start_version:
+            raise FormatError(
+                f"--delta starts the fleet on the channel's build ({channel_version}), not {start_version}"
+            )
+        simulation.images[start_version] = image
     console = Console()
     started = time.monotonic()
     live = Live(console=console, refresh_per_second=4, transient=True) if console.is_terminal else None
@@ -104,6 +117,11 @@ def simulate(
         f"{summary['bytes_served'] / 1e6:.1f} MB served, {summary['exposed_share'] * 100:.1f}% of the fleet "
         f"received a new build, {summary['errors']} errors"
     )
+    if delta:
+        console.print(
+            f"deltas: {summary['delta_downloads']} of {summary['downloads']} downloads, "
+            f"{summary['bytes_saved'] / 1e6:.1f} MB saved fleet-wide"
+        )
     if report_path is not None:
         report = {"summary": summary, "days": [day.__dict__ for day in simulation.days]}
         write_atomic(report_path, json.dumps(report, indent=2).encode())
@@ -125,6 +143,8 @@ def _summary(simulation: Simulation, wall: float) -> dict[str, Any]:
         "failed": sum(m.failed for m in simulation.modules),
         "silent": sum(m.silent for m in simulation.modules),
         "errors": stats.errors,
+        "delta_downloads": stats.delta_downloads,
+        "bytes_saved": stats.bytes_saved,
     }
 
 

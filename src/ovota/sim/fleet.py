@@ -25,6 +25,7 @@ import aiohttp
 from ovota.device.fetch import MIN_DOWNLOAD, parse_ver
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
+from ovota.formats.delta import apply_patch_bytes
 from ovota.formats.version_marker import image_version
 from ovota.formats.versions import buildverscmp, check_version
 from ovota.sim.http import HttpFailed, Server, ovms_get
@@ -101,6 +102,8 @@ class Stats:
     checkins: int = 0
     downloads: int = 0
     bytes_served: int = 0
+    delta_downloads: int = 0
+    bytes_saved: int = 0  # whole-image bytes that deltas made unnecessary
     errors: int = 0
     errors_by_kind: Counter[str] = field(default_factory=Counter)
 
@@ -116,6 +119,8 @@ class Simulation:
     silent: FailureModel = field(default_factory=FailureModel)
     stats: Stats = field(default_factory=Stats)
     days: list[DayReport] = field(default_factory=list)
+    delta: bool = False  # modules ask for esp-delta-ota patches (emulator parameter ``ota delta``)
+    images: dict[str, bytes] = field(default_factory=dict)  # version -> image, shared by every module
 
     @property
     def base(self) -> str:
@@ -132,17 +137,31 @@ class Simulation:
                 return self._error("ver")
             if buildverscmp(server_version.version, module.metric(self.product, self.tag)) <= 0:
                 return None
-            reply = await ovms_get(self.server, f"{self.base}/ovms3.bin", agent)
+            base = self.images.get(module.version) if self.delta else None
+            extra = {"A-IM": "esp-delta-ota", "If-None-Match": f'"{base[-32:].hex()}"'} if base else None
+            reply = await ovms_get(self.server, f"{self.base}/ovms3.bin", agent, extra=extra)
             self.stats.checkins += 1
         except HttpFailed:
             return self._error("connection")
         self.stats.bytes_served += len(reply.body)
-        if reply.status != 200 or reply.content_length < MIN_DOWNLOAD or len(reply.body) != reply.content_length:
+        if reply.status not in (200, 226) or len(reply.body) != reply.content_length:
+            return self._error("download")
+        image = reply.body
+        if reply.status == 226 and base is not None:
+            try:
+                image = apply_patch_bytes(base, reply.body)
+            except FormatError:
+                return self._error("delta")
+            self.stats.delta_downloads += 1
+            self.stats.bytes_saved += len(image) - len(reply.body)
+        if len(image) < MIN_DOWNLOAD:
             return self._error("download")
         self.stats.downloads += 1
-        new_version = _verified_version(reply.body)
+        new_version = _verified_version(image)
         if new_version is None:
             return self._error("image")
+        if self.delta:
+            self.images.setdefault(new_version, image)
         module.received.add(new_version)
         if self.silent.hits("silent", module.vehicle_id, new_version):
             module.silent = True
@@ -269,6 +288,14 @@ async def run(
                 day_start = Stats(**simulation.stats.__dict__)
         await clock.reach(last_tick * TICK)
     return simulation.days
+
+
+async def first_image(server: Server, product: str, tag: str) -> bytes:
+    """The channel's current image, fetched once as a non-module client: the base of the fleet's first delta."""
+    reply = await ovms_get(server, f"{server.path}/{product}/{tag}/ovms3.bin", "ovota-fleet-simulator")
+    if reply.status != 200:
+        raise HttpFailed(f"no ovms3.bin for {product}/{tag} (status {reply.status})")
+    return reply.body
 
 
 async def first_version(server: Server, product: str, tag: str) -> str:

@@ -39,9 +39,12 @@ class Server:
         return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"))
 
 
-async def ovms_get(server: Server, path: str, user_agent: str, timeout: float = 30.0) -> Reply:
-    """One request exactly as an OVMS module makes it."""
-    request = f"GET {path} HTTP/1.0\r\nHost: {server.host}\r\nUser-Agent: {user_agent}\r\n\r\n".encode()
+async def ovms_get(
+    server: Server, path: str, user_agent: str, timeout: float = 30.0, extra: dict[str, str] | None = None
+) -> Reply:
+    """One request exactly as an OVMS module makes it (``extra``: headers a delta-capable module adds)."""
+    added = "".join(f"{name}: {value}\r\n" for name, value in (extra or {}).items())
+    request = f"GET {path} HTTP/1.0\r\nHost: {server.host}\r\nUser-Agent: {user_agent}\r\n{added}\r\n".encode()
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(server.host, server.port), timeout)
         try:
