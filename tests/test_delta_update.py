@@ -16,7 +16,7 @@ from ovota.device.module import create_module
 from tests.conftest import CliRunner
 from tests.module_helpers import run_commands
 from tests.real_builds import real_shaped_build
-from tests.servers import OvotaServer
+from tests.servers import CuttingProxy, OvotaServer
 
 SEED = b"ovms3-tree"
 A, B, C = b"3.3.006", b"3.3.006-12-g0123abc", b"3.3.007"
@@ -136,3 +136,25 @@ def test_automatic_update_uses_the_delta(tmp_path: Path, server: tuple[OvotaServ
     assert f"AutoFlash: Download delta (base {images[A][-32:].hex()[:16]})" in run.output
     assert f"Delta applied: {len(images[B])} bytes written to ota_1" in run.output
     assert "Running partition: ota_1" in run.output and f"OTA_1 image:       {B.decode()}" in run.output
+
+
+def test_broken_delta_download_resumes(tmp_path: Path, server: tuple[OvotaServer, dict[bytes, bytes]]) -> None:
+    srv, images = server
+    size = int(listing(srv)[0]["deltas"][0]["size"])  # type: ignore[index]
+    assert size > 6000
+    proxy = CuttingProxy(srv.port, 6000)  # the first delta download breaks after 6,000 bytes
+    try:
+        flash = tmp_path / "module.img"
+        create_module(flash, "v3-35", images[A])
+        run_commands(
+            flash, f"config set ota server {proxy.base}", "config set ota delta yes", "config set ota resume yes"
+        )
+        first = run_commands(flash, "ota flash http")
+        assert "Error: Delta download failed - 'ota flash http' again continues it" in first.output
+        assert "4096 bytes kept for the next attempt" in first.output
+        second = run_commands(flash, "ota flash http", "module reset", "ota status nocheck")
+        assert f"Resuming delta download at 4096 of {size} bytes" in second.output, second.output
+        assert b"\r\nRange: bytes=4096-\r\n" in proxy.requests[-1] and b"A-IM: esp-delta-ota" in proxy.requests[-1]
+        assert f"OTA_1 image:       {B.decode()}" in second.output and "Running partition: ota_1" in second.output
+    finally:
+        proxy.stop()

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from ovota.device import fetch
-from ovota.device.console.delta import delta_base, delta_headers, flash_delta
+from ovota.device.console import resume
+from ovota.device.console.delta import DELTA_IM, Broken, delta_base, delta_target, flash_delta, resume_headers
 from ovota.device.console.session import Session
 from ovota.device.ota import EspError, OtaUpdate, next_update_partition, set_boot_partition
 from ovota.formats.partition_table import Partition
@@ -86,9 +87,16 @@ async def _download(session: Session, url: str, running: Partition, part: Partit
     if base is not None:
         session.log(f"AutoFlash: Download delta (base {base.hex()[:16]})")
         try:
-            async with fetch.get(url, m.user_agent, m.http_timeout, delta_headers(base)) as resp:
-                if resp.status == 226:
-                    update = await flash_delta(session, resp, running, part, base, _log_line(session), "AutoFlash")
+            kept = resume.load(session, url, delta_target(part))
+            async with fetch.get(url, m.user_agent, m.http_timeout, resume_headers(base, kept)) as resp:
+                if resp.header("IM") == DELTA_IM and resp.status in (206, 226):
+                    try:
+                        update = await flash_delta(
+                            session, resp, running, part, base, _log_line(session), "AutoFlash", url
+                        )
+                    except Broken:
+                        m.last_check_day = None  # try again at the next ticker
+                        return None
                     if update is not None:
                         session.log("AutoFlash: Setting boot partition...")
                         set_boot_partition(m.flash, m.layout, part, m.rollback)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 from ovota.device import fetch
 from ovota.device.console import auto, resume
 from ovota.device.console import partitions as migration
-from ovota.device.console.delta import delta_base, delta_headers, flash_delta
+from ovota.device.console.delta import DELTA_IM, Broken, delta_base, delta_target, flash_delta, resume_headers
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.flash import SECTOR_SIZE
@@ -162,12 +161,17 @@ async def _flash_http(session: Session, url: str, running: Partition, target: Pa
     try:
         if base is not None:
             out.write(f"Download delta from {url} (base {base.hex()[:16]})\n")
-            async with fetch.get(url, m.user_agent, m.http_timeout, delta_headers(base)) as resp:
-                if resp.status != 226:
+            kept = resume.load(session, url, delta_target(target))
+            async with fetch.get(url, m.user_agent, m.http_timeout, resume_headers(base, kept)) as resp:
+                if resp.header("IM") != DELTA_IM or resp.status not in (206, 226):
                     if resp.status == 200:
                         session.log("OTA Flash HTTP: no delta for this base, the server sent the whole image")
                     return await _flash_body(session, resp, running, target, url, None)
-                update = await flash_delta(session, resp, running, target, base, out.write, "OTA Flash HTTP")
+                try:
+                    update = await flash_delta(session, resp, running, target, base, out.write, "OTA Flash HTTP", url)
+                except Broken:
+                    out.puts("Error: Delta download failed - 'ota flash http' again continues it")
+                    return None
             if update is not None:
                 return update.written if _finish(session, update, target, "OTA Flash HTTP") else None
             # Once, and only once: the whole image, as a module without delta support would fetch it.
@@ -192,7 +196,7 @@ async def _flash_body(
     """Flash a whole image from an answer to ``ovms3.bin`` (OVMS's ota_flash_http after the request), or
     its rest after an interrupted download (``progress``, answered with 206)."""
     out = session.out
-    resumed = progress is not None and resp.status == 206 and _continues(resp, progress)
+    resumed = progress is not None and resp.status == 206 and resume.continues(resp, progress)
     if progress is not None and not resumed:
         out.puts("The file on the server changed, or it cannot resume: downloading from the start")
         resume.clear(session)
@@ -260,12 +264,6 @@ async def _download_into(
         return None
     resume.clear(session)
     return filesize
-
-
-def _continues(resp: fetch.Response, progress: resume.Progress) -> bool:
-    """Whether a 206 answer is the rest of the interrupted download (same start, same total size)."""
-    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.header("Content-Range").strip())
-    return match is not None and int(match.group(1)) == progress.done and int(match.group(3)) == progress.size
 
 
 async def _resume_body(

@@ -10,11 +10,14 @@ the boot partition is only set once the whole image is written and verified.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from ovota.device import fetch
 from ovota.device.console.session import Session
-from ovota.device.flash import SECTOR_SIZE
+from ovota.device.flash import SECTOR_SIZE, Flash
 from ovota.device.ota import OtaUpdate
+from ovota.formats.partition_table import Partition
 
 PARAM, INSTANCE = "ota", "resume.progress"
 SAVE_EVERY = 16 * SECTOR_SIZE
@@ -57,6 +60,12 @@ def range_headers(progress: Progress) -> dict[str, str]:
     return {"Range": f"bytes={progress.done}-", "If-Range": progress.etag}
 
 
+def continues(resp: fetch.Response, progress: Progress) -> bool:
+    """Whether a 206 answer is the rest of the interrupted download (same start, same total size)."""
+    match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", resp.header("Content-Range").strip())
+    return match is not None and int(match.group(1)) == progress.done and int(match.group(3)) == progress.size
+
+
 def clear(session: Session) -> None:
     if session.module.config.get(PARAM, INSTANCE):
         session.module.config.delete(PARAM, INSTANCE)
@@ -94,5 +103,40 @@ class Tracker:
         """Record how far the download got (the verified sectors)."""
         if self.verified > self.saved:
             progress = Progress(self.url, self.update.target.name, self.size, self.etag, self.verified)
+            self.session.module.config.set(PARAM, INSTANCE, progress.encode())
+            self.saved = self.verified
+
+
+class SlotTracker:
+    """Writes a download to ``region`` onwards in a slot (already erased), verifying each completed sector
+    and saving the progress under ``name`` now and then (for a patch kept beside the image)."""
+
+    def __init__(self, session: Session, flash: Flash, target: Partition, region: int, start: int, url: str,
+                 name: str, size: int, etag: str) -> None:  # fmt: skip
+        self.session = session
+        self.flash = flash
+        self.base = target.offset + region
+        self.url, self.name, self.size, self.etag = url, name, size, etag
+        self.written = self.verified = self.saved = start
+        self._pending = bytearray()
+        self._broken = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.flash.program(self.base + self.written, data)
+        self.written += len(data)
+        self._pending += data
+        whole = len(self._pending) // SECTOR_SIZE * SECTOR_SIZE
+        if whole and not self._broken:
+            if self.flash.read(self.base + self.verified, whole) == self._pending[:whole]:
+                self.verified += whole
+            else:
+                self._broken = True
+            del self._pending[:whole]
+        if self.verified - self.saved >= SAVE_EVERY:
+            self.save()
+
+    def save(self) -> None:
+        if self.verified > self.saved:
+            progress = Progress(self.url, self.name, self.size, self.etag, self.verified)
             self.session.module.config.set(PARAM, INSTANCE, progress.encode())
             self.saved = self.verified
