@@ -149,8 +149,12 @@ async def _download_to_slot(
     if total <= 0 or region < SECTOR_SIZE:
         session.log(f"{prefix}: a {total}-byte delta does not fit {target.name} beside the image")
         return None
-    flash.erase(target.offset + region + start, stored - start)
-    tracker = resume.SlotTracker(session, flash, target, region, start, url, delta_target(target), total, etag)
+    address = target.offset + region
+    flash.erase(address + start, stored - start)
+    record = resume.Progress(url, delta_target(target), total, etag, 0)
+    tracker = resume.Tracker(
+        session, address, start, lambda data: flash.program(address + tracker.written, data), record
+    )
     sofar = 0
     try:
         async for chunk in resp.chunks():

@@ -230,7 +230,9 @@ async def _download_into(
     out = session.out
     target = update.target
     etag = resp.header("ETag")
-    tracker = resume.Tracker(session, update, url, expected, etag) if resume.enabled(session) and etag else None
+    tracker = (
+        resume.Tracker.for_update(session, update, url, expected, etag) if resume.enabled(session) and etag else None
+    )
     write = tracker.write if tracker is not None else update.write
     sofar = 0
     outcome = "complete"

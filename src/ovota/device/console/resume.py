@@ -11,13 +11,13 @@ the boot partition is only set once the whole image is written and verified.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ovota.device import fetch
 from ovota.device.console.session import Session
-from ovota.device.flash import SECTOR_SIZE, Flash
+from ovota.device.flash import SECTOR_SIZE
 from ovota.device.ota import OtaUpdate
-from ovota.formats.partition_table import Partition
 
 PARAM, INSTANCE = "ota", "resume.progress"
 SAVE_EVERY = 16 * SECTOR_SIZE
@@ -72,26 +72,41 @@ def clear(session: Session) -> None:
 
 
 class Tracker:
-    """Writes through an OtaUpdate, verifying each completed sector and saving the progress now and then."""
+    """Writes a download into flash from ``start`` bytes at ``address`` on, reading back and comparing each
+    completed sector, and saves the verified length under ``name`` every ``SAVE_EVERY`` bytes and on ``save``.
 
-    def __init__(self, session: Session, update: OtaUpdate, url: str, size: int, etag: str) -> None:
+    ``write`` puts the bytes in place: an OtaUpdate's write for an image, a plain program for a patch kept
+    beside the image."""
+
+    def __init__(
+        self,
+        session: Session,
+        address: int,
+        start: int,
+        write: Callable[[bytes | memoryview], None],
+        progress: Progress,
+    ) -> None:
         self.session = session
-        self.update = update
-        self.url = url
-        self.size = size
-        self.etag = etag
-        self.verified = update.written  # resumed updates start after a verified sector
-        self.saved = self.verified
+        self.address = address
+        self._write = write
+        self._progress = progress
+        self.written = self.verified = self.saved = start
         self._pending = bytearray()
         self._broken = False  # a sector read back wrong: nothing after it counts as verified
 
+    @classmethod
+    def for_update(cls, session: Session, update: OtaUpdate, url: str, size: int, etag: str) -> Tracker:
+        progress = Progress(url, update.target.name, size, etag, 0)
+        return cls(session, update.target.offset, update.written, update.write, progress)
+
     def write(self, data: bytes | memoryview) -> None:
-        self.update.write(data)
+        self._write(data)
+        self.written += len(data)
         self._pending += data
-        flash, target = self.update.flash, self.update.target
         whole = len(self._pending) // SECTOR_SIZE * SECTOR_SIZE
         if whole and not self._broken:
-            if flash.read(target.offset + self.verified, whole) == self._pending[:whole]:
+            flash = self.session.module.flash
+            if flash.read(self.address + self.verified, whole) == self._pending[:whole]:
                 self.verified += whole
             else:
                 self._broken = True
@@ -102,41 +117,7 @@ class Tracker:
     def save(self) -> None:
         """Record how far the download got (the verified sectors)."""
         if self.verified > self.saved:
-            progress = Progress(self.url, self.update.target.name, self.size, self.etag, self.verified)
-            self.session.module.config.set(PARAM, INSTANCE, progress.encode())
-            self.saved = self.verified
-
-
-class SlotTracker:
-    """Writes a download to ``region`` onwards in a slot (already erased), verifying each completed sector
-    and saving the progress under ``name`` now and then (for a patch kept beside the image)."""
-
-    def __init__(self, session: Session, flash: Flash, target: Partition, region: int, start: int, url: str,
-                 name: str, size: int, etag: str) -> None:  # fmt: skip
-        self.session = session
-        self.flash = flash
-        self.base = target.offset + region
-        self.url, self.name, self.size, self.etag = url, name, size, etag
-        self.written = self.verified = self.saved = start
-        self._pending = bytearray()
-        self._broken = False
-
-    def write(self, data: bytes | memoryview) -> None:
-        self.flash.program(self.base + self.written, data)
-        self.written += len(data)
-        self._pending += data
-        whole = len(self._pending) // SECTOR_SIZE * SECTOR_SIZE
-        if whole and not self._broken:
-            if self.flash.read(self.base + self.verified, whole) == self._pending[:whole]:
-                self.verified += whole
-            else:
-                self._broken = True
-            del self._pending[:whole]
-        if self.verified - self.saved >= SAVE_EVERY:
-            self.save()
-
-    def save(self) -> None:
-        if self.verified > self.saved:
-            progress = Progress(self.url, self.name, self.size, self.etag, self.verified)
-            self.session.module.config.set(PARAM, INSTANCE, progress.encode())
+            done = Progress(self._progress.url, self._progress.target, self._progress.size, self._progress.etag,
+                            self.verified)  # fmt: skip
+            self.session.module.config.set(PARAM, INSTANCE, done.encode())
             self.saved = self.verified
