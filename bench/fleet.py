@@ -56,7 +56,8 @@ class Server:
     def __init__(self, repo: Path, *extra: str) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [OVOTA, "server", "--repo", str(repo), "--port", str(self.port), "--driven-clock", *extra],
+            [OVOTA, "server", "--repo", str(repo), "--port", str(self.port), "--driven-clock",
+             "--delta-bases", "0", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         for _ in range(200):

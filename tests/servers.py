@@ -114,8 +114,13 @@ class RawServer:
 class OvotaServer:
     """``ovota server`` as a user starts it, on a free port."""
 
-    def __init__(self, repo: Path, workers: int = 1, extra: tuple[str, ...] = (), port: int | None = None) -> None:
+    def __init__(
+        self, repo: Path, workers: int = 1, extra: tuple[str, ...] = (), port: int | None = None, deltas: bool = False
+    ) -> None:
+        """``deltas``: make delta patches in the background (off here unless a test is about them: they cost
+        seconds of CPU per patch while the other tests run)."""
         self.repo = repo
+        extra = extra if deltas or "--delta-bases" in extra else (*extra, "--delta-bases", "0")
         self.port = port or free_port()
         script = Path(sys.executable).with_name("ovota")
         self.proc = subprocess.Popen(

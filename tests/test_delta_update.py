@@ -29,7 +29,7 @@ def server(tmp_path: Path, ovota: CliRunner) -> Iterator[tuple[OvotaServer, dict
     for version in (A, B):
         (tmp_path / "x.bin").write_bytes(images[version])
         assert ovota("release", "publish", tmp_path / "x.bin", "--repo", repo, "--tag", "main").code == 0
-    srv = OvotaServer(repo)
+    srv = OvotaServer(repo, deltas=True)
     deadline = time.monotonic() + 60
     while not listing(srv)[0].get("deltas"):  # the background worker makes A -> B
         assert time.monotonic() < deadline, "no delta patch was made"

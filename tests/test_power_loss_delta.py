@@ -29,7 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvotaServer]:
         (work / "x.bin").write_bytes(real_shaped_build(version, rodata=20_000, seed=b"tree"))
         assert ovota("release", "publish", work / "x.bin", "--repo", work / "repo", "--tag", "main",
                      "--product", "v3.3-5").code == 0  # fmt: skip
-    srv = OvotaServer(work / "repo")
+    srv = OvotaServer(work / "repo", deltas=True)
     deadline = time.monotonic() + 60
     while True:
         request = urllib.request.Request(f"{srv.url}/firmware/ota/v3.3-5/main/", headers={"Accept": "application/json"})

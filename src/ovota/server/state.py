@@ -10,7 +10,6 @@ import multiprocessing
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -101,7 +100,7 @@ class ServerState:
         self._background_lock = asyncio.Lock()
         self.delta_bases = delta_bases
         self._delta_hashes: dict[str, str | None] = {}
-        self._delta_pool: ProcessPoolExecutor | None = None
+        self._delta_worker: multiprocessing.process.BaseProcess | None = None
         self._version = -1
         self._next_check = 0.0
         self._blobs: dict[str, OpenBlob] = {}
@@ -174,16 +173,22 @@ class ServerState:
             job = next((j for j in jobs if deltas.claim(self.background_repo, j)), None)
         if job is None:
             return
-        if self._delta_pool is None:
-            # spawn, not fork: the server has threads and an event loop that a forked child must not inherit
-            self._delta_pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        loop = asyncio.get_running_loop()
-        state, size = await loop.run_in_executor(self._delta_pool, deltas.make, self.repo.root, job)
-        log.info("delta %s -> %s: %s, %d bytes", job.base_hash[:12], job.target_sha256[:12], state, size)
+        # A process of its own (spawned, not forked: the server has threads and an event loop a forked child
+        # must not inherit); it records the outcome itself. Stopping the server stops it; its claim expires.
+        self._delta_worker = multiprocessing.get_context("spawn").Process(
+            target=deltas.make, args=(self.repo.root, job), daemon=True
+        )
+        self._delta_worker.start()
+        while self._delta_worker.is_alive():
+            await asyncio.sleep(0.1)
+        log.info("delta %s -> %s made (exit %s)", job.base_hash[:12], job.target_sha256[:12],
+                 self._delta_worker.exitcode)  # fmt: skip
+        self._delta_worker = None
 
     def close_background(self) -> None:
-        if self._delta_pool is not None:
-            self._delta_pool.shutdown(cancel_futures=True)
+        if self._delta_worker is not None and self._delta_worker.is_alive():
+            self._delta_worker.terminate()
+            self._delta_worker.join(5)
         self.background_repo.close()
 
     async def advance_clock(self, when: float) -> None:
