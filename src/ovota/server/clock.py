@@ -33,7 +33,3 @@ class ServerClock:
         if not self.driven:
             raise ValueError("only a driven clock can be moved")
         self.origin = max(self.origin, when)
-
-    @property
-    def special(self) -> bool:
-        return self.driven or self.scale != 1.0

@@ -116,10 +116,6 @@ class FleetRecorder:
         """A request without an OVMS User-Agent: counted, not registered."""
         self._anonymous[kind] += 1
 
-    @property
-    def pending(self) -> int:
-        return len(self._checkins) + len(self._downloads)
-
     def take(self) -> Batch | None:
         """The events so far, leaving an empty batch behind; None if there are none."""
         if not (self._checkins or self._downloads or self._anonymous):
@@ -202,12 +198,3 @@ def versions_in_use(
         (product, product, tag, tag),
     ).fetchall()
     return [(str(v), int(n)) for v, n in rows]
-
-
-def anonymous_counts(db: sqlite3.Connection) -> dict[str, int]:
-    return {str(k): int(n) for k, n in db.execute("SELECT kind, count FROM request_counts").fetchall()}
-
-
-def served_bytes(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT coalesce(sum(bytes), 0) FROM downloads").fetchone()
-    return int(row[0])
