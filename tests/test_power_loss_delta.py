@@ -30,16 +30,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvotaServer]:
         assert ovota("release", "publish", work / "x.bin", "--repo", work / "repo", "--tag", "main",
                      "--product", "v3.3-5").code == 0  # fmt: skip
     srv = OvotaServer(work / "repo", deltas=True)
+    wait_for_delta(srv)
+    yield srv
+    srv.stop()
+
+
+def wait_for_delta(srv: OvotaServer) -> None:
     deadline = time.monotonic() + 60
     while True:
         request = urllib.request.Request(f"{srv.url}/firmware/ota/v3.3-5/main/", headers={"Accept": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             if json.loads(response.read())[0].get("deltas"):
-                break
+                return
         assert time.monotonic() < deadline, "no delta patch was made"
         time.sleep(0.2)
-    yield srv
-    srv.stop()
 
 
 def pristine(tmp_path: Path, base: str, *settings: str) -> Path:
@@ -69,6 +73,36 @@ def test_resumed_download(tmp_path: Path, server: OvotaServer) -> None:
         work.write_bytes(flash.read_bytes())
         run = run_commands(work, "ota flash http", "ota flash http")
         assert "bytes kept" in run.output and "Resuming download at 8192 of" in run.output, run.output
+        covered = cut_everywhere(flash, ["ota flash http", "ota flash http", "module reset"],
+                                 {OLD.decode(), NEW.decode()}, {"main"}, NEW.decode())  # fmt: skip
+        assert covered > 20
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def larger_delta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvotaServer]:
+    """A server whose patch is several sectors long: the new build adds 8 kB of data to the old one."""
+    work = tmp_path_factory.mktemp("repo-larger")
+    ovota: CliRunner = ovota_runner()
+    for version, rodata in ((OLD, 20_000), (NEW, 36_000)):
+        (work / "x.bin").write_bytes(real_shaped_build(version, rodata=rodata, seed=b"tree"))
+        assert ovota("release", "publish", work / "x.bin", "--repo", work / "repo", "--tag", "main",
+                     "--product", "v3.3-5").code == 0  # fmt: skip
+    srv = OvotaServer(work / "repo", deltas=True)
+    wait_for_delta(srv)
+    yield srv
+    srv.stop()
+
+
+def test_resumed_delta_download(tmp_path: Path, larger_delta: OvotaServer) -> None:
+    proxy = CuttingProxy(larger_delta.port, 6_000, cuts=1_000_000, fresh_only=True)  # delta downloads break at 6 kB
+    try:
+        flash = pristine(tmp_path, proxy.base, "config set ota delta yes", "config set ota resume yes")
+        work = tmp_path / "check.img"
+        work.write_bytes(flash.read_bytes())
+        run = run_commands(work, "ota flash http", "ota flash http")
+        assert "Resuming delta download at 4096 of" in run.output and "Delta applied:" in run.output, run.output
         covered = cut_everywhere(flash, ["ota flash http", "ota flash http", "module reset"],
                                  {OLD.decode(), NEW.decode()}, {"main"}, NEW.decode())  # fmt: skip
         assert covered > 20
