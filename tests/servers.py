@@ -187,6 +187,11 @@ class CuttingProxy:
             threading.Thread(target=self._relay, args=(client,), daemon=True).start()
 
     def _relay(self, client: socket.socket) -> None:
+        # A client that vanished (a power cut in the emulator) or a stalled upstream just ends the relay.
+        with contextlib.suppress(OSError):
+            self._relay_once(client)
+
+    def _relay_once(self, client: socket.socket) -> None:
         with client, socket.create_connection(("127.0.0.1", self.target), timeout=30) as upstream:
             request = b""
             while b"\r\n\r\n" not in request and (data := client.recv(65536)):
