@@ -21,16 +21,21 @@ from tests.test_power_loss import cut_everywhere
 OLD, NEW = b"3.3.005-922-g1a3378f1b", b"3.3.006-12-gabcdef"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvotaServer]:
-    work = tmp_path_factory.mktemp("repo")
+def delta_server(work: Path, new_rodata: int) -> OvotaServer:
+    """A server with OLD and NEW published (same filler; NEW has ``new_rodata`` bytes of it), NEW's patch made."""
     ovota: CliRunner = ovota_runner()
-    for version in (OLD, NEW):
-        (work / "x.bin").write_bytes(real_shaped_build(version, rodata=20_000, seed=b"tree"))
+    for version, rodata in ((OLD, 20_000), (NEW, new_rodata)):
+        (work / "x.bin").write_bytes(real_shaped_build(version, rodata=rodata, seed=b"tree"))
         assert ovota("release", "publish", work / "x.bin", "--repo", work / "repo", "--tag", "main",
                      "--product", "v3.3-5").code == 0  # fmt: skip
     srv = OvotaServer(work / "repo", deltas=True)
     wait_for_delta(srv)
+    return srv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvotaServer]:
+    srv = delta_server(tmp_path_factory.mktemp("repo"), 20_000)
     yield srv
     srv.stop()
 
@@ -55,27 +60,26 @@ def pristine(tmp_path: Path, base: str, *settings: str) -> Path:
     return flash
 
 
+def check_then_cut(flash: Path, commands: list[str], expected: list[str]) -> None:
+    """Run ``commands`` once on a copy to see the flow under test happen, then cut power at every operation."""
+    work = flash.with_name("check.img")
+    work.write_bytes(flash.read_bytes())
+    run = run_commands(work, *commands)
+    assert all(text in run.output for text in expected), run.output
+    covered = cut_everywhere(flash, [*commands, "module reset"], {OLD.decode(), NEW.decode()}, {"main"}, NEW.decode())
+    assert covered > 20
+
+
 def test_delta_update(tmp_path: Path, server: OvotaServer) -> None:
     flash = pristine(tmp_path, server.base, "config set ota delta yes")
-    work = tmp_path / "check.img"
-    work.write_bytes(flash.read_bytes())
-    assert "Delta applied:" in run_commands(work, "ota flash http").output  # the flow under test is the delta one
-    covered = cut_everywhere(flash, ["ota flash http", "module reset"], {OLD.decode(), NEW.decode()}, {"main"},
-                             NEW.decode())  # fmt: skip
-    assert covered > 20
+    check_then_cut(flash, ["ota flash http"], ["Delta applied:"])
 
 
 def test_resumed_download(tmp_path: Path, server: OvotaServer) -> None:
     proxy = CuttingProxy(server.port, 12_000, cuts=1_000_000, fresh_only=True)  # first attempts break at 12 kB
     try:
         flash = pristine(tmp_path, proxy.base, "config set ota resume yes")
-        work = tmp_path / "check.img"
-        work.write_bytes(flash.read_bytes())
-        run = run_commands(work, "ota flash http", "ota flash http")
-        assert "bytes kept" in run.output and "Resuming download at 8192 of" in run.output, run.output
-        covered = cut_everywhere(flash, ["ota flash http", "ota flash http", "module reset"],
-                                 {OLD.decode(), NEW.decode()}, {"main"}, NEW.decode())  # fmt: skip
-        assert covered > 20
+        check_then_cut(flash, ["ota flash http", "ota flash http"], ["bytes kept", "Resuming download at 8192 of"])
     finally:
         proxy.stop()
 
@@ -83,14 +87,7 @@ def test_resumed_download(tmp_path: Path, server: OvotaServer) -> None:
 @pytest.fixture(scope="module")
 def larger_delta(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvotaServer]:
     """A server whose patch is several sectors long: the new build adds 8 kB of data to the old one."""
-    work = tmp_path_factory.mktemp("repo-larger")
-    ovota: CliRunner = ovota_runner()
-    for version, rodata in ((OLD, 20_000), (NEW, 36_000)):
-        (work / "x.bin").write_bytes(real_shaped_build(version, rodata=rodata, seed=b"tree"))
-        assert ovota("release", "publish", work / "x.bin", "--repo", work / "repo", "--tag", "main",
-                     "--product", "v3.3-5").code == 0  # fmt: skip
-    srv = OvotaServer(work / "repo", deltas=True)
-    wait_for_delta(srv)
+    srv = delta_server(tmp_path_factory.mktemp("repo-larger"), 36_000)
     yield srv
     srv.stop()
 
@@ -99,12 +96,8 @@ def test_resumed_delta_download(tmp_path: Path, larger_delta: OvotaServer) -> No
     proxy = CuttingProxy(larger_delta.port, 6_000, cuts=1_000_000, fresh_only=True)  # delta downloads break at 6 kB
     try:
         flash = pristine(tmp_path, proxy.base, "config set ota delta yes", "config set ota resume yes")
-        work = tmp_path / "check.img"
-        work.write_bytes(flash.read_bytes())
-        run = run_commands(work, "ota flash http", "ota flash http")
-        assert "Resuming delta download at 4096 of" in run.output and "Delta applied:" in run.output, run.output
-        covered = cut_everywhere(flash, ["ota flash http", "ota flash http", "module reset"],
-                                 {OLD.decode(), NEW.decode()}, {"main"}, NEW.decode())  # fmt: skip
-        assert covered > 20
+        check_then_cut(
+            flash, ["ota flash http", "ota flash http"], ["Resuming delta download at 4096 of", "Delta applied:"]
+        )
     finally:
         proxy.stop()

@@ -122,22 +122,14 @@ class Rollouts:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    def _row(self, row: tuple[object, ...]) -> Rollout:
+    def _row(self, row: tuple[Any, ...]) -> Rollout:
         (rid, product, tag, from_sha, to_sha, steps, interval, halt_failed, halt_silent, min_sample, watch, grace,
          notify_url, state, step, started, thresholds, reason, baseline, created, updated) = row  # fmt: skip
-        settings = RolloutSettings(
-            tuple(json.loads(str(steps))),
-            float(str(interval)),
-            Limits(float(str(halt_failed)), float(str(halt_silent)), int(str(min_sample))),
-            float(str(watch)),
-            float(str(grace)),
-            str(notify_url),
-        )
+        limits = Limits(halt_failed, halt_silent, min_sample)
+        settings = RolloutSettings(tuple(json.loads(steps)), interval, limits, watch, grace, notify_url)
         return Rollout(
-            int(str(rid)), str(product), str(tag), self.repo.build(str(from_sha)), self.repo.build(str(to_sha)),
-            settings, RolloutState(str(state)), int(str(step)), float(str(started)),
-            tuple(json.loads(str(thresholds))), str(reason), Counts(**json.loads(str(baseline))),
-            float(str(created)), float(str(updated)),
+            rid, product, tag, self.repo.build(from_sha), self.repo.build(to_sha), settings, RolloutState(state),
+            step, started, tuple(json.loads(thresholds)), reason, Counts(**json.loads(baseline)), created, updated,
         )  # fmt: skip
 
     def get(self, rollout_id: int) -> Rollout:

@@ -92,7 +92,7 @@ async def _download(session: Session, url: str, running: Partition, part: Partit
                 if resp.header("IM") == DELTA_IM and resp.status in (206, 226):
                     try:
                         update = await flash_delta(
-                            session, resp, running, part, base, _log_line(session), "AutoFlash", url
+                            session, resp, running, part, base, _log_line(session), "AutoFlash", url, kept
                         )
                     except Broken:
                         m.last_check_day = None  # try again at the next ticker

@@ -71,12 +71,13 @@ async def flash_delta(
     say: Callable[[str], object],
     prefix: str,
     url: str,
+    progress: resume.Progress | None,
 ) -> OtaUpdate | None:
     """Download the patch of a 226 answer (or its rest: 206) and apply it into ``target``; the finished
     (verified) update, or None on a failure that is logged: the caller then falls back to the whole image.
-    With resuming on, a broken download raises Broken instead, keeping what arrived in the target slot."""
+    With resuming on, a broken download raises Broken instead, keeping what arrived in the target slot.
+    ``progress``: what a broken delta download kept (the request asked for the rest)."""
     m = session.module
-    progress = resume.load(session, url, delta_target(target))
     continued = progress is not None and resp.status == 206 and resume.continues(resp, progress)
     if progress is not None and not continued:
         resume.clear(session)

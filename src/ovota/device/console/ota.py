@@ -168,7 +168,9 @@ async def _flash_http(session: Session, url: str, running: Partition, target: Pa
                         session.log("OTA Flash HTTP: no delta for this base, the server sent the whole image")
                     return await _flash_body(session, resp, running, target, url, None)
                 try:
-                    update = await flash_delta(session, resp, running, target, base, out.write, "OTA Flash HTTP", url)
+                    update = await flash_delta(
+                        session, resp, running, target, base, out.write, "OTA Flash HTTP", url, kept
+                    )
                 except Broken:
                     out.puts("Error: Delta download failed - 'ota flash http' again continues it")
                     return None
