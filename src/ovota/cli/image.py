@@ -10,8 +10,11 @@ from pathlib import Path
 import click
 
 from ovota.files import write_atomic
+from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage, chip_name
+from ovota.formats.efuse import SECURE_VERSION_BITS
 from ovota.formats.image_builder import build_app_image
+from ovota.formats.signature import key_digest, load_private_key, load_public_key, read_signatures, sign_image
 from ovota.formats.version_marker import image_version
 from ovota.formats.versions import escape_bytes, escape_text
 
@@ -33,10 +36,17 @@ def _build_time() -> datetime:
 @click.option("--version", "version", required=True, help="Firmware version, e.g. 3.3.006-12-gabcdef.")
 @click.option("--size", type=click.IntRange(min=1), help="Total image size in bytes (a multiple of 16).")
 @click.option("--project", default="ovms3", show_default=True, help="Project name in the app descriptor.")
+@click.option(
+    "--secure-version",
+    type=click.IntRange(0, SECURE_VERSION_BITS),
+    default=0,
+    show_default=True,
+    help="Anti-rollback secure_version in the app descriptor.",
+)
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-def build(version: str, size: int | None, project: str, out: Path) -> None:
+def build(version: str, size: int | None, project: str, secure_version: int, out: Path) -> None:
     """Write a synthetic, fully valid ESP32 app image carrying VERSION to OUT."""
-    data = build_app_image(version, size=size, project=project, built=_build_time())
+    data = build_app_image(version, size=size, project=project, built=_build_time(), secure_version=secure_version)
     write_atomic(out, data)
     click.echo(f"Wrote {out}: {len(data)} bytes, version {version}, sha256 {hashlib.sha256(data).hexdigest()}")
 
@@ -70,7 +80,59 @@ def info(ctx: click.Context, file: Path) -> None:
         click.echo("Hash: none appended")
     else:
         click.echo(f"Hash: {result.hash_stored.hex()} ({'valid' if result.hash_ok else 'invalid'})")
+    signatures = read_signatures(parsed.data, parsed.length)
+    if signatures is None:
+        click.echo("Signature: none")
+    else:
+        for block in signatures.blocks:
+            verdict = "valid" if block.verifies(signatures.digest) else "invalid"
+            click.echo(f"Signature block {block.index}: {block.kind}, key digest {block.key_digest.hex()} ({verdict})")
     failure = result.first_failure()
     if failure:
         click.echo(f"Error: {failure}", err=True)
         ctx.exit(EXIT_INVALID)
+
+
+def _read_image(file: Path) -> tuple[bytes, AppImage]:
+    data = file.read_bytes()
+    return data, AppImage.parse(data)
+
+
+@image.command("sign")
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="RSA-3072 private key (PEM), e.g. from espsecure generate-signing-key --version 2.")  # fmt: skip
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+def sign(key_file: Path, file: Path, out: Path) -> None:
+    """Append a Secure Boot V2 signature sector to the image FILE, written to OUT (as espsecure sign-data
+    --version 2 does: 0xFF padding to 4 KiB, then one signature block)."""
+    key = load_private_key(key_file.read_bytes())
+    data, parsed = _read_image(file)
+    problem = parsed.verify().first_failure()
+    if problem:
+        raise FormatError(f"{file} is not a valid image: {problem}")
+    if read_signatures(data, parsed.length) is not None:
+        raise FormatError(f"{file} is already signed: sign the unsigned image")
+    signed = sign_image(bytes(data[: parsed.length]), key)
+    write_atomic(out, signed)
+    digest = key_digest(key.public_key()).hex()
+    click.echo(f"Wrote {out}: {len(signed)} bytes, signed by key digest {digest}")
+
+
+@image.command("verify-signature")
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The signer's public key (PEM), or its private key.")  # fmt: skip
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+def verify_signature(key_file: Path, file: Path) -> None:
+    """Exit 0 if FILE carries a valid Secure Boot V2 signature block by KEY, else 1 with the reason."""
+    digest = key_digest(load_public_key(key_file.read_bytes()))
+    data, parsed = _read_image(file)
+    signatures = read_signatures(data, parsed.length)
+    if signatures is None:
+        raise click.ClickException(f"{file} has no signature sector after its {parsed.length}-byte image")
+    block = signatures.trusted_by({digest})
+    if block is None:
+        found = ", ".join(f"{b.key_digest.hex()} ({'valid' if b.verifies(signatures.digest) else 'invalid'})"
+                          for b in signatures.blocks)  # fmt: skip
+        raise click.ClickException(f"{file} is not validly signed by key {digest.hex()}; its blocks: {found}")
+    click.echo(f"Signature block {block.index} of {file} is valid, key digest {digest.hex()}")

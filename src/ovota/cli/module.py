@@ -11,7 +11,9 @@ import click
 from ovota.device.bootloader import NoBootableApp
 from ovota.device.console.shell import PROMPT, Shell
 from ovota.device.console.writer import Writer
+from ovota.device.efuses import efuse_path
 from ovota.device.flash import Flash, FlashError
+from ovota.device.identity import read_identity
 from ovota.device.images import stored_image, verify_partition_image
 from ovota.device.layout import read_layout
 from ovota.device.layouts import LAYOUTS
@@ -19,7 +21,9 @@ from ovota.device.module import Module, ModuleError, create_module
 from ovota.device.store import StoreError
 from ovota.files import write_atomic
 from ovota.formats import FormatError
+from ovota.formats.efuse import SECURE_VERSION, Efuses
 from ovota.formats.partition_table import APP
+from ovota.formats.signature import key_digest, load_public_key
 
 EXIT_COMMAND_ERROR = 1
 
@@ -39,10 +43,50 @@ def module() -> None:
 @click.option("--layout", type=click.Choice(sorted(LAYOUTS)), default="v3-35", show_default=True)
 @click.option("--firmware", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True)
 @click.option("--hardware", help='Hardware string, e.g. "OVMS WIFI BLE BT cores=2 rev=ESP32/3; MODEM SIM7600".')
-def create(flash: Path, layout: str, firmware: Path, hardware: str | None) -> None:
-    """Write a complete module flash with FIRMWARE in its first app slot."""
-    create_module(flash, layout, firmware.read_bytes(), hardware)
-    click.echo(f"Created {flash}: layout {layout}, firmware {firmware}")
+@click.option(
+    "--secure-boot-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Enable Secure Boot V2 with this RSA-3072 key (PEM, private or public): its digest goes into eFuse BLOCK2.",
+)
+@click.option("--anti-rollback", is_flag=True, help="Build the bootloader with the eFuse secure-version counter.")
+def create(
+    flash: Path, layout: str, firmware: Path, hardware: str | None, secure_boot_key: Path | None, anti_rollback: bool
+) -> None:
+    """Write a complete module flash with FIRMWARE in its first app slot (and FLASH.efuse with security on)."""
+    digest = key_digest(load_public_key(secure_boot_key.read_bytes())) if secure_boot_key else None
+    create_module(flash, layout, firmware.read_bytes(), hardware, digest, anti_rollback)
+    extras = [f"secure boot key digest {digest.hex()}"] if digest else []
+    extras += ["anti-rollback"] if anti_rollback else []
+    click.echo(f"Created {flash}: layout {layout}, firmware {firmware}" + "".join(f", {e}" for e in extras))
+
+
+@module.command("efuse")
+@_flash_arg
+def efuse(flash: Path) -> None:
+    """Summarise the module's eFuses (FLASH.efuse, readable by espefuse --virt) without powering it on."""
+    path = efuse_path(flash)
+    if not path.exists():
+        click.echo(f"{flash} has no eFuse file ({path.name}): no secure boot, no anti-rollback (as OVMS)")
+        return
+    fuses = Efuses.from_file_bytes(path.read_bytes())
+    try:
+        chip = Flash(flash)
+    except FlashError as err:
+        raise FormatError(str(err)) from None
+    with chip:
+        nvs = read_layout(chip).get("nvs")
+        anti_rollback = read_identity(chip, nvs).anti_rollback
+    click.echo(f"eFuse file:      {path}")
+    click.echo(f"Chip revision:   {fuses.chip_revision}")
+    if fuses.secure_boot:
+        protected = "write-protected" if fuses.key_digest_protected else "not write-protected"
+        click.echo(
+            f"Secure boot:     V2 enabled (ABS_DONE_1), BLOCK2 key digest {fuses.key_digest.hex()} ({protected})"
+        )
+    else:
+        click.echo("Secure boot:     off")
+    counter = f"secure version {fuses.secure_version} (SECURE_VERSION 0x{fuses.word(SECURE_VERSION):08x})"
+    click.echo(f"Anti-rollback:   {'on' if anti_rollback else 'off'}, {counter}")
 
 
 def _power_on(flash: Path, sd: Path | None) -> Module:

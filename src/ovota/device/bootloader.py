@@ -2,7 +2,9 @@
 
 Models a rollback-less IDF v3.3 bootloader (OVMS's build): the first choice comes from otadata
 (formats/otadata.py); a slot whose image fails verification is skipped, trying lower slots down to
-factory and then higher slots, as bootloader_utility_load_boot_image does.
+factory and then higher slots, as bootloader_utility_load_boot_image does. With secure boot, verification
+includes the signature; with anti-rollback, images below the eFuse counter are skipped too, and booting a
+confirmed (VALID) image raises the counter to its secure version.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ovota.device.flash import SECTOR_SIZE, Flash
-from ovota.device.images import verify_partition_image
+from ovota.device.images import partition_descriptor, rollback_problem, verify_partition_image
 from ovota.device.layout import Layout
+from ovota.device.security import NO_SECURITY, Security
 from ovota.formats.otadata import OTADATA_SIZE, BootChoice, OtaData, OtaState, SelectEntry, choose_boot
 from ovota.formats.partition_table import Partition
 
@@ -53,7 +56,7 @@ def _candidates(layout: Layout, choice: BootChoice) -> list[Partition]:
     return found
 
 
-def boot(flash: Flash, layout: Layout, rollback: bool = False) -> BootResult:
+def boot(flash: Flash, layout: Layout, rollback: bool = False, security: Security = NO_SECURITY) -> BootResult:
     """Pick and verify the partition to run; raise NoBootableApp if none is valid.
 
     ``rollback``: a bootloader built with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE. An image still
@@ -64,11 +67,31 @@ def boot(flash: Flash, layout: Layout, rollback: bool = False) -> BootResult:
         _advance_states(flash, layout)
     choice = boot_choice(flash, layout)
     for part in _candidates(layout, choice):
-        if verify_partition_image(flash, part) is None:
+        if verify_partition_image(flash, part, security) is None and rollback_problem(flash, part, security) is None:
             if choice.initial and part.ota_slot is not None:
                 _record_initial_seq(flash, layout, part.ota_slot)
+            if security.counter is not None and _confirmed(flash, layout, part):
+                confirm_secure_version(flash, part, security)
             return BootResult(part, choice)
     raise NoBootableApp("No bootable app partitions in the partition table")
+
+
+def _confirmed(flash: Flash, layout: Layout, part: Partition) -> bool:
+    """Factory, or the OTA slot the active otadata entry marks VALID."""
+    if part.ota_slot is None:
+        return True
+    otadata = read_otadata(flash, layout)
+    active = otadata.active_index() if otadata else None
+    if otadata is None or active is None:
+        return False
+    entry = otadata.entries[active]
+    return entry.state == OtaState.VALID and (entry.seq - 1) % len(layout.ota_slots) == part.ota_slot
+
+
+def confirm_secure_version(flash: Flash, part: Partition, security: Security) -> bool:
+    """Raise the anti-rollback counter to the secure version of the confirmed image in ``part``."""
+    descriptor = partition_descriptor(flash, part)
+    return security.confirm(descriptor.secure_version if descriptor else 0)
 
 
 def _advance_states(flash: Flash, layout: Layout) -> None:

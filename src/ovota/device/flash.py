@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,17 @@ class Flash:
                 self._map[addr : addr + half] = _and(current[:half], data[:half])
             raise PowerLoss(self.ops - 1)
         self._map[addr : addr + length] = bytes(data) if current == b"\xff" * length else _and(current, data)
+
+    def other_operation(self, kind: str, address: int, whole: Callable[[], None], torn: Callable[[], None]) -> None:
+        """An operation on another part of the chip package (an eFuse burn), counted and cut like a flash one:
+        ``whole`` does it; a torn cut runs ``torn`` (what a half-done operation leaves) and raises PowerLoss."""
+        if self.trace is not None:
+            self.trace.append((self.ops, kind, address))
+        if self._cut_now() and self.cut is not None:
+            if self.cut.torn:
+                torn()
+            raise PowerLoss(self.ops - 1)
+        whole()
 
     def _cut_now(self) -> bool:
         index = self.ops

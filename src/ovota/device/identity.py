@@ -1,6 +1,7 @@
-"""The module's factory identity (hardware string, chip revision), kept in the nvs partition.
+"""The module's factory identity (hardware string, chip revision, bootloader options), kept in nvs.
 
-On a real module these come from the chip and the modem; the emulator records them once at creation.
+On a real module these come from the chip, the modem and the build; the emulator records them once at
+creation, where no console command can change them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Identity:
     hardware: str = DEFAULT_HARDWARE
     chip_revision: int = 3
     idf_build: str = "idf v3.3.4-854-g9063c8662c"
+    anti_rollback: bool = False  # the bootloader and app are built with CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
 
 
 def _banks(flash: Flash, nvs: Partition) -> RecordBanks:

@@ -7,6 +7,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from ovota.device.flash import Flash
+from ovota.device.security import NO_SECURITY, Security
 from ovota.formats import FormatError
 from ovota.formats.app_image import (
     APP_DESC,
@@ -27,27 +28,39 @@ MAX_APP_PARTITION = 16 * 1024 * 1024
 # Partitions verified good, per flash, with the flash's operation count at that time: every change to
 # the chip is an operation, so an unchanged count means unchanged bytes (esp_ota_end then
 # esp_ota_set_boot_partition verify the same image twice; the second check costs nothing).
-_verified: WeakKeyDictionary[Flash, dict[tuple[int, int], int]] = WeakKeyDictionary()
+_verified: WeakKeyDictionary[Flash, dict[tuple[int, int, bytes | None], int]] = WeakKeyDictionary()
 # Marker versions read, per flash: (offset, size) -> (operation count, version). Real builds hold the marker
 # hundreds of KiB into segment 0, and `ota status` reads three partitions.
 _versions: WeakKeyDictionary[Flash, dict[tuple[int, int], tuple[int, bytes | None]]] = WeakKeyDictionary()
 
 
-def verify_partition_image(flash: Flash, part: Partition) -> str | None:
-    """None if the partition holds a valid app image (esp_image_verify), else the reason it does not."""
+def verify_partition_image(flash: Flash, part: Partition, security: Security = NO_SECURITY) -> str | None:
+    """None if the partition holds a valid app image (esp_image_verify), else the reason it does not.
+    With secure boot on, the image must also carry a valid signature by the eFuse key."""
     if part.size > MAX_APP_PARTITION:
         return f"partition size 0x{part.size:x} invalid, larger than 16MB"
     known = _verified.setdefault(flash, {})
-    if known.get((part.offset, part.size)) == flash.ops:
+    key = (part.offset, part.size, security.key_digest)
+    if known.get(key) == flash.ops:
         return None
+    data = flash.read(part.offset, part.size)
     try:
-        image = AppImage.parse(flash.read(part.offset, part.size))
+        image = AppImage.parse(data)
     except FormatError as err:
         return str(err)
     problem = image.verify(partition_offset=part.offset, partition_size=part.size).first_failure()
+    problem = problem or security.signature_problem(data, image.length)
     if problem is None:
-        known[(part.offset, part.size)] = flash.ops
+        known[key] = flash.ops
     return problem
+
+
+def rollback_problem(flash: Flash, part: Partition, security: Security) -> str | None:
+    """None unless anti-rollback refuses the partition's image for its secure version."""
+    if security.counter is None:
+        return None
+    descriptor = partition_descriptor(flash, part)
+    return security.version_problem(descriptor.secure_version if descriptor else 0)
 
 
 def _first_segment_start(flash: Flash, part: Partition, limit: int) -> bytes:

@@ -20,6 +20,7 @@ from ovota.device.images import verify_partition_image
 from ovota.device.layout import LayoutType, read_layout
 from ovota.device.ota import copy_partition, set_boot_partition
 from ovota.device.records import RecordBanks, encode_json
+from ovota.device.security import NO_SECURITY, Security
 from ovota.device.store import BANK_SIZE, CONFIG_MAGIC
 from ovota.formats.partition_table import APP, DATA, MAX_TABLE_LENGTH, Partition, PartitionTable
 from ovota.formats.versions import strverscmp
@@ -127,8 +128,10 @@ def next_step(
     running_version: str,
     maintenance: bool,
     say: Say,
+    security: Security = NO_SECURITY,
 ) -> Restart | None:
-    """Do the next due migration step. Returns how to reboot afterwards, None when nothing is left."""
+    """Do the next due migration step. Returns how to reboot afterwards, None when nothing is left.
+    ``security``: what the chip enforces, so the factory copy is checked as the bootloader will check it."""
     layout = read_layout(flash)
     kind = layout.type
     if kind is LayoutType.V3_35:
@@ -153,9 +156,9 @@ def next_step(
         say("v3-30 We need to copy the currently running partition to factory, and then reboot")
         if running != factory:
             copy_image_to_factory(flash, running, factory, say)
-            if verify_partition_image(flash, factory) is not None:
+            if verify_partition_image(flash, factory, security) is not None:
                 raise MigrationError("v3-30 Error: Failed to copy currently running partition to factory")
-        set_boot_partition(flash, layout, factory)
+        set_boot_partition(flash, layout, factory, security=security)
         say("v3-30 Factory boot partition is ready and set to boot. Rebooting now...")
         say(f"v3-30 {WARNING}")
         return Restart.PARTITION_UPDATE

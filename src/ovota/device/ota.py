@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from ovota.device.bootloader import read_otadata, write_entry
+from ovota.device.bootloader import confirm_secure_version, read_otadata, write_entry
 from ovota.device.flash import SECTOR_SIZE, Flash
-from ovota.device.images import verify_partition_image
+from ovota.device.images import rollback_problem, verify_partition_image
 from ovota.device.layout import Layout
-from ovota.formats.app_image import IMAGE_MAGIC
+from ovota.device.security import ESP_ERR_OTA_SMALL_SEC_VER, NO_SECURITY, Security
+from ovota.formats.app_image import APP_DESC, HEADER, IMAGE_MAGIC, SEGMENT_HEADER
 from ovota.formats.otadata import OTADATA_SIZE, OtaData, OtaState, boot_slot_entry
 from ovota.formats.partition_table import Partition
 
@@ -26,6 +27,7 @@ ESP_ERR_OTA_ROLLBACK_INVALID_STATE = 0x1506
 ESP_FAIL = -1
 
 OTA_SIZE_UNKNOWN = None
+DESCRIPTOR_END = HEADER.size + SEGMENT_HEADER.size + APP_DESC.size  # the app descriptor has arrived
 
 
 class EspError(Exception):
@@ -59,9 +61,11 @@ class OtaUpdate:
         image_size: int | None = OTA_SIZE_UNKNOWN,
         running_pending: bool = False,
         resume_at: int = 0,
+        security: Security = NO_SECURITY,
     ) -> None:
         """esp_ota_begin, or with ``resume_at`` (a multiple of the sector size) esp_ota_resume: the sectors
-        before it keep what an interrupted update wrote there, only the rest is erased."""
+        before it keep what an interrupted update wrote there, only the rest is erased. With anti-rollback,
+        an image below the eFuse counter is refused as soon as its app descriptor has been written."""
         if running_pending:
             raise EspError(ESP_ERR_OTA_ROLLBACK_INVALID_STATE, "the running app is still pending verification")
         if target.ota_slot is None:
@@ -77,6 +81,7 @@ class OtaUpdate:
         self.flash = flash
         self.target = target
         self.written = resume_at
+        self.security = security
         flash.erase(target.offset + resume_at, erase - resume_at)
 
     def write(self, data: bytes | memoryview) -> None:
@@ -90,26 +95,39 @@ class OtaUpdate:
         if self.written + len(data) > self.target.size:
             raise EspError(ESP_ERR_INVALID_SIZE, f"write beyond the end of {self.target.name}")
         self.flash.program(self.target.offset + self.written, data)
+        before = self.written
         self.written += len(data)
+        if before < DESCRIPTOR_END <= self.written:
+            problem = rollback_problem(self.flash, self.target, self.security)
+            if problem is not None:
+                raise EspError(ESP_ERR_OTA_SMALL_SEC_VER, problem)
 
     def end(self) -> None:
+        """esp_ota_end: the written image must verify (with secure boot, its signature too)."""
         if self.written == 0:
             raise EspError(ESP_ERR_INVALID_ARG, "nothing was written")
-        problem = verify_partition_image(self.flash, self.target)
+        problem = verify_partition_image(self.flash, self.target, self.security)
         if problem is not None:
             raise EspError(ESP_ERR_OTA_VALIDATE_FAILED, problem)
 
 
-def set_boot_partition(flash: Flash, layout: Layout, part: Partition, rollback: bool = False) -> None:
+def set_boot_partition(
+    flash: Flash, layout: Layout, part: Partition, rollback: bool = False, security: Security = NO_SECURITY
+) -> None:
     """esp_ota_set_boot_partition: verify the image, then write otadata (erase it all for factory).
 
-    With ``rollback`` the new entry is NEW, so the next boot runs it as PENDING_VERIFY.
+    With ``rollback`` the new entry is NEW, so the next boot runs it as PENDING_VERIFY. With anti-rollback,
+    an OTA slot whose image is below the eFuse counter is erased and refused, as ESP-IDF does.
     """
     if part.type != 0:
         raise EspError(ESP_ERR_INVALID_ARG, f"{part.name} is not an app partition")
-    problem = verify_partition_image(flash, part)
+    problem = verify_partition_image(flash, part, security)
     if problem is not None:
         raise EspError(ESP_ERR_OTA_VALIDATE_FAILED, problem)
+    too_old = rollback_problem(flash, part, security) if part.ota_slot is not None else None
+    if too_old is not None:
+        flash.erase(part.offset, part.size)
+        raise EspError(ESP_ERR_OTA_SMALL_SEC_VER, too_old)
     otadata_part = layout.otadata
     if otadata_part is None:
         raise EspError(ESP_ERR_NOT_FOUND, "no otadata partition")
@@ -131,14 +149,16 @@ def running_state(flash: Flash, layout: Layout) -> int | None:
     return None if otadata is None or active is None else otadata.entries[active].state
 
 
-def mark_app_valid(flash: Flash, layout: Layout) -> None:
-    """esp_ota_mark_app_valid_cancel_rollback: the active entry becomes VALID."""
+def mark_app_valid(flash: Flash, layout: Layout, running: Partition, security: Security = NO_SECURITY) -> None:
+    """esp_ota_mark_app_valid_cancel_rollback: the active entry becomes VALID; with anti-rollback, the eFuse
+    counter is then raised to the running image's secure version."""
     otadata = read_otadata(flash, layout)
     active = otadata.active_index() if otadata else None
     if otadata is None or active is None or layout.otadata is None:
         raise EspError(ESP_FAIL, "Running firmware is factory")
     if otadata.entries[active].state != OtaState.VALID:
         write_entry(flash, layout.otadata.offset, active, replace(otadata.entries[active], state=OtaState.VALID))
+    confirm_secure_version(flash, running, security)
 
 
 COPY_PROGRESS_EVERY = 0x40000  # OVMS prints copy progress every 256 KiB

@@ -39,13 +39,14 @@ def build_app_image(
     idf_ver: str = "v3.3.4-ovota",
     built: datetime,
     chip_id: int = CHIP_ESP32,
+    secure_version: int = 0,
 ) -> bytes:
     """A synthetic but fully valid ESP32 app image that OVMS and esptool read as ``version``.
 
     Segments: DROM (app descriptor, then the OVMS marker laid out as in a real build: the lone prefix
     literal before the full marker), a small DRAM and IRAM segment, and, when ``size`` asks for more
     bytes, a padding segment of deterministic filler. ``size`` is the total file length including the
-    SHA-256 and must be a multiple of 16.
+    SHA-256 and must be a multiple of 16. ``secure_version`` goes into the app descriptor (anti-rollback).
     """
     check_version(version)
     descriptor = AppDescriptor(
@@ -55,6 +56,7 @@ def build_app_image(
         date=f"{built:%b} {built.day:2d} {built.year}",
         idf_ver=idf_ver,
         app_elf_sha256=hashlib.sha256(f"{project}/{version}".encode()).digest(),
+        secure_version=secure_version,
     )
     drom = descriptor.to_bytes() + marker(version.encode())
     drom += b"\0" * (-len(drom) % 4)

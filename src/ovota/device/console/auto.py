@@ -99,7 +99,7 @@ async def _download(session: Session, url: str, running: Partition, part: Partit
                         return None
                     if update is not None:
                         session.log("AutoFlash: Setting boot partition...")
-                        set_boot_partition(m.flash, m.layout, part, m.rollback)
+                        set_boot_partition(m.flash, m.layout, part, m.rollback, m.security)
                         return update.written
                     session.log("AutoFlash: Delta update failed, downloading the whole image")
                 else:
@@ -138,7 +138,7 @@ async def _whole(session: Session, resp: fetch.Response, running: Partition, par
             log(f"Error: target partition too small ({part.size} bytes capacity) - aborting")
             return None
         log("OTA Auto Flash: Preparing flash partition...")
-        update = OtaUpdate(m.flash, running, part, expected)
+        update = OtaUpdate(m.flash, running, part, expected, security=m.security)
         log("OTA Auto Flash: Downloading OTA image...")
         filesize = 0
         outcome = "complete"
@@ -156,7 +156,7 @@ async def _whole(session: Session, resp: fetch.Response, running: Partition, par
         log("OTA Auto Flash: Finalising flash partition...")
         update.end()
         log("AutoFlash: Setting boot partition...")
-        set_boot_partition(m.flash, m.layout, part, m.rollback)
+        set_boot_partition(m.flash, m.layout, part, m.rollback, m.security)
         return filesize
     except EspError as err:
         log(f"AutoFlash: ESP32 error #{err.code}: {err.reason}")

@@ -91,7 +91,7 @@ async def flash_delta(
     try:
         _, details = patch_info(patch)
         pending = m.rollback and running_state(m.flash, m.layout) == OtaState.PENDING_VERIFY
-        update = OtaUpdate(m.flash, running, target, int(str(details["to_size"])), pending)
+        update = OtaUpdate(m.flash, running, target, int(str(details["to_size"])), pending, security=m.security)
         say(f"{prefix}: Applying delta...\n")
         written = apply_patch(PartitionFile(m.flash, running), io.BytesIO(patch), update.write, base)
         update.end()

@@ -131,7 +131,7 @@ def _finish(session: Session, update: OtaUpdate, target: Partition, prefix: str)
         return False
     session.out.puts(f"{prefix}: Setting boot partition...")
     try:
-        set_boot_partition(m.flash, m.layout, target, m.rollback)
+        set_boot_partition(m.flash, m.layout, target, m.rollback, m.security)
     except EspError as err:
         session.out.write(f"Error: ESP32 error #{err.code} setting boot partition - check before rebooting\n")
         return False
@@ -218,7 +218,9 @@ async def _flash_body(
         return None
     out.puts("OTA Flash HTTP: Preparing flash partition...")
     try:
-        update = OtaUpdate(session.module.flash, running, target, expected, _pending(session))
+        update = OtaUpdate(
+            session.module.flash, running, target, expected, _pending(session), security=session.module.security
+        )
     except EspError as err:
         out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
         return None
@@ -277,7 +279,13 @@ async def _resume_body(
     out.write(f"Resuming download at {progress.done} of {progress.size} bytes\n")
     try:
         update = OtaUpdate(
-            session.module.flash, running, target, progress.size, _pending(session), resume_at=progress.done
+            session.module.flash,
+            running,
+            target,
+            progress.size,
+            _pending(session),
+            resume_at=progress.done,
+            security=session.module.security,
         )
     except EspError as err:
         out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
@@ -312,7 +320,9 @@ def flash_file(session: Session, local: Path | None, path: str) -> bool:
     with source:
         session.out.puts("OTA Flash VFS: Preparing flash partition...")
         try:
-            update = OtaUpdate(session.module.flash, running, target, size, _pending(session))
+            update = OtaUpdate(
+                session.module.flash, running, target, size, _pending(session), security=session.module.security
+            )
         except EspError as err:
             session.out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
             return False
@@ -349,7 +359,7 @@ def ota_boot(session: Session, args: list[str]) -> None:
     if part is None:
         return
     try:
-        set_boot_partition(m.flash, m.layout, part, m.rollback)
+        set_boot_partition(m.flash, m.layout, part, m.rollback, m.security)
     except EspError as err:
         session.out.puts(BOOT_ERRORS.get(err.code, f"Error: cannot set OTA boot partition (error {err.code})"))
         return
@@ -366,7 +376,7 @@ def ota_rollback(session: Session, args: list[str]) -> None:
     action = session.words[-1]
     if action == "confirm":
         try:
-            mark_app_valid(m.flash, m.layout)
+            mark_app_valid(m.flash, m.layout, m.running, m.security)
         except EspError as err:
             session.out.puts(f"Error: {err.reason}")
             return

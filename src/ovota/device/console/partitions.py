@@ -77,7 +77,7 @@ def run_step(session: Session, maintenance: bool) -> Restart | None:
     say = _say_and_log(session, lines)
     failed = False
     try:
-        restart = next_step(m.flash, m.running, m.boot_partition, m.running_version, maintenance, say)
+        restart = next_step(m.flash, m.running, m.boot_partition, m.running_version, maintenance, say, m.security)
     except MigrationError as err:
         say(str(err))
         restart, failed = None, True
