@@ -382,6 +382,9 @@ def ota_rollback(session: Session, args: list[str]) -> None:
             return
         session.out.puts(f"Firmware in {m.running.name} confirmed valid")
         return
+    if action == "disable" and m.identity.anti_rollback:
+        session.out.puts("Error: this module's bootloader has anti-rollback, which needs app rollback: it stays on")
+        return
     m.config.set("ota", "rollback", "yes" if action == "enable" else "no")
     m.rollback = action == "enable"
     if m.rollback:
