@@ -166,10 +166,14 @@ def test_efuses_read_by_espefuse(tmp_path: Path, keys: Keys, ovota: CliRunner) -
 def test_espefuse_burned_file_reads_the_same(tmp_path: Path, keys: Keys) -> None:
     """A virtual chip provisioned by espefuse itself holds what ovota's module creation writes."""
     path = tmp_path / "chip.efuse"
-    base = ["espefuse", "--chip", "esp32", "--virt", "--path-efuse-file", path, "--do-not-confirm"]
-    for command in (["burn-efuse", "CHIP_VER_REV1", "1", "CHIP_VER_REV2", "1"], ["burn-key-digest", keys.signing],
-                    ["burn-efuse", "ABS_DONE_1", "1", "SECURE_VERSION", "7"]):  # fmt: skip
-        run = tool(*base, *command)
+    base: list[str | Path] = ["--chip", "esp32", "--virt", "--path-efuse-file", path, "--do-not-confirm"]
+    commands: list[list[str | Path]] = [
+        ["burn-efuse", "CHIP_VER_REV1", "1", "CHIP_VER_REV2", "1"],
+        ["burn-key-digest", keys.signing],
+        ["burn-efuse", "ABS_DONE_1", "1", "SECURE_VERSION", "7"],
+    ]
+    for command in commands:
+        run = tool("espefuse", *base, *command)
         assert run.returncode == 0, run.stdout + run.stderr
     theirs = Efuses.from_file_bytes(path.read_bytes())
     ours = Efuses.blank(3).with_secure_boot(keys.digest)
