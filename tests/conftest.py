@@ -13,6 +13,7 @@ from hypothesis import settings
 from playwright.sync_api import Browser
 
 from tests.browser import launch_browser
+from tests.signing import Keys, make_keys
 
 # No per-example deadline: a loaded CI machine must not turn a slow example into a failure.
 settings.register_profile("ovota", deadline=None)
@@ -35,6 +36,12 @@ CliRunner = Callable[..., Run]
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     yield from launch_browser()
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    """Two RSA-3072 signing keys made by espsecure (once per test process: each takes a second)."""
+    return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(scope="session")

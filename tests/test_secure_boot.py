@@ -4,9 +4,6 @@ module that refuses what its eFuses do not allow, with nothing it relies on chan
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,49 +14,10 @@ from ovota.device.layout import read_layout
 from ovota.device.module import Module, create_module
 from ovota.formats.app_image import AppImage
 from ovota.formats.efuse import Efuses
-from ovota.formats.image_builder import build_app_image
-from ovota.formats.signature import key_digest, load_private_key, sign_image
+from ovota.formats.signature import key_digest, load_private_key
 from tests.conftest import CliRunner
-from tests.module_helpers import BUILT, run_commands, snapshot
-
-BIN = Path(sys.executable).parent
-OLD = "3.3.006-1-gaaaaaaa"
-NEW = "3.3.006-2-gbbbbbbb"
-
-
-def tool(name: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, check=False)
-
-
-@dataclass(frozen=True)
-class Keys:
-    signing: Path  # RSA-3072 private key made by espsecure
-    other: Path  # a key the module does not trust
-    public: Path  # the public half of ``signing``, extracted by espsecure
-    digest: bytes  # espsecure digest-sbv2-public-key of ``signing``
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    root = tmp_path_factory.mktemp("keys")
-    for name in ("signing", "other"):
-        made = tool("espsecure", "generate-signing-key", "--version", "2", "--scheme", "rsa3072", root / f"{name}.pem")
-        assert made.returncode == 0, made.stdout + made.stderr
-    signing = root / "signing.pem"
-    public = tool("espsecure", "extract-public-key", "--version", "2", "--keyfile", signing, root / "pub.pem")
-    assert public.returncode == 0, public.stdout + public.stderr
-    digest = tool("espsecure", "digest-sbv2-public-key", "--keyfile", root / "signing.pem", "-o", root / "digest.bin")
-    assert digest.returncode == 0, digest.stdout + digest.stderr
-    return Keys(root / "signing.pem", root / "other.pem", root / "pub.pem", (root / "digest.bin").read_bytes())
-
-
-def unsigned(version: str, secure_version: int = 0, size: int = 8192) -> bytes:
-    return build_app_image(version, size=size, built=BUILT, secure_version=secure_version)
-
-
-def signed(key: Path, version: str, secure_version: int = 0) -> bytes:
-    return sign_image(unsigned(version, secure_version), load_private_key(key.read_bytes()))
-
+from tests.module_helpers import run_commands, snapshot
+from tests.signing import NEW, OLD, Keys, forged, signed, tool, unsigned
 
 # -- images -----------------------------------------------------------------------------------------------
 
@@ -98,11 +56,9 @@ def test_espsecure_signature_reads_in_ovota(tmp_path: Path, keys: Keys, ovota: C
     other = ovota("image", "verify-signature", "--key", keys.other, out)
     assert other.code == 1
     assert f"its blocks: {keys.digest.hex()} (valid)" in other.err
-    # One flipped byte in the image: the block still parses, but it no longer signs these bytes.
-    tampered = bytearray(out.read_bytes())
-    tampered[100] ^= 1
+    # A forged signature: the block still parses, but it no longer verifies.
     bad = tmp_path / "tampered.bin"
-    bad.write_bytes(tampered)
+    bad.write_bytes(forged(out.read_bytes()))
     assert f"key digest {keys.digest.hex()} (invalid)" in ovota("image", "info", bad).out
     assert ovota("image", "verify-signature", "--key", keys.public, bad).code == 1
     assert ovota("image", "info", plain).out.count("Signature: none") == 1
@@ -222,17 +178,22 @@ def test_module_refuses_unsigned_and_foreign_images(tmp_path: Path, keys: Keys) 
     flash = secure_module(tmp_path, keys)
     sd = tmp_path / "sd"
     sd.mkdir()
-    tampered = bytearray(signed(keys.signing, NEW))
-    tampered[200] ^= 0x40
+    tampered = forged(signed(keys.signing, NEW))
     (sd / "unsigned.bin").write_bytes(unsigned(NEW))
     (sd / "foreign.bin").write_bytes(signed(keys.other, NEW))
-    (sd / "tampered.bin").write_bytes(bytes(tampered))
+    (sd / "tampered.bin").write_bytes(tampered)
     before = snapshot(flash)
     efuses = efuse_path(flash).read_bytes()
-    for name in ("unsigned", "foreign", "tampered"):
+    reasons = {
+        "unsigned": "the image has no signature block",
+        "foreign": f"is signed by key {key_digest(load_private_key(keys.other.read_bytes()).public_key()).hex()}",
+        "tampered": "the signature does not match the image",
+    }
+    for name, reason in reasons.items():
         out = run_commands(flash, f"ota flash vfs /sd/{name}.bin", sd=sd).output
         errors = [line for line in out.splitlines() if line.startswith("Error:")]
         assert errors == ["Error: ESP32 error #5379 finalising OTA operation - state is inconsistent"], out
+        assert reason in out
         assert snapshot(flash) == before
         assert efuse_path(flash).read_bytes() == efuses
     # espsecure's own signature is accepted, and the module boots it.

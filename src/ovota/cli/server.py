@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from aiohttp import web
 
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.cli.rollout import rollout_options, start_rollout
+from ovota.formats.signature import key_digest, load_public_key
 from ovota.server.app import create_app
 from ovota.server.repository import Repository
 
@@ -32,13 +34,19 @@ from ovota.server.repository import Repository
     "--delta-bases", default=3, show_default=True, type=click.IntRange(0, 50),
     help="Make delta patches from this many recent builds of each channel (0: none).",
 )  # fmt: skip
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Serve HTTPS with this certificate chain (PEM).")  # fmt: skip
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The certificate's private key (PEM).")  # fmt: skip
 def server(
     repo: Path, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool,
-    delta_bases: int,
+    delta_bases: int, tls_cert: Path | None, tls_key: Path | None,
 ) -> None:  # fmt: skip
-    """Serve firmware to modules, the download area and the release API."""
+    """Serve firmware to modules, the download area and the release API (HTTPS with --tls-cert/--tls-key;
+    unchanged OVMS modules only speak plain HTTP, so serve them on a second, plain server)."""
     if driven_clock and (workers > 1 or time_scale != 1):
         raise click.UsageError("--driven-clock works with one worker and no --time-scale")
+    tls = _tls_context(tls_cert, tls_key)
     r = Repository(repo)  # create the schema once, before workers race for it
     clock = r.clock(time_scale, driven_clock)  # anchored once, so every worker keeps the same time
     r.close()
@@ -46,11 +54,25 @@ def server(
         if os.fork() == 0:
             break
     scaled = ", driven clock" if driven_clock else f", clock x{time_scale:g}" if time_scale != 1 else ""
-    click.echo(f"ovota server on http://{host}:{port}/firmware/ota/ (repository {repo}, pid {os.getpid()}{scaled})")
+    scheme = "https" if tls else "http"
+    click.echo(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ (repository {repo}, pid {os.getpid()}{scaled})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
     app = create_app(repo, clock, fleet, delta_bases)
-    web.run_app(app, host=host, port=port, reuse_port=workers > 1, print=None, access_log=None)
+    web.run_app(app, host=host, port=port, reuse_port=workers > 1, ssl_context=tls, print=None, access_log=None)
+
+
+def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise click.UsageError("HTTPS needs both --tls-cert and --tls-key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as err:
+        raise click.UsageError(f"cannot use {cert} with {key}: {err}") from None
+    return context
 
 
 @click.group()
@@ -121,9 +143,58 @@ def list_channels(repo: Path) -> None:
     with open_repository(repo) as r:
         for c in r.channels():
             when = datetime.fromtimestamp(c.updated, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            security = r.security(c.build.sha256)
+            signer = security.signers[0][:16] if security.signers else "unsigned"
             click.echo(
-                f"{c.product:<10} {c.tag:<8} {c.build.version:<32} {c.build.size:>9} {when} {c.build.sha256[:16]}"
+                f"{c.product:<10} {c.tag:<8} {c.build.version:<32} {c.build.size:>9} {when} {c.build.sha256[:16]} "
+                f"sv{security.secure_version} {signer}"
             )
+
+
+@release.command("trust")
+@repo_option
+@click.option("--product", help="Product whose channels may only serve builds signed by KEY.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Secure Boot V2 signing key (PEM, public or private: only its public half is used).")  # fmt: skip
+@click.option("--name", help="A label for the key (default: the file name).")
+@click.option("--list", "show", is_flag=True, help="List the trusted keys instead.")
+def trust(repo: Path, product: str | None, key_file: Path | None, name: str | None, show: bool) -> None:
+    """Trust a signing key for a product: from then on its channels only take builds signed by a trusted key."""
+    with open_repository(repo) as r:
+        if show:
+            keys = r.trusted_keys(product)
+            for k in keys:
+                when = datetime.fromtimestamp(k.added, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                click.echo(f"{k.product:<10} {k.digest} {when} {k.name}")
+            if not keys:
+                click.echo("No trusted keys: every product accepts unsigned builds.")
+            return
+        if product is None or key_file is None:
+            raise click.UsageError("give --product and --key (or --list)")
+        digest = key_digest(load_public_key(key_file.read_bytes()))
+        added = r.trust(product, digest, name or key_file.name)
+        state = "now trusts" if added else "already trusted"
+        click.echo(f"{product} {state} key digest {digest.hex()}")
+
+
+@release.command("untrust")
+@repo_option
+@click.option("--product", required=True)
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="The key (PEM).")
+@click.option("--digest", help="Or its digest, as `release trust --list` shows it.")
+def untrust(repo: Path, product: str, key_file: Path | None, digest: str | None) -> None:
+    """Stop trusting a key for a product (with no key left, unsigned builds are accepted again)."""
+    if (key_file is None) == (digest is None):
+        raise click.UsageError("give either --key or --digest")
+    try:
+        raw = key_digest(load_public_key(key_file.read_bytes())) if key_file else bytes.fromhex(digest or "")
+    except ValueError:
+        raise click.UsageError(f"--digest {digest!r} is not a hex SHA-256") from None
+    with open_repository(repo) as r:
+        if not r.untrust(product, raw):
+            raise click.ClickException(f"{product} does not trust key digest {raw.hex()}")
+        left = len(r.trusted_keys(product))
+        click.echo(f"{product} no longer trusts key digest {raw.hex()} ({left} trusted key(s) left)")
 
 
 @click.group()

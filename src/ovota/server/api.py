@@ -14,12 +14,16 @@ from ovota.server.repository import Channel, NotFound, Repository, RepositoryErr
 from ovota.server.rollout_policy import PolicyError
 from ovota.server.rollouts import parse_settings, status_summary
 from ovota.server.state import BIN, REPO_KEY, STATE_KEY
+from ovota.server.trust import BuildSecurity
 
 MAX_UPLOAD = 16 * 1024 * 1024
 
 
-def channel_json(channel: Channel, base: str, patches: list[Delta] | None = None) -> dict[str, Any]:
-    """A channel as the JSON listing and the API show it; ``patches``: the delta patches to its build."""
+def channel_json(
+    channel: Channel, base: str, security: BuildSecurity, patches: list[Delta] | None = None
+) -> dict[str, Any]:
+    """A channel as the JSON listing and the API show it: with the build's secure version and signers
+    (Secure Boot V2 key digests), and ``patches``, the delta patches to its build."""
     build = channel.build
     listed = (
         {}
@@ -35,8 +39,15 @@ def channel_json(channel: Channel, base: str, patches: list[Delta] | None = None
         "updated": formatdate(channel.updated, usegmt=True),
         "url": f"{base}/firmware/ota/{channel.product}/{channel.tag}/{BIN}",
         "immutable_url": f"{base}/firmware/builds/{build.sha256}/{BIN}",
+        "secure_version": security.secure_version,
+        "signers": list(security.signers),
         **listed,
     }
+
+
+def _channel_answer(request: web.Request, channel: Channel, status: int = 200) -> web.Response:
+    security = request.app[REPO_KEY].security(channel.build.sha256)
+    return web.json_response(channel_json(channel, f"{request.scheme}://{request.host}", security), status=status)
 
 
 def _api_error(status: int, message: str) -> web.Response:
@@ -61,7 +72,8 @@ async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
 
 async def api_channels(request: web.Request) -> web.Response:
     base = f"{request.scheme}://{request.host}"
-    return web.json_response([channel_json(c, base) for c in request.app[REPO_KEY].channels()])
+    repo = request.app[REPO_KEY]
+    return web.json_response([channel_json(c, base, repo.security(c.build.sha256)) for c in repo.channels()])
 
 
 async def api_publish(request: web.Request) -> web.Response:
@@ -85,7 +97,12 @@ async def api_publish(request: web.Request) -> web.Response:
         data, fields["tag"], fields.get("product") or None, fields.get("changelog", "")
     )
     request.app[STATE_KEY].invalidate()
-    return web.json_response(channel_json(channel, f"{request.scheme}://{request.host}"), status=201)
+    return web.json_response(
+        channel_json(
+            channel, f"{request.scheme}://{request.host}", request.app[REPO_KEY].security(channel.build.sha256)
+        ),
+        status=201,
+    )
 
 
 async def _json_body(request: web.Request, *keys: str) -> list[str]:
@@ -102,14 +119,22 @@ async def api_promote(request: web.Request) -> web.Response:
     product, source, target = await _json_body(request, "product", "from", "to")
     channel = request.app[REPO_KEY].promote(product, source, target)
     request.app[STATE_KEY].invalidate()
-    return web.json_response(channel_json(channel, f"{request.scheme}://{request.host}"))
+    return web.json_response(
+        channel_json(
+            channel, f"{request.scheme}://{request.host}", request.app[REPO_KEY].security(channel.build.sha256)
+        )
+    )
 
 
 async def api_rollback(request: web.Request) -> web.Response:
     product, tag = await _json_body(request, "product", "tag")
     channel = request.app[REPO_KEY].rollback(product, tag)
     request.app[STATE_KEY].invalidate()
-    return web.json_response(channel_json(channel, f"{request.scheme}://{request.host}"))
+    return web.json_response(
+        channel_json(
+            channel, f"{request.scheme}://{request.host}", request.app[REPO_KEY].security(channel.build.sha256)
+        )
+    )
 
 
 def create_api(repo: Repository, app: web.Application) -> web.Application:

@@ -129,7 +129,12 @@ async def listing(request: web.Request) -> web.Response:
     if (product or tag) and not channels:
         return _not_found(product or "", tag or "")
     if _wants_json(request):
-        return web.json_response([channel_json(c, base, deltas.for_target(repo, c.build.sha256)) for c in channels])
+        return web.json_response(
+            [
+                channel_json(c, base, repo.security(c.build.sha256), deltas.for_target(repo, c.build.sha256))
+                for c in channels
+            ]
+        )
     crumbs = [("firmware/ota", "/firmware/ota/")]
     if product is None:
         products = sorted({c.product for c in channels})
@@ -149,13 +154,16 @@ async def listing(request: web.Request) -> web.Response:
     updated = html.escape(formatdate(c.updated, usegmt=True))
     bin_url = f"/firmware/ota/{product}/{tag}/{BIN}"
     copy = f'<button type="button" class="copy" data-url="{html.escape(bin_url)}">Copy URL</button>'
+    security = repo.security(c.build.sha256)
+    signers = "".join(f"<code>{d}</code> " for d in security.signers) or "unsigned"
     rows = [
         [_link(bin_url, BIN) + copy, str(c.build.size), html.escape(c.build.version), updated,
-         f"<code>{c.build.sha256}</code>"],
+         f"<code>{c.build.sha256}</code>", str(security.secure_version), signers],
         [_link(f"/firmware/ota/{product}/{tag}/{VER}", VER), str(len(c.ver_file)), html.escape(c.build.version),
-         updated, ""],
+         updated, "", "", ""],
     ]  # fmt: skip
-    return _page(f"{product} / {tag}", crumbs, ["File", "Size", "Version", "Updated", "SHA-256"], rows)
+    head = ["File", "Size", "Version", "Updated", "SHA-256", "Secure version", "Signed by"]
+    return _page(f"{product} / {tag}", crumbs, head, rows)
 
 
 # -- API --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+TLS_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,17 @@ class BlobResponse(web.StreamResponse):
         self._blob = blob
         self._on_sent = on_sent
 
+    async def _copy(self, blob: OpenBlob, offset: int, count: int) -> None:
+        """The body through TLS, which the kernel cannot encrypt: positional reads (the open file is shared by
+        concurrent requests, so its file position must not be used) written through the response."""
+        end = offset + count
+        while offset < end:
+            chunk = os.pread(blob.file.fileno(), min(TLS_CHUNK, end - offset), offset)
+            if not chunk:
+                raise ConnectionResetError(f"blob ended at {offset} of {end} bytes")
+            await self.write(chunk)
+            offset += len(chunk)
+
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         blob = self._blob
         if_none_match = request.headers.get("If-None-Match")
@@ -126,7 +138,10 @@ class BlobResponse(web.StreamResponse):
             if request.method == "HEAD" or count == 0:
                 return writer
             try:
-                await request._loop.sendfile(transport, blob.file, offset, count)
+                if transport.get_extra_info("sslcontext") is not None:
+                    await self._copy(blob, offset, count)
+                else:
+                    await request._loop.sendfile(transport, blob.file, offset, count)
             except BaseException:
                 if self._on_sent is not None:
                     self._on_sent(0, False)

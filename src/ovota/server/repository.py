@@ -21,11 +21,15 @@ from pathlib import Path
 from ovota.files import write_atomic
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
+from ovota.formats.signature import read_signatures
 from ovota.formats.version_marker import image_version
 from ovota.formats.versions import check_version, escape_text, strverscmp
 from ovota.server.clock import ServerClock
 from ovota.server.rollout_policy import ACTIVE_STATES
 from ovota.server.schema import SCHEMA
+from ovota.server.trust import BuildSecurity, TrustedKey, UntrustedBuild, check_trusted, image_security, trusted_keys
+from ovota.server.trust import trust as add_trusted
+from ovota.server.trust import untrust as remove_trusted
 
 OLD_SLOT = 0x400000  # v3.x products: 4 MB OTA slots
 NEW_SLOT = 0x700000  # v3.x-5 products: 7 MB OTA slots
@@ -145,8 +149,10 @@ class Repository:
         problem = image.verify().first_failure()
         if problem:
             raise RepositoryError(f"not a valid firmware image: {problem}")
-        if image.length != len(data):
-            raise RepositoryError(f"firmware image is {image.length} bytes but the upload has {len(data)}")
+        signatures = read_signatures(data, image.length)
+        expected = image.length if signatures is None else signatures.end  # a signed file ends with its sector
+        if expected != len(data):
+            raise RepositoryError(f"firmware image is {expected} bytes but the upload has {len(data)}")
         desc = image.app_descriptor()
         # OVMS treats an empty marker like a missing one; the app descriptor then names the version.
         raw = image_version(data) or (desc.version.encode() if desc else b"")
@@ -158,8 +164,8 @@ class Repository:
             raise RepositoryError(f"firmware image has an unusable version: {err}") from None
         return version, escape_text(desc.project_name) if desc else ""
 
-    def _store(self, data: bytes, version: str, project: str, changelog: str) -> Build:
-        """Write the blob (fsynced) and its row; the same bytes always give the same build."""
+    def _store(self, data: bytes, version: str, project: str, changelog: str, security: BuildSecurity) -> Build:
+        """Write the blob (fsynced) and its rows; the same bytes always give the same build."""
         sha256 = hashlib.sha256(data).hexdigest()
         self.write_blob(sha256, data)
         with self.transaction() as db:
@@ -167,6 +173,7 @@ class Repository:
                 "INSERT OR IGNORE INTO builds VALUES (?, ?, ?, ?, ?, ?)",
                 (sha256, len(data), version, project, changelog, time.time()),
             )
+            _record_security(db, sha256, security)
             if changelog:
                 db.execute("UPDATE builds SET changelog = ? WHERE sha256 = ?", (changelog, sha256))
         return self.build(sha256)
@@ -202,11 +209,15 @@ class Repository:
     # -- channels ---------------------------------------------------------------------------------------
 
     def add_build(self, data: bytes, product: str | None = None, changelog: str = "") -> tuple[Build, str]:
-        """Validate and store an image without pointing any channel at it: (build, its product)."""
+        """Validate and store an image without pointing any channel at it: (build, its product). An image
+        the product cannot serve (too big, not signed by a key it trusts) is refused before anything is
+        written."""
         version, project = self.inspect(data)
         product = check_name("product", product or default_product(version))
         _check_fits(len(data), product)
-        return self._store(data, version, project, changelog), product
+        security = image_security(data)
+        self._check_trusted(product, security)
+        return self._store(data, version, project, changelog, security), product
 
     def publish(
         self, data: bytes, tag: str, product: str | None = None, changelog: str = "", force: bool = False
@@ -233,12 +244,45 @@ class Repository:
             raise RepositoryError(f"{product}/{tag} has no earlier build to roll back to")
         return self._point(product, tag, self.build(previous), "rollback")
 
-    def check_fits(self, build: Build, product: str) -> None:
-        """RepositoryError unless the build fits the product's OTA slot."""
+    def check_servable(self, build: Build, product: str) -> None:
+        """RepositoryError unless the build fits the product's OTA slot and is signed as the product requires."""
         _check_fits(build.size, product)
+        self._check_trusted(product, self.security(build.sha256))
+
+    def _check_trusted(self, product: str, security: BuildSecurity) -> None:
+        try:
+            check_trusted(self.db, product, security)
+        except UntrustedBuild as err:
+            raise RepositoryError(str(err)) from None
+
+    def security(self, sha256: str) -> BuildSecurity:
+        """A build's secure version and signers (read from its blob once for builds stored before they were
+        recorded)."""
+        row = self.db.execute(
+            "SELECT secure_version, signers FROM build_security WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        if row is not None:
+            return BuildSecurity(int(row[0]), tuple(str(row[1]).split()))
+        security = image_security(self.blob_path(sha256).read_bytes())
+        with self.transaction() as db:
+            _record_security(db, sha256, security)
+        return security
+
+    # -- trusted keys -----------------------------------------------------------------------------------
+
+    def trust(self, product: str, digest: bytes, name: str) -> bool:
+        with self.transaction() as db:
+            return add_trusted(db, check_name("product", product), digest.hex(), name)
+
+    def untrust(self, product: str, digest: bytes) -> bool:
+        with self.transaction() as db:
+            return remove_trusted(db, product, digest.hex())
+
+    def trusted_keys(self, product: str | None = None) -> list[TrustedKey]:
+        return trusted_keys(self.db, product)
 
     def _point(self, product: str, tag: str, build: Build, action: str, force: bool = False) -> Channel:
-        _check_fits(build.size, product)
+        self.check_servable(build, product)
         now = time.time()
         with self.transaction() as db:
             active = db.execute(
@@ -305,6 +349,13 @@ class Repository:
     def token_name(self, token: str) -> str | None:
         row = self.db.execute("SELECT name FROM tokens WHERE digest = ?", (_token_digest(token),)).fetchone()
         return None if row is None else str(row[0])
+
+
+def _record_security(db: sqlite3.Connection, sha256: str, security: BuildSecurity) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO build_security VALUES (?, ?, ?)",
+        (sha256, security.secure_version, " ".join(security.signers)),
+    )
 
 
 def _check_fits(size: int, product: str) -> None:

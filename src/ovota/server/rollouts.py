@@ -259,7 +259,7 @@ class Rollouts:
             raise RolloutError(
                 f"{product}/{tag} already has a {existing.state} rollout ({existing.to_build.version}): abort it first"
             )
-        self.repo.check_fits(build, product)
+        self.repo.check_servable(build, product)
         with self.repo.transaction() as db:
             cursor = db.execute(
                 f"INSERT INTO rollouts ({_COLUMNS}) VALUES (NULL, {', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?)",

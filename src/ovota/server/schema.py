@@ -123,6 +123,19 @@ CREATE TABLE IF NOT EXISTS deltas (
     claimed REAL NOT NULL,
     PRIMARY KEY (base_hash, target_sha256)
 );
+-- Secure Boot V2: the keys (SHA-256 digests, hex) each product trusts, and what each build is signed with.
+CREATE TABLE IF NOT EXISTS trusted_keys (
+    product TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    name TEXT NOT NULL,
+    added REAL NOT NULL,
+    PRIMARY KEY (product, digest)
+);
+CREATE TABLE IF NOT EXISTS build_security (
+    sha256 TEXT PRIMARY KEY REFERENCES builds(sha256),
+    secure_version INTEGER NOT NULL,
+    signers TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
