@@ -3,7 +3,10 @@ module that refuses what its eFuses do not allow, with nothing it relies on chan
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,9 +17,11 @@ from ovota.device.layout import read_layout
 from ovota.device.module import Module, create_module
 from ovota.formats.app_image import AppImage
 from ovota.formats.efuse import Efuses
-from ovota.formats.signature import key_digest, load_private_key
+from ovota.formats.signature import key_digest, load_private_key, sign_image
 from tests.conftest import CliRunner
 from tests.module_helpers import run_commands, snapshot
+from tests.real_builds import real_shaped_build
+from tests.servers import OvotaServer, StaticServer
 from tests.signing import NEW, OLD, Keys, forged, signed, tool, unsigned
 
 # -- images -----------------------------------------------------------------------------------------------
@@ -309,3 +314,64 @@ def test_power_cut_during_signed_update_and_counter_raise(tmp_path: Path, keys: 
         efuse_ops += counter != 1
     assert efuse_ops > 0  # some cuts came after the counter was raised
     assert total >= 10
+
+
+# -- the other flash paths --------------------------------------------------------------------------------
+
+
+def test_secure_module_updates_by_delta_from_a_trusting_server(tmp_path: Path, keys: Keys, ovota: CliRunner) -> None:
+    private = load_private_key(keys.signing.read_bytes())
+    builds = {v: sign_image(real_shaped_build(v.encode(), rodata=300_000, seed=b"tree"), private) for v in (OLD, NEW)}
+    repo = tmp_path / "repo"
+    assert ovota("release", "trust", "--repo", repo, "--product", "v3.3-5", "--key", keys.public).code == 0
+    for version in (OLD, NEW):
+        (tmp_path / "x.bin").write_bytes(builds[version])
+        run = ovota("release", "publish", tmp_path / "x.bin", "--repo", repo, "--tag", "main")
+        assert run.code == 0, run.err
+    server = OvotaServer(repo, deltas=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not delta_listed(server):
+            assert time.monotonic() < deadline, "no delta patch was made"
+            time.sleep(0.2)
+        flash = tmp_path / "m.img"
+        create_module(flash, "v3-35", builds[OLD], None, keys.digest)
+        run_commands(flash, f"config set ota server {server.base}", "config set ota delta yes")
+        out = run_commands(flash, "ota flash http", "module reset", "ota status nocheck").output
+        assert "Delta applied" in out and "OTA flash was successful" in out, out
+        assert "Running partition: ota_1" in out and f"Firmware:          {NEW}/ota_1/main" in out
+        with Flash(flash) as chip:
+            slot = read_layout(chip).get("ota_1")
+            assert slot is not None
+            assert chip.read(slot.offset, len(builds[NEW])) == builds[NEW]  # signature sector included
+    finally:
+        server.stop()
+
+
+def delta_listed(server: OvotaServer) -> bool:
+    request = urllib.request.Request(f"{server.url}/firmware/ota/v3.3-5/main/", headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return bool(json.loads(response.read())[0].get("deltas"))
+
+
+def test_sd_card_and_automatic_update_refuse_unsigned(tmp_path: Path, keys: Keys, ovota: CliRunner) -> None:
+    flash = secure_module(tmp_path, keys)
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "ovms3.bin").write_bytes(unsigned(NEW))
+    before = snapshot(flash)
+    run = ovota("module", "run", flash, "--sd", sd, "--", "ota status nocheck")
+    assert "I (ota) AutoFlashSD OTA flash failed" in run.out, run.out
+    assert "Running partition: ota_0" in run.out
+    assert snapshot(flash) == before and (sd / "ovms3.bin").exists()
+    root = tmp_path / "www"
+    static = StaticServer(root)
+    try:
+        static.publish("v3.3-5", "main", unsigned(NEW), f"{NEW}\n")
+        run_commands(flash, f"config set ota server {static.base}")
+        before = snapshot(flash)
+        out = run_commands(flash, "ota flash auto force").output
+        assert "AutoFlash: ESP32 error #5379: secure boot: the image has no signature block" in out, out
+        assert snapshot(flash) == before
+    finally:
+        static.stop()

@@ -25,7 +25,7 @@ import aiohttp
 from ovota.device.fetch import MIN_DOWNLOAD, parse_ver
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
-from ovota.formats.delta import apply_patch_bytes
+from ovota.formats.delta import apply_patch_bytes, validation_hash
 from ovota.formats.version_marker import image_version
 from ovota.formats.versions import buildverscmp, check_version
 from ovota.sim.http import HttpFailed, Server, ovms_get
@@ -138,7 +138,7 @@ class Simulation:
             if buildverscmp(server_version.version, module.metric(self.product, self.tag)) <= 0:
                 return None
             base = self.images.get(module.version) if self.delta else None
-            extra = {"A-IM": "esp-delta-ota", "If-None-Match": f'"{base[-32:].hex()}"'} if base else None
+            extra = {"A-IM": "esp-delta-ota", "If-None-Match": f'"{validation_hash(base).hex()}"'} if base else None
             reply = await ovms_get(self.server, f"{self.base}/ovms3.bin", agent, extra=extra)
             self.stats.checkins += 1
         except HttpFailed:
