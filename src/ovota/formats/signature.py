@@ -121,7 +121,7 @@ def read_signatures(data: bytes | memoryview, image_length: int) -> Signatures |
     found = tuple(b for b in blocks if b is not None)
     if not found:
         return None
-    return Signatures(offset, hashlib.sha256(data[:offset]).digest(), found)
+    return Signatures(offset, hashlib.sha256(memoryview(data)[:offset]).digest(), found)
 
 
 def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
