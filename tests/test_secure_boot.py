@@ -373,5 +373,9 @@ def test_sd_card_and_automatic_update_refuse_unsigned(tmp_path: Path, keys: Keys
         out = run_commands(flash, "ota flash auto force").output
         assert "AutoFlash: ESP32 error #5379: secure boot: the image has no signature block" in out, out
         assert snapshot(flash) == before
+        out = run_commands(flash, "ota flash http").output
+        errors = [line for line in out.splitlines() if line.startswith("Error:")]
+        assert errors == ["Error: ESP32 error #5379 finalising OTA operation - state is inconsistent"], out
+        assert snapshot(flash) == before
     finally:
         static.stop()

@@ -67,6 +67,9 @@ def test_publish_refuses_unsigned_and_foreign_builds(tmp_path: Path, trusted_rep
     (tmp_path / "tampered.bin").write_bytes(forged(signed(keys.signing, NEW)))
     run = ovota("release", "publish", tmp_path / "tampered.bin", "--repo", trusted_repo, "--tag", "main")
     assert run.code == 2 and "no valid signature" in run.err, run.err
+    rollout = ovota("release", "publish", tmp_path / "unsigned.bin", "--repo", trusted_repo, "--tag", "main",
+                    "--rollout", "1,100")  # fmt: skip
+    assert rollout.code == 2 and "only accepts images signed by" in rollout.err
     # Moving a channel to the old unsigned build is refused as well.
     promote = ovota("release", "promote", "--repo", trusted_repo, "--product", PRODUCT, "--from", "edge",
                     "--to", "main")  # fmt: skip
