@@ -13,6 +13,7 @@ from tests.browser import screenshot_path
 from tests.conftest import CliRunner
 from tests.module_helpers import image
 from tests.servers import OvotaServer
+from tests.signing import Keys, signed, unsigned
 
 MAIN = "3.3.006"
 NEW = "3.3.007-12-gabcdef0"
@@ -105,6 +106,32 @@ def test_bad_upload_is_refused_visibly(browser: Browser, server: tuple[OvotaServ
     expect(page.locator("#publish-message")).to_contain_text("not a valid firmware image: not an ESP32 image")
     expect(page.locator("#publish-message")).to_have_class("error")
     assert ver(srv, "edge") == MAIN
+
+
+def test_console_publish_follows_trusted_keys(
+    browser: Browser, server: tuple[OvotaServer, str], tmp_path: Path, keys: Keys, ovota: CliRunner
+) -> None:
+    srv, token = server
+    trusted = ovota("release", "trust", "--repo", srv.repo, "--product", "v3.3-5", "--key", keys.public)
+    assert trusted.code == 0, trusted.err
+    (tmp_path / "unsigned.bin").write_bytes(unsigned(NEW))
+    (tmp_path / "signed.bin").write_bytes(signed(keys.signing, NEW, secure_version=5))
+    page = browser.new_page()
+    page.goto(f"{srv.url}/console/login")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_label("Firmware image (ovms3.bin)").set_input_files(str(tmp_path / "unsigned.bin"))
+    page.get_by_role("button", name="Publish").click()
+    expect(page.locator("#publish-message")).to_contain_text(f"only accepts images signed by {keys.digest.hex()}")
+    expect(page.locator("#publish-message")).to_have_class("error")
+    assert ver(srv, "edge") == MAIN
+    page.get_by_label("Firmware image (ovms3.bin)").set_input_files(str(tmp_path / "signed.bin"))
+    page.get_by_role("button", name="Publish").click()
+    expect(page.locator("#channel-v3\\.3-5-edge .version")).to_have_text(NEW)
+    page.goto(f"{srv.url}/firmware/ota/v3.3-5/edge/")
+    expect(page.get_by_role("cell", name=keys.digest.hex())).to_be_visible()
+    expect(page.get_by_role("cell", name="5", exact=True)).to_be_visible()
+    page.screenshot(path=screenshot_path("server-download-area-signed"), full_page=True)
 
 
 def test_download_area_on_a_phone(browser: Browser, server: tuple[OvotaServer, str]) -> None:
