@@ -17,6 +17,7 @@ from rich.table import Table
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.files import write_atomic
 from ovota.formats import FormatError
+from ovota.server.backends import Backends
 from ovota.server.fleet import list_modules, module_json
 from ovota.sim.fleet import FailureModel, Simulation, first_image, first_version, make_fleet, run
 from ovota.sim.http import HttpFailed, Server
@@ -32,7 +33,7 @@ def fleet() -> None:
 @click.option("--product", help="Only modules of this product.")
 @click.option("--tag", help="Only modules following this channel.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
-def list_fleet(repo: Path, product: str | None, tag: str | None, as_json: bool) -> None:
+def list_fleet(repo: Backends, product: str | None, tag: str | None, as_json: bool) -> None:
     """Every registered module: vehicle id, product, channel, version, partition, address, last seen."""
     with open_repository(repo) as r:
         modules = list_modules(r.db, product, tag)

@@ -1,31 +1,62 @@
-"""The ``--repo`` option and opening a repository for a command, shared by the server-side commands."""
+"""The repository options (``--repo``, or ``--db`` and ``--blobs``) and opening a repository for a command."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ovota.formats import FormatError
+from ovota.server.backends import Backends
+from ovota.server.database import DatabaseUnavailable
 from ovota.server.repository import Repository, RepositoryError
 from ovota.server.rollout_policy import PolicyError
 
 DEFAULT_REPO = Path("ovota-repo")
-repo_option = click.option(
-    "--repo", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_REPO, show_default=True,
-    help="Repository folder (created if missing).",
-)  # fmt: skip
+
+
+def repo_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--repo DIR`` (default ./ovota-repo) and ``--db URL`` + ``--blobs s3://…`` (also OVOTA_DB and
+    OVOTA_BLOBS); the command receives them as one ``repo: Backends``."""
+
+    @click.option(
+        "--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help=f"Repository folder, created if missing (default: {DEFAULT_REPO}).",
+    )  # fmt: skip
+    @click.option("--db", envvar="OVOTA_DB", help="PostgreSQL URL (postgresql://…), with --blobs, instead of --repo.")
+    @click.option("--blobs", envvar="OVOTA_BLOBS", help="S3 blob store (s3://BUCKET[/PREFIX]), with --db.")
+    @functools.wraps(command)
+    def wrapper(*args: Any, repo: Path | None, db: str | None, blobs: str | None, **kwargs: Any) -> Any:
+        return command(*args, repo=backends(repo, db, blobs), **kwargs)
+
+    return wrapper
+
+
+def backends(repo: Path | None, db: str | None, blobs: str | None) -> Backends:
+    if repo is not None and (db or blobs):
+        raise click.UsageError("give --repo, or --db and --blobs (OVOTA_DB, OVOTA_BLOBS), not both")
+    if repo is None and not (db or blobs):
+        repo = DEFAULT_REPO
+    try:
+        return Backends(folder=repo) if repo is not None else Backends(db=db, blobs=blobs)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
 
 
 @contextmanager
-def open_repository(repo: Path) -> Iterator[Repository]:
+def open_repository(repo: Path | Backends) -> Iterator[Repository]:
     """Open the repository; its refusals become one Error: line and exit 2."""
-    r = Repository(repo)
+    try:
+        r = Repository(repo)
+    except DatabaseUnavailable as err:
+        raise FormatError(str(err)) from None
     try:
         yield r
-    except (RepositoryError, PolicyError) as err:
+    except (RepositoryError, PolicyError, DatabaseUnavailable) as err:
         raise FormatError(str(err)) from None
     finally:
         r.close()

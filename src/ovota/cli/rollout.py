@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from ovota.cli.repo_access import open_repository, repo_option
+from ovota.server.backends import Backends
 from ovota.server.repository import Build, Repository
 from ovota.server.rollouts import Rollout, Rollouts, parse_settings, status_summary
 
@@ -71,7 +71,7 @@ def _channel_options(function: F) -> F:
 @click.option("--build", "build_ref", required=True, help="A version or SHA-256 prefix of a build in the repository.")
 @click.option("--steps", default="1,10,50,100", show_default=True, help="Percent of the channel's modules per step.")
 @rollout_options
-def start(repo: Path, product: str, tag: str, build_ref: str, steps: str, **options: Any) -> None:
+def start(repo: Backends, product: str, tag: str, build_ref: str, steps: str, **options: Any) -> None:
     """Roll a build out to a channel in steps; the channel keeps its build until the last step."""
     with open_repository(repo) as r:
         start_rollout(r, product, tag, r.find_build(build_ref), steps, **options)
@@ -81,7 +81,7 @@ def start(repo: Path, product: str, tag: str, build_ref: str, steps: str, **opti
 @repo_option
 @_channel_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(repo: Path, product: str, tag: str, as_json: bool) -> None:
+def status(repo: Backends, product: str, tag: str, as_json: bool) -> None:
     """The channel's active (else latest) rollout: step, states per step, and why it halted."""
     with open_repository(repo) as r:
         rollouts = Rollouts(r)
@@ -119,7 +119,7 @@ def describe(summary: dict[str, Any]) -> list[str]:
 
 
 def _change(action: str) -> Callable[..., None]:
-    def command(repo: Path, product: str, tag: str) -> None:
+    def command(repo: Backends, product: str, tag: str) -> None:
         with open_repository(repo) as r:
             rollouts = Rollouts(r)
             changed = getattr(rollouts, action)(product, tag, r.clock().now())
@@ -139,7 +139,7 @@ for _action in ("pause", "resume", "abort"):
 
 @rollout.command("list")
 @repo_option
-def list_rollouts(repo: Path) -> None:
+def list_rollouts(repo: Backends) -> None:
     """Every rollout, newest last."""
     with open_repository(repo) as r:
         for item in Rollouts(r).every():

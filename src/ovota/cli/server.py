@@ -16,6 +16,7 @@ from ovota.cli.repo_access import open_repository, repo_option
 from ovota.cli.rollout import rollout_options, start_rollout
 from ovota.formats.signature import key_digest, load_public_key
 from ovota.server.app import create_app
+from ovota.server.backends import Backends
 from ovota.server.repository import Repository
 
 
@@ -39,7 +40,7 @@ from ovota.server.repository import Repository
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The certificate's private key (PEM).")  # fmt: skip
 def server(
-    repo: Path, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool,
+    repo: Backends, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool,
     delta_bases: int, tls_cert: Path | None, tls_key: Path | None,
 ) -> None:  # fmt: skip
     """Serve firmware to modules, the download area and the release API (HTTPS with --tls-cert/--tls-key;
@@ -55,7 +56,8 @@ def server(
             break
     scaled = ", driven clock" if driven_clock else f", clock x{time_scale:g}" if time_scale != 1 else ""
     scheme = "https" if tls else "http"
-    click.echo(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ (repository {repo}, pid {os.getpid()}{scaled})")
+    where = f"repository {repo.describe()}, pid {os.getpid()}{scaled}"
+    click.echo(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ ({where})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
     app = create_app(repo, clock, fleet, delta_bases)
@@ -90,7 +92,7 @@ def release() -> None:
 @click.option("--rollout", "steps", help="Roll the build out in steps (e.g. 1,10,50,100) instead of at once.")
 @rollout_options
 def publish(
-    image: Path, repo: Path, tag: str, product: str | None, changelog: Path | None, force: bool, steps: str | None,
+    image: Path, repo: Backends, tag: str, product: str | None, changelog: Path | None, force: bool, steps: str | None,
     **options: Any,
 ) -> None:  # fmt: skip
     """Validate IMAGE and make it the current build of a channel (or start a rollout of it)."""
@@ -115,7 +117,9 @@ def publish(
 @click.option("--force", is_flag=True, help="Promote even if channel TO has a rollout (which is aborted).")
 @click.option("--rollout", "steps", help="Roll the build out to TO in steps (e.g. 1,10,50,100).")
 @rollout_options
-def promote(repo: Path, product: str, source: str, target: str, force: bool, steps: str | None, **options: Any) -> None:
+def promote(
+    repo: Backends, product: str, source: str, target: str, force: bool, steps: str | None, **options: Any
+) -> None:
     """Point channel TO at the build channel FROM has (or start a rollout of it)."""
     with open_repository(repo) as r:
         if steps:
@@ -129,7 +133,7 @@ def promote(repo: Path, product: str, source: str, target: str, force: bool, ste
 @repo_option
 @click.option("--product", required=True)
 @click.option("--tag", required=True)
-def rollback(repo: Path, product: str, tag: str) -> None:
+def rollback(repo: Backends, product: str, tag: str) -> None:
     """Point a channel back at its previous build."""
     with open_repository(repo) as r:
         channel = r.rollback(product, tag)
@@ -138,7 +142,7 @@ def rollback(repo: Path, product: str, tag: str) -> None:
 
 @release.command("list")
 @repo_option
-def list_channels(repo: Path) -> None:
+def list_channels(repo: Backends) -> None:
     """Show every channel and its current build."""
     with open_repository(repo) as r:
         for c in r.channels():
@@ -158,7 +162,7 @@ def list_channels(repo: Path) -> None:
               help="Secure Boot V2 signing key (PEM, public or private: only its public half is used).")  # fmt: skip
 @click.option("--name", help="A label for the key (default: the file name).")
 @click.option("--list", "show", is_flag=True, help="List the trusted keys instead.")
-def trust(repo: Path, product: str | None, key_file: Path | None, name: str | None, show: bool) -> None:
+def trust(repo: Backends, product: str | None, key_file: Path | None, name: str | None, show: bool) -> None:
     """Trust a signing key for a product: from then on its channels only take builds signed by a trusted key."""
     with open_repository(repo) as r:
         if show:
@@ -182,7 +186,7 @@ def trust(repo: Path, product: str | None, key_file: Path | None, name: str | No
 @click.option("--product", required=True)
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="The key (PEM).")
 @click.option("--digest", help="Or its digest, as `release trust --list` shows it.")
-def untrust(repo: Path, product: str, key_file: Path | None, digest: str | None) -> None:
+def untrust(repo: Backends, product: str, key_file: Path | None, digest: str | None) -> None:
     """Stop trusting a key for a product (with no key left, unsigned builds are accepted again)."""
     if (key_file is None) == (digest is None):
         raise click.UsageError("give either --key or --digest")
@@ -205,7 +209,7 @@ def token() -> None:
 @token.command("create")
 @repo_option
 @click.option("--name", required=True, help="Who or what uses the token.")
-def create_token(repo: Path, name: str) -> None:
+def create_token(repo: Backends, name: str) -> None:
     """Create a token and print it once."""
     with open_repository(repo) as r:
         click.echo(r.create_token(name))

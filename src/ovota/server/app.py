@@ -19,6 +19,7 @@ from aiohttp import web
 
 from ovota.server import deltas
 from ovota.server.api import MAX_UPLOAD, channel_json, create_api
+from ovota.server.backends import Backends
 from ovota.server.blob_response import BlobResponse
 from ovota.server.clock import ServerClock
 from ovota.server.deltas import Delta
@@ -196,10 +197,13 @@ async def clock_advance(request: web.Request) -> web.Response:
 
 
 def create_app(
-    repo_root: Path, clock: ServerClock | None = None, fleet: bool = True, delta_bases: int = deltas.DEFAULT_BASES
+    repo_root: Path | Backends,
+    clock: ServerClock | None = None,
+    fleet: bool = True,
+    delta_bases: int = deltas.DEFAULT_BASES,
 ) -> web.Application:
-    """The server over the repository at ``repo_root``; ``fleet=False`` turns the fleet registry off;
-    patches are made from the last ``delta_bases`` builds of each channel (0: none)."""
+    """The server over the repository at ``repo_root`` (a folder, or cluster backends); ``fleet=False`` turns
+    the fleet registry off; patches are made from the last ``delta_bases`` builds of each channel (0: none)."""
     repo = Repository(repo_root)
     app = web.Application(client_max_size=MAX_UPLOAD)
     app[REPO_KEY] = repo

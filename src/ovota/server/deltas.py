@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ovota.formats import FormatError
 from ovota.formats.delta import create_patch, validation_hash
+from ovota.server.backends import Backends
 from ovota.server.repository import Build, NotFound, Repository
 from ovota.server.rollout_policy import ACTIVE_STATES
 
@@ -126,14 +127,17 @@ def claim(repo: Repository, job: Job) -> bool:
         if row is not None and not (row[0] == "making" and now - float(row[1]) > CLAIM_SECONDS):
             return False
         db.execute(
-            "INSERT OR REPLACE INTO deltas VALUES (?, ?, 'making', '', 0, ?)", (job.base_hash, job.target_sha256, now)
+            "INSERT INTO deltas VALUES (?, ?, 'making', '', 0, ?) ON CONFLICT (base_hash, target_sha256) DO UPDATE "
+            "SET state = excluded.state, patch_sha256 = excluded.patch_sha256, size = excluded.size, "
+            "claimed = excluded.claimed",
+            (job.base_hash, job.target_sha256, now),
         )
     return True
 
 
-def make(repo_root: Path, job: Job) -> tuple[str, int]:
+def make(where: Path | Backends, job: Job) -> tuple[str, int]:
     """Make one patch (run in a worker process): store it as a blob and record it. Returns (state, size)."""
-    repo = Repository(repo_root)
+    repo = Repository(where)
     try:
         base = repo.blob_path(job.base_sha256).read_bytes()
         target = repo.blob_path(job.target_sha256).read_bytes()

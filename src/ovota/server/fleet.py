@@ -10,11 +10,11 @@ for the database. A crash loses at most the batch not yet written.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ovota.server.database import Database
 from ovota.server.repository import Repository
 from ovota.server.rollouts import Rollouts
 
@@ -140,7 +140,8 @@ class FleetRecorder:
                 "INSERT INTO modules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (module) DO UPDATE SET "
                 "vehicle_id = excluded.vehicle_id, product = excluded.product, tag = excluded.tag, "
                 "version = excluded.version, partition = excluded.partition, address = excluded.address, "
-                "last_seen = max(last_seen, excluded.last_seen), checkins = checkins + 1",
+                "last_seen = CASE WHEN excluded.last_seen > modules.last_seen THEN excluded.last_seen "
+                "ELSE modules.last_seen END, checkins = modules.checkins + 1",
                 [(c.module, c.agent.vehicle_id, c.product, c.tag, c.agent.version, c.agent.partition, c.address,
                   c.at, c.at) for c in checkins],
             )  # fmt: skip
@@ -151,12 +152,12 @@ class FleetRecorder:
             )
             db.executemany(
                 "INSERT INTO request_counts VALUES (?, ?) "
-                "ON CONFLICT (kind) DO UPDATE SET count = count + excluded.count",
+                "ON CONFLICT (kind) DO UPDATE SET count = request_counts.count + excluded.count",
                 list(anonymous.items()),
             )
             self._apply_to_rollouts(db, checkins, downloads)
 
-    def _apply_to_rollouts(self, db: sqlite3.Connection, checkins: list[_CheckIn], downloads: list[_Download]) -> None:
+    def _apply_to_rollouts(self, db: Database, checkins: list[_CheckIn], downloads: list[_Download]) -> None:
         if not (checkins or downloads):
             return
         latest = max([c.at for c in checkins] + [d.at for d in downloads])
@@ -174,7 +175,7 @@ class FleetRecorder:
                 Rollouts.record_download(db, rollout, d.module, d.agent.version, d.at)
 
 
-def list_modules(db: sqlite3.Connection, product: str | None = None, tag: str | None = None) -> list[Module]:
+def list_modules(db: Database, product: str | None = None, tag: str | None = None) -> list[Module]:
     rows = db.execute(
         "SELECT * FROM modules WHERE (? IS NULL OR product = ?) AND (? IS NULL OR tag = ?) "
         "ORDER BY product, tag, module",
@@ -188,9 +189,7 @@ def module_json(module: Module) -> dict[str, object]:
     return dict(module.__dict__)
 
 
-def versions_in_use(
-    db: sqlite3.Connection, product: str | None = None, tag: str | None = None
-) -> list[tuple[str, int]]:
+def versions_in_use(db: Database, product: str | None = None, tag: str | None = None) -> list[tuple[str, int]]:
     """(version, modules running it), most modules first."""
     rows = db.execute(
         "SELECT version, count(*) AS n FROM modules WHERE (? IS NULL OR product = ?) AND (? IS NULL OR tag = ?) "

@@ -1,8 +1,8 @@
-"""The release repository: content-addressed build blobs plus a SQLite database of builds and channels.
+"""The release repository: content-addressed build blobs plus a database of builds and channels.
 
-A publish writes and fsyncs the blob, then moves the channel pointer in one transaction: readers see
-the old build or the new one, never a half-written file. Blobs are immutable and never rewritten.
-The same interface is meant to sit in front of PostgreSQL and S3-compatible storage later.
+A publish stores the blob durably (fsynced, or uploaded and read back), then moves the channel pointer in
+one transaction: readers see the old build or the new one, never a half-written file. Blobs are immutable
+and never rewritten. The backends are a folder (SQLite) or PostgreSQL and an S3 bucket (backends.py).
 """
 
 from __future__ import annotations
@@ -11,22 +11,22 @@ import hashlib
 import json
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovota.files import write_atomic
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
 from ovota.formats.signature import read_signatures
 from ovota.formats.version_marker import image_version
 from ovota.formats.versions import check_version, escape_text, strverscmp
+from ovota.server.backends import Backends
+from ovota.server.blobstore import BlobUnavailable
 from ovota.server.clock import ServerClock
+from ovota.server.database import Database
 from ovota.server.rollout_policy import ACTIVE_STATES
-from ovota.server.schema import SCHEMA
 from ovota.server.trust import BuildSecurity, TrustedKey, UntrustedBuild, check_trusted, image_security, trusted_keys
 from ovota.server.trust import trust as add_trusted
 from ovota.server.trust import untrust as remove_trusted
@@ -44,6 +44,10 @@ class RepositoryError(Exception):
 
 class NotFound(RepositoryError):
     pass
+
+
+class Unavailable(RepositoryError):
+    """A backend (PostgreSQL, the object store) cannot be reached now: retry later."""
 
 
 @dataclass(frozen=True)
@@ -86,16 +90,13 @@ def default_product(version: str) -> str:
 
 
 class Repository:
-    """A folder with ``blobs/`` and ``repo.sqlite``. Safe for several processes (SQLite WAL)."""
+    """A folder with ``blobs/`` and ``repo.sqlite`` (safe for several processes: SQLite WAL), or PostgreSQL and
+    an S3 bucket shared by several servers."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.blobs = root / "blobs"
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(root / "repo.sqlite", timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+    def __init__(self, where: Path | Backends) -> None:
+        self.backends = where if isinstance(where, Backends) else Backends(folder=where)
+        self.db = self.backends.open_database()
+        self.blobs = self.backends.open_blobs()
 
     def close(self) -> None:
         self.db.close()
@@ -118,25 +119,23 @@ class Repository:
 
     def save_clock(self, clock: ServerClock) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('clock', ?)", (json.dumps(clock.__dict__),))
+            db.execute(
+                "INSERT INTO meta VALUES ('clock', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (json.dumps(clock.__dict__),),
+            )
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+    def transaction(self) -> Iterator[Database]:
+        with self.db.transaction():
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     def data_version(self) -> int:
-        """Changes whenever another connection commits: a cheap cache key for readers."""
-        row = self.db.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+        """Changes when another connection or process commits: a cheap cache key for readers."""
+        return self.db.change_token()
 
     def blob_path(self, sha256: str) -> Path:
-        return self.blobs / sha256[:2] / sha256
+        """A local file holding the blob (with S3: from the cache, fetched and checked on first use)."""
+        return self.blobs.local_path(sha256)
 
     # -- builds -----------------------------------------------------------------------------------------
 
@@ -170,7 +169,7 @@ class Repository:
         self.write_blob(sha256, data)
         with self.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO builds VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO builds VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (sha256, len(data), version, project, changelog, time.time()),
             )
             _record_security(db, sha256, security)
@@ -179,20 +178,22 @@ class Repository:
         return self.build(sha256)
 
     def write_blob(self, sha256: str, data: bytes) -> None:
-        """Store content-addressed bytes (fsynced), unless they are there already."""
-        path = self.blob_path(sha256)
-        if path.exists() and path.stat().st_size == len(data):
-            return
-        write_atomic(path, data)
+        """Store content-addressed bytes durably, unless they are there already."""
+        try:
+            self.blobs.put(sha256, data)
+        except BlobUnavailable as err:
+            raise Unavailable(str(err)) from None
 
     def find_build(self, ref: str) -> Build:
         """The one build whose version is ``ref`` or whose SHA-256 starts with it (at least 6 hex digits)."""
         prefix = ref.lower() if re.fullmatch(r"[0-9a-fA-F]{6,64}", ref) else None
-        rows = self.db.execute(
-            "SELECT * FROM builds WHERE version = ? OR (? IS NOT NULL AND substr(sha256, 1, length(?)) = ?) "
-            "ORDER BY created",
-            (ref, prefix, prefix, prefix),
-        ).fetchall()
+        if prefix is None:
+            rows = self.db.execute("SELECT * FROM builds WHERE version = ? ORDER BY created", (ref,)).fetchall()
+        else:
+            rows = self.db.execute(
+                "SELECT * FROM builds WHERE version = ? OR substr(sha256, 1, ?) = ? ORDER BY created",
+                (ref, len(prefix), prefix),
+            ).fetchall()
         if not rows:
             raise NotFound(f"no build with version or SHA-256 prefix {ref!r}")
         if len(rows) > 1:
@@ -299,7 +300,7 @@ class Repository:
             self.point_in(db, product, tag, build, action, now)
         return Channel(product, tag, build, now)
 
-    def point_in(self, db: sqlite3.Connection, product: str, tag: str, build: Build, action: str, now: float) -> None:
+    def point_in(self, db: Database, product: str, tag: str, build: Build, action: str, now: float) -> None:
         """Move the channel inside the caller's transaction, with its history row."""
         db.execute(
             "INSERT INTO channels VALUES (?, ?, ?, ?) "
@@ -351,9 +352,9 @@ class Repository:
         return None if row is None else str(row[0])
 
 
-def _record_security(db: sqlite3.Connection, sha256: str, security: BuildSecurity) -> None:
+def _record_security(db: Database, sha256: str, security: BuildSecurity) -> None:
     db.execute(
-        "INSERT OR IGNORE INTO build_security VALUES (?, ?, ?)",
+        "INSERT INTO build_security VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         (sha256, security.secure_version, " ".join(security.signers)),
     )
 

@@ -9,11 +9,11 @@ makes (and announces) each decision.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ovota.server.database import Database
 from ovota.server.repository import Build, NotFound, Repository, RepositoryError
 from ovota.server.rollout_policy import (
     ACTIVE_STATES,
@@ -262,13 +262,14 @@ class Rollouts:
         self.repo.check_servable(build, product)
         with self.repo.transaction() as db:
             cursor = db.execute(
-                f"INSERT INTO rollouts ({_COLUMNS}) VALUES (NULL, {', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?)",
+                f"INSERT INTO rollouts ({_COLUMNS.removeprefix('id, ')}) "
+                f"VALUES ({', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?) RETURNING id",
                 (product, tag, channel.build.sha256, build.sha256, json.dumps(list(settings.steps)),
                  settings.step_interval, settings.limits.halt_failed, settings.limits.halt_silent,
                  settings.limits.min_sample, settings.watch, settings.grace, settings.notify_url,
                  RolloutState.RUNNING.value, now, json.dumps(Counts().__dict__), now, now),
             )  # fmt: skip
-            rollout_id = int(cursor.lastrowid or 0)
+            rollout_id = int(cursor.fetchone()[0])
             rollout = self._row(db.execute(f"SELECT {_COLUMNS} FROM rollouts WHERE id = ?", (rollout_id,)).fetchone())
             threshold = self._threshold(db, rollout, 0)
             db.execute("UPDATE rollouts SET thresholds = ? WHERE id = ?", (json.dumps([threshold]), rollout_id))
@@ -280,7 +281,7 @@ class Rollouts:
             return self.get(rollout_id)
         return started
 
-    def _threshold(self, db: sqlite3.Connection, rollout: Rollout, step: int) -> int:
+    def _threshold(self, db: Database, rollout: Rollout, step: int) -> int:
         rows = db.execute(
             "SELECT vehicle_id FROM modules WHERE product = ? AND tag = ? AND vehicle_id != ''",
             (rollout.product, rollout.tag),
@@ -340,20 +341,21 @@ class Rollouts:
     # -- what modules report --------------------------------------------------------------------------
 
     @staticmethod
-    def record_download(db: sqlite3.Connection, rollout: Rollout, module: str, from_version: str, now: float) -> None:
+    def record_download(db: Database, rollout: Rollout, module: str, from_version: str, now: float) -> None:
         """The module has received all of the new build's bytes: it is updating. A module that already
         failed or updated keeps that outcome (a failed one retries daily while it is offered the build);
         a silent one that shows up again is updating again."""
         db.execute(
             "INSERT INTO rollout_modules VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rollout, module) DO UPDATE SET "
-            "received = CASE WHEN state = 'silent' THEN excluded.received ELSE received END, "
+            "received = CASE WHEN rollout_modules.state = 'silent' THEN excluded.received "
+            "ELSE rollout_modules.received END, "
             "last_seen = excluded.last_seen, "
-            "state = CASE WHEN state = 'silent' THEN 'updating' ELSE state END",
+            "state = CASE WHEN rollout_modules.state = 'silent' THEN 'updating' ELSE rollout_modules.state END",
             (rollout.id, module, ModuleState.UPDATING.value, from_version, now, now),
         )
 
     @staticmethod
-    def record_checkin(db: sqlite3.Connection, rollout: Rollout, module: str, version: str, now: float) -> None:
+    def record_checkin(db: Database, rollout: Rollout, module: str, version: str, now: float) -> None:
         """A check-in of a module that received the build: running it means updated; running another
         version once the grace period has passed means failed (fell back, or never rebooted)."""
         if version == rollout.to_build.version:
@@ -447,7 +449,7 @@ class Rollouts:
 _COUNTED = (ModuleState.UPDATING, ModuleState.UPDATED, ModuleState.FAILED, ModuleState.SILENT)
 
 
-def _event(db: sqlite3.Connection, rollout_id: int, now: float, message: str) -> None:
+def _event(db: Database, rollout_id: int, now: float, message: str) -> None:
     db.execute("INSERT INTO rollout_events VALUES (?, ?, ?)", (rollout_id, now, message))
 
 

@@ -1,9 +1,12 @@
-"""The repository's SQLite schema: builds and channels, the fleet registry, rollouts.
+"""The repository's schema, as numbered migrations: builds and channels, the fleet registry, rollouts, trust.
 
-Statements are idempotent (IF NOT EXISTS), run at every open; new tables only ever get added.
+Written in SQLite's DDL; database.py maps the types for PostgreSQL. A migration is applied once, in a
+transaction, and recorded in ``schema_migrations``; a new schema change is a new entry at the end, never an
+edit of an old one. Migration 1 is the schema of the embedded repositories made before migrations existed
+(``IF NOT EXISTS``), so they move on from it unchanged.
 """
 
-SCHEMA = """
+_INITIAL = """
 CREATE TABLE IF NOT EXISTS builds (
     sha256 TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -141,3 +144,28 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+
+
+# PostgreSQL only: every committed change to what the server answers from memory (channels, builds, rollouts,
+# trusted keys) notifies the other server processes, which drop their cached answers (LISTEN/NOTIFY).
+_NOTIFY_CHANGES = (
+    """CREATE OR REPLACE FUNCTION ovota_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_notify('ovota_changes', TG_TABLE_NAME); RETURN NULL; END $$""",
+    *(
+        f"CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION ovota_notify_change()"
+        for table in ("builds", "channels", "rollouts", "trusted_keys", "deltas")
+    ),
+)
+
+Statement = str | tuple[str, str]  # SQL for every engine, or (dialect, SQL) for one
+
+
+def _statements(script: str) -> tuple[Statement, ...]:
+    return tuple(part.strip() for part in script.split(";") if part.strip())
+
+
+MIGRATIONS: tuple[tuple[int, tuple[Statement, ...]], ...] = (
+    (1, _statements(_INITIAL)),
+    (2, tuple(("postgresql", sql) for sql in _NOTIFY_CHANGES)),
+)

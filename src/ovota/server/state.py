@@ -94,7 +94,7 @@ class ServerState:
         self.rollouts = Rollouts(repo)
         # Writes that take an fsync (registry batches, rollout decisions) run in a thread on a connection of
         # their own, one at a time, so requests are never held up behind the disk.
-        self.background_repo = Repository(repo.root)
+        self.background_repo = Repository(repo.backends)
         self.recorder = FleetRecorder(self.background_repo) if fleet else None
         self.evaluator = Rollouts(self.background_repo)
         self._background_lock = asyncio.Lock()
@@ -176,7 +176,7 @@ class ServerState:
         # A process of its own (spawned, not forked: the server has threads and an event loop a forked child
         # must not inherit); it records the outcome itself. Stopping the server stops it; its claim expires.
         self._delta_worker = multiprocessing.get_context("spawn").Process(
-            target=deltas.make, args=(self.repo.root, job), daemon=True
+            target=deltas.make, args=(self.repo.backends, job), daemon=True
         )
         self._delta_worker.start()
         while self._delta_worker.is_alive():

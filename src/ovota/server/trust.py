@@ -7,12 +7,12 @@ rule makes sure the server never hands a secure-boot module an image its chip wo
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from ovota.formats.app_image import AppImage
 from ovota.formats.signature import read_signatures
+from ovota.server.database import Database
 
 
 class UntrustedBuild(Exception):
@@ -46,7 +46,7 @@ def image_security(data: bytes | memoryview) -> BuildSecurity:
     return BuildSecurity(descriptor.secure_version if descriptor else 0, signers)
 
 
-def trusted_keys(db: sqlite3.Connection, product: str | None = None) -> list[TrustedKey]:
+def trusted_keys(db: Database, product: str | None = None) -> list[TrustedKey]:
     rows = db.execute(
         "SELECT product, digest, name, added FROM trusted_keys WHERE ? IS NULL OR product = ? ORDER BY product, added",
         (product, product),
@@ -54,21 +54,21 @@ def trusted_keys(db: sqlite3.Connection, product: str | None = None) -> list[Tru
     return [TrustedKey(*row) for row in rows]
 
 
-def trust(db: sqlite3.Connection, product: str, digest: str, name: str) -> bool:
+def trust(db: Database, product: str, digest: str, name: str) -> bool:
     """Trust a key digest for ``product``; False if it already was."""
     cursor = db.execute(
-        "INSERT OR IGNORE INTO trusted_keys (product, digest, name, added) VALUES (?, ?, ?, ?)",
+        "INSERT INTO trusted_keys (product, digest, name, added) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (product, digest, name, time.time()),
     )
     return cursor.rowcount == 1
 
 
-def untrust(db: sqlite3.Connection, product: str, digest: str) -> bool:
+def untrust(db: Database, product: str, digest: str) -> bool:
     """Stop trusting a key digest; False if it was not trusted."""
     return db.execute("DELETE FROM trusted_keys WHERE product = ? AND digest = ?", (product, digest)).rowcount == 1
 
 
-def check_trusted(db: sqlite3.Connection, product: str, security: BuildSecurity) -> None:
+def check_trusted(db: Database, product: str, security: BuildSecurity) -> None:
     """UntrustedBuild unless ``product`` trusts no key or one of the build's signers."""
     keys = {k.digest for k in trusted_keys(db, product)}
     if not keys or keys & set(security.signers):

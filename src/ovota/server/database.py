@@ -1,0 +1,228 @@
+"""The repository's SQL database: SQLite in the repository folder (the default) or PostgreSQL.
+
+Queries are written once, in the SQL both engines accept (``?`` placeholders, ``ON CONFLICT`` upserts,
+``RETURNING``); the PostgreSQL connection rewrites the placeholders. The schema is created and moved forward
+by numbered migrations (schema.py), recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from ovota.server.schema import MIGRATIONS
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (PostgreSQL restarting, network); the caller may retry later."""
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Database(Protocol):
+    """One connection. ``transaction()`` is atomic and, on SQLite, takes the write lock up front."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def transaction(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+    def reconnect(self) -> Database:
+        """Another connection to the same database (for a thread or a process of its own)."""
+        ...
+
+    def change_token(self) -> int:
+        """A number that changes when another connection has committed changes readers cache."""
+        ...
+
+
+class SqliteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqliteDatabase]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def change_token(self) -> int:
+        """Changes whenever another connection commits: a cheap cache key for readers."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def reconnect(self) -> SqliteDatabase:
+        return SqliteDatabase(self.path)
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def to_postgres(sql: str) -> str:
+    """``?`` placeholders become ``%s`` (and a literal ``%`` is doubled for psycopg)."""
+    return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+
+
+class PostgresDatabase:
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.url = url
+        self._psycopg = psycopg
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError as err:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(err)}") from None
+        self._sql: dict[str, str] = {}
+        self._listener: ChangeListener | None = None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        query = self._sql.get(sql)
+        if query is None:
+            query = self._sql[sql] = to_postgres(sql)
+        try:
+            return self.conn.execute(query, params)
+        except self._psycopg.OperationalError as err:
+            raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.executemany(to_postgres(sql), rows)
+        except self._psycopg.OperationalError as err:
+            raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresDatabase]:
+        try:
+            with self.conn.transaction():
+                yield self
+        except self._psycopg.OperationalError as err:
+            raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
+
+    def change_token(self) -> int:
+        """Changes whenever another process commits a change to channels, builds, rollouts or trusted keys
+        (LISTEN/NOTIFY on a connection of its own, started on first use), and after that connection was lost."""
+        if self._listener is None:
+            self._listener = ChangeListener(self.url)
+        return self._listener.token
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+        self.conn.close()
+
+    def reconnect(self) -> PostgresDatabase:
+        return PostgresDatabase(self.url)
+
+
+class ChangeListener:
+    """A thread that LISTENs for ``ovota_changes`` and counts them; reconnects (counting that too) when the
+    connection drops, since notifications sent meanwhile are lost."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.token = 0
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ovota-listen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute("LISTEN ovota_changes")
+                    self.token += 1  # anything may have changed while there was no listener
+                    while not self._stopped.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            self.token += 1
+            except psycopg.Error:
+                self.token += 1
+                self._stopped.wait(0.5)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def open_database(url_or_path: str | Path) -> SqliteDatabase | PostgresDatabase:
+    """A PostgreSQL URL (``postgresql://…``) or the path of a SQLite file, migrated to the current schema."""
+    if isinstance(url_or_path, str) and url_or_path.startswith(("postgresql://", "postgres://")):
+        db: SqliteDatabase | PostgresDatabase = PostgresDatabase(url_or_path)
+    else:
+        db = SqliteDatabase(Path(url_or_path))
+    migrate(db)
+    return db
+
+
+def migrate(db: SqliteDatabase | PostgresDatabase) -> list[int]:
+    """Apply the migrations not yet recorded, each in its own transaction; the numbers applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied REAL NOT NULL)")
+    applied = []
+    for version, statements in MIGRATIONS:
+        with db.transaction():
+            if db.dialect == "postgresql":
+                # Several servers may start at once: the first migrates, the others wait, then see it done.
+                db.execute("SELECT pg_advisory_xact_lock(7280001)")
+            if db.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+                continue
+            for statement in statements:
+                dialect, sql = statement if isinstance(statement, tuple) else (db.dialect, statement)
+                if dialect == db.dialect:
+                    db.execute(for_dialect(sql, db.dialect))
+            db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+            applied.append(version)
+    return applied
+
+
+def for_dialect(ddl: str, dialect: str) -> str:
+    """DDL written for SQLite, in PostgreSQL's types when needed."""
+    if dialect != "postgresql":
+        return ddl
+    ddl = ddl.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+    ddl = re.sub(r"\bREAL\b", "DOUBLE PRECISION", ddl)
+    return re.sub(r"\bINTEGER\b", "BIGINT", ddl)
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
