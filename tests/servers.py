@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from tests.stores import Store
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -115,16 +117,25 @@ class OvotaServer:
     """``ovota server`` as a user starts it, on a free port."""
 
     def __init__(
-        self, repo: Path, workers: int = 1, extra: tuple[str, ...] = (), port: int | None = None, deltas: bool = False
+        self,
+        repo: Path | Store,
+        workers: int = 1,
+        extra: tuple[str, ...] = (),
+        port: int | None = None,
+        deltas: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
-        """``deltas``: make delta patches in the background (off here unless a test is about them: they cost
-        seconds of CPU per patch while the other tests run)."""
+        """``repo``: a folder, or a Store (folder or PostgreSQL + S3). ``deltas``: make delta patches in the
+        background (off here unless a test is about them: they cost seconds of CPU per patch while the other
+        tests run). ``env``: extra environment variables (e.g. a blob cache of its own)."""
         self.repo = repo
+        where = repo.args if isinstance(repo, Store) else ("--repo", str(repo))
         extra = extra if deltas or "--delta-bases" in extra else (*extra, "--delta-bases", "0")
         self.port = port or free_port()
         script = Path(sys.executable).with_name("ovota")
         self.proc = subprocess.Popen(
-            [str(script), "server", "--repo", str(repo), "--port", str(self.port), "--workers", str(workers), *extra],
+            [str(script), "server", *where, "--port", str(self.port), "--workers", str(workers), *extra],
+            env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,

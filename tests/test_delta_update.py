@@ -107,6 +107,7 @@ def test_bad_patch_falls_back_once_to_the_whole_image(
 ) -> None:
     srv, images = server
     delta = listing(srv)[0]["deltas"][0]  # type: ignore[index]
+    assert isinstance(srv.repo, Path)
     blob = srv.repo / "blobs" / str(delta["sha256"])[:2] / str(delta["sha256"])
     data = bytearray(blob.read_bytes())
     data[200] ^= 0x55  # corrupt the patch body in place (the server keeps the file open)

@@ -18,10 +18,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ovota.server.repository import Repository
 from tests.conftest import CliRunner
 from tests.module_helpers import image, new_module, run_commands
 from tests.servers import OvotaServer, raw_get
+from tests.stores import Store
 
 MAIN = "3.3.006"
 EDGE = "3.3.006-172-g362f87425"
@@ -41,30 +41,22 @@ def http(
 
 
 @pytest.fixture
-def repo(tmp_path: Path, ovota: CliRunner) -> Path:
-    path = tmp_path / "repo"
+def repo(store: Store, tmp_path: Path, ovota: CliRunner) -> Store:
+    """A repository with MAIN on main and EDGE on edge: in a folder, and on PostgreSQL + S3."""
     (tmp_path / "main.bin").write_bytes(image(MAIN, SIZE))
     (tmp_path / "edge.bin").write_bytes(image(EDGE, SIZE))
     (tmp_path / "changes.txt").write_text("Fix the frobnicator\nFaster OTA\n")
-    assert ovota("release", "publish", tmp_path / "main.bin", "--repo", path, "--tag", "main").code == 0
-    run = ovota(
-        "release",
-        "publish",
-        tmp_path / "edge.bin",
-        "--repo",
-        path,
-        "--tag",
-        "edge",
-        "--changelog",
-        tmp_path / "changes.txt",
-    )
+    run = ovota("release", "publish", tmp_path / "main.bin", *store.args, "--tag", "main")
+    assert run.code == 0, run.err
+    run = ovota("release", "publish", tmp_path / "edge.bin", *store.args, "--tag", "edge",
+                "--changelog", tmp_path / "changes.txt")  # fmt: skip
     assert run.code == 0, run.err
     assert run.out.startswith(f"Published {EDGE} to v3.3-5/edge (sha256 ")
-    return path
+    return store
 
 
 @pytest.fixture
-def server(repo: Path) -> Iterator[OvotaServer]:
+def server(repo: Store) -> Iterator[OvotaServer]:
     srv = OvotaServer(repo)
     yield srv
     srv.stop()
@@ -154,18 +146,8 @@ def test_unknown_paths(server: OvotaServer, path: str, body: str | None) -> None
     assert b"SQLite" not in content and b"root:" not in content
 
 
-def _state(repo: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
-    r = Repository(repo)
-    try:
-        channels = [(c.product, c.tag, c.build.sha256) for c in r.channels()]
-    finally:
-        r.close()
-    blobs = sorted(p.name for p in (repo / "blobs").rglob("*") if p.is_file())
-    return channels, blobs
-
-
-def test_bad_publishes_change_nothing(tmp_path: Path, repo: Path, ovota: CliRunner) -> None:
-    before = _state(repo)
+def test_bad_publishes_change_nothing(tmp_path: Path, repo: Store, ovota: CliRunner) -> None:
+    before = repo.state()
     html = tmp_path / "page.bin"
     html.write_text("<html>" + "x" * 5000 + "</html>")
     corrupt = bytearray(image("3.3.007", 8192))
@@ -184,39 +166,42 @@ def test_bad_publishes_change_nothing(tmp_path: Path, repo: Path, ovota: CliRunn
         (tmp_path / "corrupt.bin", ["--tag", "../x"], "Error: invalid tag name '../x'"),
     ]
     for path, extra, message in cases:
-        args = ["release", "publish", path, "--repo", repo] + (extra or ["--tag", "edge"])
+        args = ["release", "publish", path, *repo.args] + (extra or ["--tag", "edge"])
         run = ovota(*args)
         assert run.code == 2, run.out
         assert run.err.startswith(message), run.err
-    assert _state(repo) == before
+    assert repo.state() == before
 
 
-def test_promote_rollback_and_list(repo: Path, ovota: CliRunner) -> None:
-    assert ovota("release", "promote", "--repo", repo, "--product", "v3.3-5", "--from", "edge", "--to", "eap").code == 0
-    assert ovota("release", "promote", "--repo", repo, "--product", "v3.3-5", "--from", "eap", "--to", "main").code == 0
-    listing = ovota("release", "list", "--repo", repo).out.splitlines()
+def test_promote_rollback_and_list(repo: Store, ovota: CliRunner) -> None:
+    assert ovota("release", "promote", *repo.args, "--product", "v3.3-5", "--from", "edge", "--to", "eap").code == 0
+    assert ovota("release", "promote", *repo.args, "--product", "v3.3-5", "--from", "eap", "--to", "main").code == 0
+    listing = ovota("release", "list", *repo.args).out.splitlines()
     assert [line.split()[:3] for line in listing] == [
         ["v3.3-5", "eap", EDGE],
         ["v3.3-5", "edge", EDGE],
         ["v3.3-5", "main", EDGE],
     ]
-    run = ovota("release", "rollback", "--repo", repo, "--product", "v3.3-5", "--tag", "main")
+    run = ovota("release", "rollback", *repo.args, "--product", "v3.3-5", "--tag", "main")
     assert run.out == f"Rolled back v3.3-5/main to {MAIN}\n"
-    run = ovota("release", "rollback", "--repo", repo, "--product", "v3.3-5", "--tag", "eap")
+    run = ovota("release", "rollback", *repo.args, "--product", "v3.3-5", "--tag", "eap")
     assert (run.code, run.err) == (2, "Error: v3.3-5/eap has no earlier build to roll back to\n")
 
 
-def test_api_with_tokens(tmp_path: Path, repo: Path, server: OvotaServer, ovota: CliRunner) -> None:
-    token = ovota("token", "create", "--repo", repo, "--name", "ci").out.strip()
+def test_api_with_tokens(tmp_path: Path, repo: Store, server: OvotaServer, ovota: CliRunner) -> None:
+    token = ovota("token", "create", *repo.args, "--name", "ci").out.strip()
     assert token.startswith("ovota_")
-    assert token.encode() not in (repo / "repo.sqlite").read_bytes()
-    before = _state(repo)
+    r = repo.repository()
+    stored = [str(row) for row in r.db.execute("SELECT * FROM tokens").fetchall()]
+    r.close()
+    assert stored and not any(token in row for row in stored)
+    before = repo.state()
     data = image("3.3.006-200-gbbbbbbb", 8192)
     for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
         status, headers, body = http(f"{server.url}/api/v1/publish?tag=edge", "POST", auth, data)
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
         assert json.loads(body) == {"error": "missing or invalid API token"}
-    assert _state(repo) == before
+    assert repo.state() == before
     auth = {"Authorization": f"Bearer {token}"}
     status, _, body = http(f"{server.url}/api/v1/publish?tag=edge&changelog=api", "POST", auth, data)
     assert status == 201, body
@@ -237,7 +222,7 @@ def test_api_with_tokens(tmp_path: Path, repo: Path, server: OvotaServer, ovota:
     assert http(f"{server.url}/api/v1/rollback", "POST", auth, missing)[0] == 404
 
 
-def test_restart_loses_nothing(repo: Path, ovota: CliRunner) -> None:
+def test_restart_loses_nothing(repo: Store, ovota: CliRunner) -> None:
     first = OvotaServer(repo)
     before = http(f"{first.url}/firmware/ota/v3.3-5/edge/ovms3.ver")[2]
     first.stop()
@@ -251,7 +236,7 @@ def test_restart_loses_nothing(repo: Path, ovota: CliRunner) -> None:
 
 
 @pytest.mark.parametrize("crash_at", ["os.replace", "_point"])
-def test_crash_mid_publish_leaves_no_half_build(tmp_path: Path, repo: Path, crash_at: str) -> None:
+def test_crash_mid_publish_leaves_no_half_build(tmp_path: Path, repo: Store, crash_at: str) -> None:
 
     new = tmp_path / "new.bin"
     new.write_bytes(image("3.3.007", SIZE))
@@ -264,9 +249,13 @@ if {crash_at!r} == "os.replace":
     repository.os.replace = lambda *a: os._exit(9)
 else:
     repository.Repository._point = lambda *a: os._exit(9)
-repository.Repository(Path(sys.argv[1])).publish(Path(sys.argv[2]).read_bytes(), "edge")
+from ovota.server.backends import Backends
+where = Backends(**json.loads(sys.argv[1]))
+repository.Repository(where).publish(Path(sys.argv[2]).read_bytes(), "edge")
 """
-    proc = subprocess.run([sys.executable, "-c", script, str(repo), str(new)], check=False)
+    b = repo.backends
+    where = json.dumps({"folder": str(b.folder) if b.folder else None, "db": b.db, "blobs": b.blobs})
+    proc = subprocess.run([sys.executable, "-c", "import json\n" + script, where, str(new)], check=False)
     assert proc.returncode == 9
     srv = OvotaServer(repo)
     try:
@@ -274,14 +263,14 @@ repository.Repository(Path(sys.argv[1])).publish(Path(sys.argv[2]).read_bytes(),
         assert http(f"{srv.url}/firmware/ota/v3.3-5/edge/ovms3.bin")[2] == image(EDGE, SIZE)
     finally:
         srv.stop()
-    r = Repository(repo)
+    r = repo.repository()
     try:
         assert r.publish(new.read_bytes(), "edge").build.version == "3.3.007"  # the next publish succeeds
     finally:
         r.close()
 
 
-def test_downloads_during_publishing_match_their_ver(tmp_path: Path, repo: Path, server: OvotaServer) -> None:
+def test_downloads_during_publishing_match_their_ver(tmp_path: Path, repo: Store, server: OvotaServer) -> None:
 
     images = {f"3.3.007-{n}-g{n:07x}": image(f"3.3.007-{n}-g{n:07x}", 262144) for n in range(1, 5)}
     expected = {version: hashlib.sha256(data).hexdigest() for version, data in images.items()}
@@ -292,7 +281,7 @@ def test_downloads_during_publishing_match_their_ver(tmp_path: Path, repo: Path,
 
     def publisher() -> None:
         nonlocal changes
-        r = Repository(repo)
+        r = repo.repository()
         try:
             while not done.is_set() and changes < 400:
                 for data in images.values():
@@ -354,7 +343,7 @@ def test_range_edge_cases(server: OvotaServer) -> None:
     assert (status, body) == (206, data[:10])
 
 
-def test_several_workers(repo: Path) -> None:
+def test_several_workers(repo: Store) -> None:
     srv = OvotaServer(repo, workers=2)
     try:
         for _ in range(6):

@@ -10,13 +10,11 @@ from pathlib import Path
 from ovota.server.blobstore import BlobStore, FolderBlobs, S3Blobs
 from ovota.server.database import PostgresDatabase, SqliteDatabase, open_database
 
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ovota"
-
 
 @dataclass(frozen=True)
 class Backends:
     """``folder`` alone: the embedded repository. ``db`` and ``blobs`` together: the cluster backends, with
-    blobs cached under ``cache`` (default ``~/.cache/ovota/<hash of the two URLs>``)."""
+    blobs cached under ``cache`` (default ``$OVOTA_CACHE`` or ``~/.cache/ovota``, then a hash of the two URLs)."""
 
     folder: Path | None = None
     db: str | None = None
@@ -38,7 +36,8 @@ class Backends:
         if self.cache is not None:
             return self.cache
         key = hashlib.sha256(f"{self.db}\n{self.blobs}".encode()).hexdigest()[:16]
-        return DEFAULT_CACHE / key
+        home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(os.environ.get("OVOTA_CACHE") or Path(home) / "ovota") / key
 
     def open_database(self) -> SqliteDatabase | PostgresDatabase:
         if self.folder is not None:

@@ -177,7 +177,7 @@ class FleetRecorder:
 
 def list_modules(db: Database, product: str | None = None, tag: str | None = None) -> list[Module]:
     rows = db.execute(
-        "SELECT * FROM modules WHERE (? IS NULL OR product = ?) AND (? IS NULL OR tag = ?) "
+        "SELECT * FROM modules WHERE (CAST(? AS TEXT) IS NULL OR product = ?) AND (CAST(? AS TEXT) IS NULL OR tag = ?) "
         "ORDER BY product, tag, module",
         (product, product, tag, tag),
     ).fetchall()
@@ -192,7 +192,8 @@ def module_json(module: Module) -> dict[str, object]:
 def versions_in_use(db: Database, product: str | None = None, tag: str | None = None) -> list[tuple[str, int]]:
     """(version, modules running it), most modules first."""
     rows = db.execute(
-        "SELECT version, count(*) AS n FROM modules WHERE (? IS NULL OR product = ?) AND (? IS NULL OR tag = ?) "
+        "SELECT version, count(*) AS n FROM modules "
+        "WHERE (CAST(? AS TEXT) IS NULL OR product = ?) AND (CAST(? AS TEXT) IS NULL OR tag = ?) "
         "GROUP BY version ORDER BY n DESC, version",
         (product, product, tag, tag),
     ).fetchall()

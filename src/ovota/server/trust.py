@@ -48,7 +48,8 @@ def image_security(data: bytes | memoryview) -> BuildSecurity:
 
 def trusted_keys(db: Database, product: str | None = None) -> list[TrustedKey]:
     rows = db.execute(
-        "SELECT product, digest, name, added FROM trusted_keys WHERE ? IS NULL OR product = ? ORDER BY product, added",
+        "SELECT product, digest, name, added FROM trusted_keys WHERE CAST(? AS TEXT) IS NULL OR product = ? "
+        "ORDER BY product, added",
         (product, product),
     ).fetchall()
     return [TrustedKey(*row) for row in rows]
