@@ -123,7 +123,8 @@ class SeaweedServer:
         self.args = [
             str(WEED), "server", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
-            "-s3", f"-s3.port={self.s3_port}", "-master.volumeSizeLimitMB=64", "-volume.max=100",
+            "-s3", f"-s3.port={self.s3_port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64", "-volume.max=100",
         ]  # fmt: skip
         self.start()
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -132,15 +133,20 @@ class OvotaServer:
         where = repo.args if isinstance(repo, Store) else ("--repo", str(repo))
         extra = extra if deltas or "--delta-bases" in extra else (*extra, "--delta-bases", "0")
         self.port = port or free_port()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (open for the server's life, closed by stop())
         script = Path(sys.executable).with_name("ovota")
         self.proc = subprocess.Popen(
             [str(script), "server", *where, "--port", str(self.port), "--workers", str(workers), *extra],
             env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe nobody reads: a server that logs a lot must never block on a full pipe.
+            stderr=self._log,
             start_new_session=True,
         )
-        wait_for_port(self.port, self.proc, "ovota server")
+        try:
+            wait_for_port(self.port, self.proc, "ovota server")
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}: {self.log}") from None
 
     @property
     def url(self) -> str:
@@ -155,8 +161,13 @@ class OvotaServer:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
         self.proc.wait(timeout=10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self._log.close()
+
+    @property
+    def log(self) -> str:
+        """What the server wrote to stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
 
 def raw_get(port: int, path: str, user_agent: str = "ovms/v3.3-5 (DEMO 3.3.005/ota_0/main)") -> tuple[bytes, bytes]:

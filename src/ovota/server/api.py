@@ -10,7 +10,7 @@ from aiohttp import BodyPartReader, web
 
 from ovota.server.deltas import Delta
 from ovota.server.fleet import list_modules, module_json
-from ovota.server.repository import Channel, NotFound, Repository, RepositoryError
+from ovota.server.repository import Channel, NotFound, Repository, RepositoryError, Unavailable
 from ovota.server.rollout_policy import PolicyError
 from ovota.server.rollouts import parse_settings, status_summary
 from ovota.server.state import BIN, REPO_KEY, STATE_KEY
@@ -65,6 +65,8 @@ async def api_auth(request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
     except NotFound as err:
         return _api_error(404, str(err))
+    except Unavailable:
+        raise  # the app's middleware answers 503 with Retry-After
     except RepositoryError as err:
         return _api_error(400, str(err))
     return response

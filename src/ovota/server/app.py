@@ -16,15 +16,18 @@ from email.utils import formatdate
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ovota.server import deltas
 from ovota.server.api import MAX_UPLOAD, channel_json, create_api
 from ovota.server.backends import Backends
 from ovota.server.blob_response import BlobResponse
+from ovota.server.blobstore import BlobUnavailable
 from ovota.server.clock import ServerClock
+from ovota.server.database import DatabaseUnavailable
 from ovota.server.deltas import Delta
 from ovota.server.fleet import Agent, parse_user_agent
-from ovota.server.repository import Build, NotFound, Repository
+from ovota.server.repository import Build, NotFound, Repository, Unavailable
 from ovota.server.state import BIN, REPO_KEY, STATE_KEY, VER, ServerState, background
 from ovota.server.web import layout
 from ovota.server.web.console import add_console_routes
@@ -73,8 +76,8 @@ async def device_file(request: web.Request) -> web.StreamResponse:
     if patch is not None:
         # RFC 3229: the instance-manipulation the client accepts, applied to the base it names.
         extra = {"IM": DELTA_IM, "Vary": "A-IM, If-None-Match", "X-Delta-Base": patch.base_hash}
-        return BlobResponse(state.blob(patch.patch_sha256), "no-cache", build.sha256, on_sent, 226, extra)
-    return BlobResponse(state.blob(build.sha256), "no-cache", build.sha256, on_sent)
+        return BlobResponse(await state.blob(patch.patch_sha256), "no-cache", build.sha256, on_sent, 226, extra)
+    return BlobResponse(await state.blob(build.sha256), "no-cache", build.sha256, on_sent)
 
 
 def _delta_for(request: web.Request, build: Build) -> Delta | None:
@@ -84,7 +87,10 @@ def _delta_for(request: web.Request, build: Build) -> Delta | None:
     base = _BASE_TAG.search(request.headers.get("If-None-Match", ""))
     if base is None:
         return None
-    patch = deltas.ready(request.app[REPO_KEY], base.group(1).lower(), build.sha256)
+    try:
+        patch = deltas.ready(request.app[REPO_KEY], base.group(1).lower(), build.sha256)
+    except DatabaseUnavailable:
+        return None  # the whole image then, as a module without delta support gets it
     return patch if patch is not None and patch.size < build.size else None
 
 
@@ -95,7 +101,7 @@ async def build_file(request: web.Request) -> web.StreamResponse:
         build = repo.build(sha256)
     except NotFound:
         raise web.HTTPNotFound(text=f"Not found: no build {sha256}\n") from None
-    blob = request.app[STATE_KEY].blob(build.sha256)
+    blob = await request.app[STATE_KEY].blob(build.sha256)
     return BlobResponse(blob, "public, max-age=31536000, immutable", build.sha256)
 
 
@@ -196,6 +202,22 @@ async def clock_advance(request: web.Request) -> web.Response:
     return _clock_json(state)
 
 
+RETRY_AFTER = "5"
+
+
+@web.middleware
+async def unavailable_as_503(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A backend that is away (PostgreSQL restarting, the object store unreachable) is a 503 with Retry-After,
+    never a 500; nothing was half-written (every write is one transaction after the blob is stored)."""
+    try:
+        return await handler(request)
+    except (DatabaseUnavailable, BlobUnavailable, Unavailable) as err:
+        headers = {"Retry-After": RETRY_AFTER}
+        if request.path.startswith("/api/"):
+            return web.json_response({"error": str(err)}, status=503, headers=headers)
+        return web.Response(status=503, text=f"Service unavailable: {err}\n", headers=headers)
+
+
 def create_app(
     repo_root: Path | Backends,
     clock: ServerClock | None = None,
@@ -205,7 +227,7 @@ def create_app(
     """The server over the repository at ``repo_root`` (a folder, or cluster backends); ``fleet=False`` turns
     the fleet registry off; patches are made from the last ``delta_bases`` builds of each channel (0: none)."""
     repo = Repository(repo_root)
-    app = web.Application(client_max_size=MAX_UPLOAD)
+    app = web.Application(client_max_size=MAX_UPLOAD, middlewares=[unavailable_as_503])
     app[REPO_KEY] = repo
     app[STATE_KEY] = ServerState(repo, clock or repo.clock(), fleet, delta_bases)
     # The router tries resources in order: the device path, the hot one, goes first.

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,10 @@ class Database(Protocol):
         """A number that changes when another connection has committed changes readers cache."""
         ...
 
+    def hold_lock(self, role: str) -> bool:
+        """Whether this process is the one that decides for ``role`` (e.g. rollout steps and halts)."""
+        ...
+
 
 class SqliteDatabase:
     dialect = "sqlite"
@@ -83,6 +88,10 @@ class SqliteDatabase:
         """Changes whenever another connection commits: a cheap cache key for readers."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def hold_lock(self, role: str) -> bool:
+        """One host, one file: every process may decide (conditional updates keep decisions single)."""
+        return True
+
     def close(self) -> None:
         self.conn.close()
 
@@ -106,27 +115,40 @@ class PostgresDatabase:
 
         self.url = url
         self._psycopg = psycopg
-        try:
-            self.conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
-        except psycopg.OperationalError as err:
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(err)}") from None
         self._sql: dict[str, str] = {}
         self._listener: ChangeListener | None = None
+        self._locks: dict[str, int] = {}  # role -> the connection generation that holds its lock
+        self.generation = 0
+        self.conn = self._connect()
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        except self._psycopg.OperationalError as err:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(err)}") from None
+
+    def _live(self) -> Any:
+        """The connection, made anew if PostgreSQL dropped it (a restart): session locks are gone then."""
+        if self.conn.closed or self.conn.broken:
+            self.conn = self._connect()
+            self.generation += 1
+        return self.conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         query = self._sql.get(sql)
         if query is None:
             query = self._sql[sql] = to_postgres(sql)
         try:
-            return self.conn.execute(query, params)
+            cursor: Cursor = self._live().execute(query, params)
         except self._psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
+        return cursor
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         try:
-            with self.conn.cursor() as cursor:
+            with self._live().cursor() as cursor:
                 cursor.executemany(to_postgres(sql), rows)
         except self._psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
@@ -134,10 +156,21 @@ class PostgresDatabase:
     @contextmanager
     def transaction(self) -> Iterator[PostgresDatabase]:
         try:
-            with self.conn.transaction():
+            with self._live().transaction():
                 yield self
         except self._psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
+
+    def hold_lock(self, role: str) -> bool:
+        """True if this connection holds the cluster-wide advisory lock for ``role``, taking it if it is free.
+        It is held until this connection ends, so when its process dies another one takes over."""
+        if self._locks.get(role) == self.generation and not (self.conn.closed or self.conn.broken):
+            return True
+        key = zlib.crc32(role.encode())
+        if self.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
+            self._locks[role] = self.generation
+            return True
+        return False
 
     def change_token(self) -> int:
         """Changes whenever another process commits a change to channels, builds, rollouts or trusted keys

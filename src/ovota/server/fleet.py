@@ -65,6 +65,9 @@ class Module:
     checkins: int
 
 
+MAX_BUFFERED = 200_000  # events kept per kind while the database cannot be written (about 100 MB at most)
+
+
 @dataclass(frozen=True)
 class _CheckIn:
     module: str
@@ -125,10 +128,15 @@ class FleetRecorder:
         return batch
 
     def restore(self, batch: Batch) -> None:
-        """Put a batch that could not be written back in front of what came since."""
-        self._checkins = batch.checkins + self._checkins
-        self._downloads = batch.downloads + self._downloads
+        """Put a batch that could not be written back in front of what came since. While the database is
+        away, at most MAX_BUFFERED check-ins and as many downloads are kept (the oldest go first)."""
+        self._checkins = (batch.checkins + self._checkins)[-MAX_BUFFERED:]
+        self._downloads = (batch.downloads + self._downloads)[-MAX_BUFFERED:]
         self._anonymous.update(batch.anonymous)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._checkins) + len(self._downloads)
 
     def write(self, batch: Batch) -> None:
         """Write a batch in one transaction, with what it means for rollouts (may run in another thread)."""

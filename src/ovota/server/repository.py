@@ -129,6 +129,10 @@ class Repository:
         with self.db.transaction():
             yield self.db
 
+    def leads(self, role: str) -> bool:
+        """True if this process decides for ``role`` (one leader per cluster; always on SQLite)."""
+        return self.db.hold_lock(role)
+
     def data_version(self) -> int:
         """Changes when another connection or process commits: a cheap cache key for readers."""
         return self.db.change_token()

@@ -377,7 +377,10 @@ class Rollouts:
         decisions = []
         for rollout in self.tracked(now):
             silent = (rollout.id, now, rollout.settings.watch)
-            due = "WHERE rollout = ? AND state = 'updating' AND ? - max(received, last_seen) > ?"
+            due = (
+                "WHERE rollout = ? AND state = 'updating' "
+                "AND ? - CASE WHEN received > last_seen THEN received ELSE last_seen END > ?"
+            )
             if self.db.execute(f"SELECT 1 FROM rollout_modules {due} LIMIT 1", silent).fetchone():
                 with self.repo.transaction() as db:
                     db.execute(f"UPDATE rollout_modules SET state = 'silent' {due}", silent)

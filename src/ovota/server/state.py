@@ -20,6 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ovota.server import deltas
 from ovota.server.blob_response import OpenBlob
 from ovota.server.clock import ServerClock
+from ovota.server.database import DatabaseUnavailable
 from ovota.server.fleet import Agent, FleetRecorder
 from ovota.server.repository import NAME, Channel, NotFound, Repository
 from ovota.server.rollout_policy import RolloutState
@@ -105,11 +106,12 @@ class ServerState:
         self._next_check = 0.0
         self._blobs: dict[str, OpenBlob] = {}
         self._served: dict[tuple[str, str], Served | RolloutView | None] = {}
+        self._stale: set[tuple[str, str]] = set()  # answers to reload (kept while the database is away)
         self._pins: OrderedDict[tuple[str, str, str, str], tuple[float, Served]] = OrderedDict()
         self._notifications: set[asyncio.Future[None]] = set()
 
     def invalidate(self) -> None:
-        self._served.clear()
+        self._stale = set(self._served)
 
     def served(self, product: str, tag: str, agent: Agent | None = None) -> Served | None:
         """What the channel serves to this module: its build, or, during a rollout, the one for the module."""
@@ -119,15 +121,24 @@ class ServerState:
     def _lookup(self, product: str, tag: str) -> Served | RolloutView | None:
         now = time.monotonic()
         if now >= self._next_check:
-            # Another process (the CLI, another worker) may have published: look at most every 50 ms.
+            # Another process (the CLI, another worker or server) may have published: look at most every 50 ms.
             self._next_check = now + RECHECK_SECONDS
-            version = self.repo.data_version()
-            if version != self._version:
-                self._served.clear()
-                self._version = version
+            with contextlib.suppress(DatabaseUnavailable):
+                version = self.repo.data_version()
+                if version != self._version:
+                    self._stale = set(self._served)
+                    self._version = version
         key = (product, tag)
-        if key not in self._served:
+        if key in self._served and key not in self._stale:
+            return self._served[key]
+        try:
             self._served[key] = self._load(product, tag)
+        except DatabaseUnavailable:
+            # The database is restarting: modules keep getting what this process last knew (503 if nothing).
+            if key not in self._served:
+                raise
+            return self._served[key]
+        self._stale.discard(key)
         return self._served[key]
 
     def _load(self, product: str, tag: str) -> Served | RolloutView | None:
@@ -161,8 +172,15 @@ class ServerState:
     async def evaluate(self) -> None:
         """Rollout decisions due now (in a thread), then serve and announce them."""
         async with self._background_lock:
-            decisions = await asyncio.to_thread(self.evaluator.evaluate, self.clock.now())
+            decisions = await asyncio.to_thread(self._evaluate_if_leader)
         self.decided(decisions)
+
+    def _evaluate_if_leader(self) -> list[Decision]:
+        # Several servers on one PostgreSQL: one of them (the holder of an advisory lock) decides, so a step
+        # or a halt is decided and announced once; when it dies, its lock goes with its connection.
+        if not self.background_repo.leads("rollouts"):
+            return []
+        return self.evaluator.evaluate(self.clock.now())
 
     async def make_deltas(self) -> None:
         """Make the patches that are missing, one at a time, in a worker process (never in a request)."""
@@ -229,11 +247,13 @@ class ServerState:
         if self._notifications:
             await asyncio.wait(self._notifications, timeout=10)
 
-    def blob(self, sha256: str) -> OpenBlob:
-        """The build's blob, opened once: blobs are immutable, so the descriptor stays valid."""
+    async def blob(self, sha256: str) -> OpenBlob:
+        """The build's blob, opened once: blobs are immutable, so the descriptor stays valid. With S3 the
+        first request fetches it into the local cache (in a thread; BlobUnavailable if the store is down)."""
         blob = self._blobs.get(sha256)
         if blob is None:
-            blob = self._blobs[sha256] = OpenBlob.open(self.repo.blob_path(sha256), sha256)
+            path = await asyncio.to_thread(self.repo.blob_path, sha256)
+            blob = self._blobs[sha256] = OpenBlob.open(path, sha256)
         return blob
 
     def close(self) -> None:
@@ -278,6 +298,7 @@ async def background(app: web.Application) -> AsyncIterator[None]:
 
 async def _loop(state: ServerState) -> None:
     next_evaluation = 0.0
+    failing = False
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         try:
@@ -285,8 +306,18 @@ async def _loop(state: ServerState) -> None:
             if not state.clock.driven and time.monotonic() >= next_evaluation:
                 next_evaluation = time.monotonic() + EVALUATE_SECONDS
                 await state.evaluate()
+        except DatabaseUnavailable as err:
+            # PostgreSQL restarting: the batch stays buffered (bounded) and is written once it is back.
+            if not failing:
+                log.warning("database unavailable, buffering check-ins: %s", err)
+            failing = True
+            continue
         except Exception:  # a failing flush must not stop the loop (e.g. the database is locked for a while)
             log.exception("fleet flush or rollout evaluation failed")
+            continue
+        if failing:
+            log.warning("database back; buffered check-ins written")
+            failing = False
 
 
 async def _delta_loop(state: ServerState) -> None:

@@ -1,0 +1,282 @@
+"""Several ``ovota server`` processes on one PostgreSQL and one S3 store (SeaweedFS): changes reach every
+process within a second, decisions are made once, and backends that go away cost availability, never data."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ovota.server.backends import Backends
+from tests.conftest import CliRunner, Engines
+from tests.engines import PostgresServer, SeaweedServer
+from tests.module_helpers import image
+from tests.servers import OvotaServer
+from tests.stores import Store
+from tests.test_server import http
+
+A = "3.3.006"
+B = "3.3.006-12-gbbbbbbb"
+C = "3.3.006-13-gccccccc"
+SIZE = 1_048_576
+MODULES = 30
+
+
+def publish(ovota: CliRunner, store: Store, tmp_path: Path, version: str, tag: str = "main") -> str:
+    path = tmp_path / f"{version}.bin"
+    path.write_bytes(image(version, SIZE))
+    run = ovota("release", "publish", path, *store.args, "--tag", tag)
+    assert run.code == 0, run.err
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def cluster_store(tmp_path: Path, engines: Engines) -> Store:
+    db = engines.postgres.new_database()
+    prefix = db.rsplit("/", 1)[1]
+    return Store("cluster", Backends(db=db, blobs=f"s3://{engines.bucket}/{prefix}", cache=tmp_path / "cache"))
+
+
+def two_servers(store: Store, tmp_path: Path, extra: tuple[str, ...] = ()) -> list[OvotaServer]:
+    """Two server processes, each with a blob cache of its own (as on two hosts)."""
+    return [OvotaServer(store, extra=extra, env={"OVOTA_CACHE": str(tmp_path / f"cache{n}")}) for n in (1, 2)]
+
+
+def ver(server: OvotaServer, tag: str = "main") -> str:
+    return http(f"{server.url}/firmware/ota/v3.3-5/{tag}/ovms3.ver")[2].decode().split("\n")[0]
+
+
+def test_publish_through_one_process_is_served_by_the_other(tmp_path: Path, cluster_store: Store,
+                                                            ovota: CliRunner) -> None:  # fmt: skip
+    publish(ovota, cluster_store, tmp_path, A)
+    token = ovota("token", "create", *cluster_store.args, "--name", "ci").out.strip()
+    first, second = two_servers(cluster_store, tmp_path)
+    try:
+        assert ver(first) == ver(second) == A
+        data = image(B, SIZE)
+        auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+        status, _, body = http(f"{first.url}/api/v1/publish?tag=main", "POST", auth, data)
+        assert status == 201, body
+        published = time.monotonic()
+        while ver(second) != B:
+            assert time.monotonic() - published < 1.0, "the second process still serves the old build after 1 s"
+            time.sleep(0.02)
+        status, _, served = http(f"{second.url}/firmware/ota/v3.3-5/main/ovms3.bin")
+        assert status == 200 and served == data
+        sha = hashlib.sha256(data).hexdigest()
+        cached = list((tmp_path / "cache2").rglob(sha))
+        assert len(cached) == 1 and cached[0].read_bytes() == data  # filled on first request, by its SHA-256
+        # Promote and rollback travel the same way.
+        promote = json.dumps({"product": "v3.3-5", "from": "main", "to": "eap"}).encode()
+        assert http(f"{second.url}/api/v1/promote", "POST", {**auth, "Content-Type": "application/json"},
+                    promote)[0] == 200  # fmt: skip
+        deadline = time.monotonic() + 1.0
+        while ver(first, "eap") != B:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_check_ins_from_every_process_land_in_one_registry(tmp_path: Path, cluster_store: Store,
+                                                           ovota: CliRunner) -> None:  # fmt: skip
+    publish(ovota, cluster_store, tmp_path, A)
+    servers = two_servers(cluster_store, tmp_path)
+    try:
+        for n in range(20):
+            server = servers[n % 2]
+            headers = {"User-Agent": f"ovms/v3.3-5 (CAR{n:02d} 3.3.005/ota_0/main (build idf, product v3.3-5))"}
+            assert http(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.ver", headers=headers)[0] == 200
+    finally:
+        for server in servers:
+            server.stop()  # SIGTERM flushes the batch
+    run = ovota("fleet", "list", *cluster_store.args, "--json")
+    assert run.code == 0, run.err
+    assert sorted(m["vehicle_id"] for m in json.loads(run.out)) == [f"CAR{n:02d}" for n in range(20)]
+
+
+@pytest.fixture
+def notices() -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """A notify URL that records the JSON notices posted to it."""
+    received: list[dict[str, object]] = []
+
+    class Notices(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Notices)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_rollout_halts_once(tmp_path: Path, cluster_store: Store, ovota: CliRunner,
+                            notices: tuple[str, list[dict[str, object]]]) -> None:  # fmt: skip
+    url, received = notices
+    publish(ovota, cluster_store, tmp_path, A)
+    (tmp_path / "b.bin").write_bytes(image(B, SIZE))
+    run = ovota("release", "publish", tmp_path / "b.bin", *cluster_store.args, "--tag", "main",
+                "--rollout", "50,100", "--min-sample", "4", "--halt-failed", "10%", "--grace", "1s",
+                "--notify-url", url)  # fmt: skip
+    assert run.code == 0, run.err
+    servers = two_servers(cluster_store, tmp_path)
+    try:
+        # Every module downloads B through one process, then reports the old version through the other:
+        # the update failed everywhere, and both processes see it.
+        async def fleet() -> None:
+            async with aiohttp.ClientSession() as session:
+                for n in range(MODULES):
+                    agent = {"User-Agent": f"ovms/v3.3-5 (FAIL{n} 3.3.005/ota_0/main (build idf, product v3.3-5))"}
+                    base = f"{servers[n % 2].url}/firmware/ota/v3.3-5/main"
+                    async with session.get(f"{base}/ovms3.ver", headers=agent) as resp:
+                        assert (await resp.text()).split("\n")[0] in (A, B)  # B for the first step's cohort
+                    async with session.get(f"{base}/ovms3.bin", headers=agent) as resp:
+                        assert len(await resp.read()) == SIZE
+                await asyncio.sleep(2.5)  # past the grace period: still the old version means failed
+                for n in range(MODULES):
+                    agent = {"User-Agent": f"ovms/v3.3-5 (FAIL{n} 3.3.005/ota_0/main (build idf, product v3.3-5))"}
+                    async with session.get(f"{servers[(n + 1) % 2].url}/firmware/ota/v3.3-5/main/ovms3.ver",
+                                           headers=agent) as resp:  # fmt: skip
+                        await resp.read()
+
+        asyncio.run(fleet())
+        deadline = time.monotonic() + 15
+        while "halted" not in ovota("rollout", "status", *cluster_store.args, "--product", "v3.3-5",
+                                    "--tag", "main").out:  # fmt: skip
+            assert time.monotonic() < deadline, "the rollout did not halt"
+            time.sleep(0.3)
+        time.sleep(2)  # both processes keep evaluating: nothing more may be decided or announced
+    finally:
+        for server in servers:
+            server.stop()
+    halts = [n for n in received if n.get("event") == "halted"]
+    assert len(halts) == 1, received
+    r = cluster_store.repository()
+    try:
+        events = [row[0] for row in r.db.execute("SELECT message FROM rollout_events").fetchall()]
+    finally:
+        r.close()
+    assert sum("halt" in e for e in events) == 1, events
+
+
+# -- faults -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_engines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[PostgresServer, SeaweedServer, Store]]:
+    """Engines of this test's own, which it may stop and start (the AWS variables point at its SeaweedFS)."""
+    postgres = PostgresServer()
+    seaweed = SeaweedServer()
+    for key, value in seaweed.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = seaweed.new_bucket()
+    store = Store("cluster", Backends(db=postgres.new_database(), blobs=f"s3://{bucket}/repo", cache=tmp_path / "c"))
+    yield postgres, seaweed, store
+    seaweed.close()
+    postgres.close()
+
+
+def test_postgres_restart_during_downloads(tmp_path: Path, own_engines: tuple[PostgresServer, SeaweedServer, Store],
+                                           ovota: CliRunner) -> None:  # fmt: skip
+    postgres, _, store = own_engines
+    (tmp_path / "a.bin").write_bytes(image(A, SIZE))
+    assert ovota("release", "publish", tmp_path / "a.bin", *store.args, "--tag", "main").code == 0
+    token = ovota("token", "create", *store.args, "--name", "ci").out.strip()
+    server = OvotaServer(store, env={"OVOTA_CACHE": str(tmp_path / "cache")})
+    expected = hashlib.sha256(image(A, SIZE)).hexdigest()
+    try:
+        assert ver(server) == A
+
+        async def device(n: int, session: aiohttp.ClientSession, stop: float) -> list[str]:
+            agent = {"User-Agent": f"ovms/v3.3-5 (DL{n:02d} 3.3.005/ota_0/main (build idf, product v3.3-5))"}
+            seen = []
+            while time.monotonic() < stop:
+                async with session.get(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.ver", headers=agent) as r:
+                    assert r.status == 200 and (await r.text()).startswith(A)
+                async with session.get(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.bin", headers=agent) as r:
+                    assert r.status == 200
+                    seen.append(hashlib.sha256(await r.read()).hexdigest())
+            return seen
+
+        async def downloads() -> list[list[str]]:
+            stop = time.monotonic() + 6
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+                return await asyncio.gather(*(device(n, session, stop) for n in range(32)))
+
+        results: list[list[list[str]]] = []
+        runner = threading.Thread(target=lambda: results.append(asyncio.run(downloads())))
+        runner.start()
+        time.sleep(1)
+        postgres.stop()
+        data = image(B, SIZE)
+        auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+        status, headers, body = http(f"{server.url}/api/v1/publish?tag=main", "POST", auth, data)
+        assert status == 503 and headers["Retry-After"], body
+        time.sleep(2)
+        postgres.start()
+        runner.join(60)
+        assert results, "the downloads did not finish"
+        digests = [d for device_digests in results[0] for d in device_digests]
+        assert len(digests) > 32 and set(digests) == {expected}  # none failed, none torn
+        deadline = time.monotonic() + 10
+        while True:
+            status, _, body = http(f"{server.url}/api/v1/publish?tag=main", "POST", auth, data)
+            if status == 201:
+                break
+            assert status == 503 and time.monotonic() < deadline, body
+            time.sleep(0.5)
+        deadline = time.monotonic() + 2
+        while ver(server) != B:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    listed = json.loads(ovota("fleet", "list", *store.args, "--json").out)
+    assert {m["vehicle_id"] for m in listed} == {f"DL{n:02d}" for n in range(32)}  # check-ins kept and written
+
+
+def test_object_store_unreachable(tmp_path: Path, own_engines: tuple[PostgresServer, SeaweedServer, Store],
+                                  ovota: CliRunner) -> None:  # fmt: skip
+    _, seaweed, store = own_engines
+    for version, tag in ((A, "main"), (B, "edge")):
+        (tmp_path / "x.bin").write_bytes(image(version, SIZE))
+        assert ovota("release", "publish", tmp_path / "x.bin", *store.args, "--tag", tag).code == 0
+    server = OvotaServer(store, env={"OVOTA_CACHE": str(tmp_path / "cache")})
+    try:
+        assert http(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.bin")[2] == image(A, SIZE)  # now cached
+        before = store.state()[0]
+        seaweed.stop()
+        status, _, body = http(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.bin")
+        assert status == 200 and body == image(A, SIZE)
+        status, headers, body = http(f"{server.url}/firmware/ota/v3.3-5/edge/ovms3.bin")
+        assert status == 503 and headers["Retry-After"] and body.startswith(b"Service unavailable: object store")
+        (tmp_path / "c.bin").write_bytes(image(C, SIZE))
+        run = ovota("release", "publish", tmp_path / "c.bin", *store.args, "--tag", "main")
+        assert run.code == 2 and run.err.startswith("Error: object store:"), run.err
+        seaweed.start()
+        deadline = time.monotonic() + 30  # SeaweedFS answers "try again" while its volumes load
+        while (answer := http(f"{server.url}/firmware/ota/v3.3-5/edge/ovms3.bin"))[0] == 503:
+            assert time.monotonic() < deadline, answer[2]
+            time.sleep(0.5)
+        assert answer[2] == image(B, SIZE)
+        assert store.state()[0] == before
+    finally:
+        server.stop()
