@@ -20,6 +20,7 @@ from tests.conftest import CliRunner, Engines
 from tests.engines import PostgresServer, SeaweedServer
 from tests.module_helpers import image
 from tests.servers import OvotaServer
+from tests.signing import Keys
 from tests.stores import Store
 from tests.test_server import http
 
@@ -280,3 +281,53 @@ def test_object_store_unreachable(tmp_path: Path, own_engines: tuple[PostgresSer
         assert store.state()[0] == before
     finally:
         server.stop()
+
+
+def test_repo_migrate_round_trip(tmp_path: Path, cluster_store: Store, keys: Keys, ovota: CliRunner) -> None:
+    folder = Store("folder", Backends(folder=tmp_path / "embedded"))
+    publish(ovota, folder, tmp_path, A)
+    publish(ovota, folder, tmp_path, B, tag="edge")
+    assert ovota("release", "promote", *folder.args, "--product", "v3.3-5", "--from", "edge", "--to", "eap").code == 0
+    token = ovota("token", "create", *folder.args, "--name", "ci").out.strip()
+    assert ovota("release", "trust", *folder.args, "--product", "v9", "--key", keys.public).code == 0
+    (tmp_path / "c.bin").write_bytes(image(C, SIZE))
+    assert (
+        ovota("release", "publish", tmp_path / "c.bin", *folder.args, "--tag", "main", "--rollout", "10,100").code == 0
+    )
+    server = OvotaServer(folder)
+    try:
+        for n in range(5):
+            agent = {"User-Agent": f"ovms/v3.3-5 (MIG{n} 3.3.005/ota_0/main (build idf, product v3.3-5))"}
+            assert http(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.ver", headers=agent)[0] == 200
+    finally:
+        server.stop()
+    before = {
+        "list": ovota("release", "list", *folder.args).out,
+        "fleet": json.loads(ovota("fleet", "list", *folder.args, "--json").out),
+        "rollout": ovota("rollout", "status", *folder.args, "--product", "v3.3-5", "--tag", "main").out,
+        "trust": ovota("release", "trust", *folder.args, "--list").out,
+    }
+    first = ovota("repo", "migrate", "--from", folder.backends.folder, *cluster_store.args)
+    assert first.code == 0, first.err
+    assert "blob 3/3" in first.out and "verified" in first.out
+    counts = cluster_store.state()
+    again = ovota("repo", "migrate", "--from", folder.backends.folder, *cluster_store.args)
+    assert again.code == 0, again.err
+    assert cluster_store.state() == counts  # a second run changes nothing
+    after = {
+        "list": ovota("release", "list", *cluster_store.args).out,
+        "fleet": json.loads(ovota("fleet", "list", *cluster_store.args, "--json").out),
+        "rollout": ovota("rollout", "status", *cluster_store.args, "--product", "v3.3-5", "--tag", "main").out,
+        "trust": ovota("release", "trust", *cluster_store.args, "--list").out,
+    }
+    assert after == before
+    server = OvotaServer(cluster_store, env={"OVOTA_CACHE": str(tmp_path / "cache1")})
+    try:
+        assert http(f"{server.url}/firmware/ota/v3.3-5/eap/ovms3.bin")[2] == image(B, SIZE)
+        auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        status, _, body = http(f"{server.url}/api/v1/channels", headers=auth)
+        assert status == 200 and {c["tag"] for c in json.loads(body)} == {"main", "edge", "eap"}
+    finally:
+        server.stop()
+    # New rows get fresh ids after the copied ones.
+    assert ovota("token", "create", *cluster_store.args, "--name", "second").code == 0

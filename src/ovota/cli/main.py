@@ -14,6 +14,7 @@ from ovota.cli.image import image
 from ovota.cli.module import module
 from ovota.cli.otadata import otadata
 from ovota.cli.parttable import parttable
+from ovota.cli.repo import repo
 from ovota.cli.rollout import rollout
 from ovota.cli.server import release, server, token
 from ovota.formats import FormatError
@@ -47,3 +48,4 @@ main.add_command(token)
 main.add_command(rollout)
 main.add_command(fleet)
 main.add_command(delta)
+main.add_command(repo)
