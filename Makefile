@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN := build/run
 
-.PHONY: run test lint bench clean system-deps
+.PHONY: run cluster test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,12 +27,18 @@ run: $(STAMP)
 	done
 	$(VENV)/bin/ovota server --repo $(RUN)/repo --host $(HOST) --port $(PORT)
 
+# The same on PostgreSQL + SeaweedFS (S3), two servers behind nginx on $(PORT): see scripts/cluster.sh.
+cluster: $(STAMP) system-deps
+	HOST=$(HOST) PORT=$(PORT) bash scripts/cluster.sh
+
 # Debian packages the tests use: chromium for the browser tests (Playwright cannot download its own
-# browser here), nginx and wrk for the smoke run of bench/serve.sh. Installed when running as root.
-DEBS := chromium nginx-light wrk curl bc util-linux
+# browser here), nginx and wrk for the smoke run of bench/serve.sh, PostgreSQL for the cluster tests and
+# `make cluster`. Installed when running as root.
+DEBS := chromium nginx-light wrk curl bc util-linux postgresql
 system-deps:
 	@missing=""; for cmd in /usr/bin/chromium /usr/sbin/nginx /usr/bin/wrk /usr/bin/curl /usr/bin/bc /usr/bin/taskset; do \
 	  test -x $$cmd || missing=1; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	test -z "$$missing" || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq $(DEBS) >/dev/null; } \
 	  || echo "some of $(DEBS) are not installed: the tests that need them will be skipped"
 
