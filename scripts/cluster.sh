@@ -64,9 +64,13 @@ cluster_start() {
   export OVOTA_DB="postgresql://ovota@127.0.0.1:$PG_PORT/ovota"
 
   mkdir -p "$CLUSTER/weed"
+  # SeaweedFS also listens on unix sockets named after its ports; one left by a killed run would be dialled.
+  for port in "$WEED_MASTER" "$WEED_VOLUME" "$WEED_FILER" "$S3_PORT"; do
+    rm -f /tmp/seaweedfs-*-"$port".sock /tmp/seaweedfs-*-"$((port + 10000))".sock
+  done
   "$WEED" server -dir="$CLUSTER/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port="$WEED_MASTER" \
     -volume.port="$WEED_VOLUME" -filer.port="$WEED_FILER" -s3 -s3.port="$S3_PORT" -s3.port.iceberg=0 \
-    -s3.port.lance=0 -master.volumeSizeLimitMB=256 -volume.max=50 >"$CLUSTER/weed.log" 2>&1 &
+    -s3.port.lance=0 -master.volumeSizeLimitMB=64 -volume.max=100 >"$CLUSTER/weed.log" 2>&1 &
   cluster_pids+=($!)
   wait_port "$S3_PORT" "SeaweedFS S3"
   export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-ovota}
