@@ -250,7 +250,9 @@ if {crash_at!r} == "os.replace":
 else:
     repository.Repository._point = lambda *a: os._exit(9)
 from ovota.server.backends import Backends
-where = Backends(**json.loads(sys.argv[1]))
+fields = json.loads(sys.argv[1])
+fields["folder"] = fields["folder"] and Path(fields["folder"])
+where = Backends(**fields)
 repository.Repository(where).publish(Path(sys.argv[2]).read_bytes(), "edge")
 """
     b = repo.backends
