@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from ovota.server.repository import Repository
+from ovota.server.backends import Backends
 from tests.conftest import CliRunner
 from tests.module_helpers import image
 from tests.servers import OvotaServer, RawServer, raw_get
+from tests.stores import Store
 
 A, B = "3.3.006", "3.3.007"
 SIZE = 65536
@@ -64,9 +65,10 @@ def wait_for(predicate: Any, what: str, seconds: float = 10) -> None:
 
 @dataclass
 class Setup:
-    repo: Path
+    repo: Store
     builds: dict[str, Path]
     ovota: CliRunner
+    work: Path
 
     def run(self, *args: str | Path) -> Any:
         result = self.ovota(*args)
@@ -74,30 +76,41 @@ class Setup:
         return result
 
     def status(self) -> dict[str, Any]:
-        out = self.run("rollout", "status", "--repo", self.repo, "--product", "v3.3-5", "--tag", "main", "--json")
+        out = self.run("rollout", "status", *self.repo.args, "--product", "v3.3-5", "--tag", "main", "--json")
         return dict(json.loads(out.out))
 
     def simulate(self, server: OvotaServer, days: float, *extra: str) -> dict[str, Any]:
-        report = self.repo.parent / f"report-{time.monotonic_ns()}.json"
+        report = self.work / f"report-{time.monotonic_ns()}.json"
         self.run("fleet", "simulate", "--server", server.base, "--modules", str(FLEET), "--days", str(days),
                  "--report", report, *extra)  # fmt: skip
         return dict(json.loads(report.read_text()))
 
 
-@pytest.fixture
-def setup(tmp_path: Path, ovota: CliRunner) -> Setup:
+def make_setup(store: Store, tmp_path: Path, ovota: CliRunner) -> Setup:
     builds = {}
     for version in (A, B):
         builds[version] = tmp_path / f"{version}.bin"
         builds[version].write_bytes(image(version, SIZE))
-    repo = tmp_path / "repo"
-    assert ovota("release", "publish", builds[A], "--repo", repo, "--tag", "main").code == 0
-    return Setup(repo, builds, ovota)
+    assert ovota("release", "publish", builds[A], *store.args, "--tag", "main").code == 0
+    return Setup(store, builds, ovota, tmp_path)
 
 
 @pytest.fixture
-def driven(setup: Setup) -> Iterator[OvotaServer]:
-    server = OvotaServer(setup.repo, extra=("--driven-clock",))
+def setup(store: Store, tmp_path: Path, ovota: CliRunner) -> Setup:
+    """Build A on main: in a folder, and on PostgreSQL + S3."""
+    return make_setup(store, tmp_path, ovota)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path, ovota: CliRunner) -> Setup:
+    """Build A on main in a folder only: for the 1,000-module simulations (the cluster runs them in
+    tests/test_cluster.py's smaller scenarios)."""
+    return make_setup(Store("folder", Backends(folder=tmp_path / "repo")), tmp_path, ovota)
+
+
+@pytest.fixture
+def driven(embedded: Setup) -> Iterator[OvotaServer]:
+    server = OvotaServer(embedded.repo, extra=("--driven-clock",))
     yield server
     server.stop()
 
@@ -115,7 +128,7 @@ def test_registry_learns_modules_from_their_requests(setup: Setup) -> None:
         assert ver(server, "Mozilla/5.0") == A  # counted, not registered
 
         def registered() -> list[dict[str, Any]]:
-            out = setup.run("fleet", "list", "--repo", setup.repo, "--json").out
+            out = setup.run("fleet", "list", *setup.repo.args, "--json").out
             return list(json.loads(out))
 
         wait_for(lambda: len(registered()) == 2, "two modules in the registry")
@@ -127,7 +140,7 @@ def test_registry_learns_modules_from_their_requests(setup: Setup) -> None:
         assert demo["first_seen"] <= demo["last_seen"]
         anonymous = next(m for m in registered() if m["vehicle_id"] == "")
         assert anonymous["module"] == "@127.0.0.1" and anonymous["partition"] == "factory"
-        text = setup.run("fleet", "list", "--repo", setup.repo, "--product", "v3.3-5", "--tag", "main").out
+        text = setup.run("fleet", "list", *setup.repo.args, "--product", "v3.3-5", "--tag", "main").out
         assert "DEMO" in text and text.endswith("2 modules\n")
         # Vehicle ids are for token holders only: not in the public download area.
         for path in ("/firmware/ota/", "/firmware/ota/v3.3-5/", "/firmware/ota/v3.3-5/main/"):
@@ -136,12 +149,12 @@ def test_registry_learns_modules_from_their_requests(setup: Setup) -> None:
                 with urllib.request.urlopen(request, timeout=10) as response:
                     assert b"DEMO" not in response.read()
         assert http_json(f"{server.url}/api/v1/fleet")[0] == 401
-        token = setup.run("token", "create", "--repo", setup.repo, "--name", "ops").out.strip()
+        token = setup.run("token", "create", *setup.repo.args, "--name", "ops").out.strip()
         status, modules = http_json(f"{server.url}/api/v1/fleet?product=v3.3-5", token=token)
         assert status == 200 and {m["vehicle_id"] for m in modules} == {"DEMO", ""}
     finally:
         server.stop()  # a clean stop flushes the batch
-    r = Repository(setup.repo)
+    r = setup.repo.repository()
     try:
         downloads = r.db.execute("SELECT module, bytes, completed FROM downloads").fetchall()
         counts = dict(r.db.execute("SELECT kind, count FROM request_counts").fetchall())
@@ -161,9 +174,9 @@ def test_cohorts_pause_resume_abort_force_and_the_api(setup: Setup) -> None:
         ids = [f"CAR{i:02d}" for i in range(20)]
         for vehicle_id in ids:
             assert ver(server, agent(vehicle_id)) == A
-        wait_for(lambda: len(json.loads(setup.run("fleet", "list", "--repo", setup.repo, "--json").out)) == 20,
+        wait_for(lambda: len(json.loads(setup.run("fleet", "list", *setup.repo.args, "--json").out)) == 20,
                  "20 modules registered")  # fmt: skip
-        run = setup.run("release", "publish", setup.builds[B], "--repo", setup.repo, "--tag", "main",
+        run = setup.run("release", "publish", setup.builds[B], *setup.repo.args, "--tag", "main",
                         "--rollout", "50,100")  # fmt: skip
         assert f"Rollout 1 of v3.3-5/main: {A} -> {B}, steps 50,100, now running at 50%" in run.out
 
@@ -176,11 +189,11 @@ def test_cohorts_pause_resume_abort_force_and_the_api(setup: Setup) -> None:
         assert ver(server, agent("")) == A  # no vehicle id: only at 100%
         c_build = setup.builds[A].with_name("c.bin")
         c_build.write_bytes(image("3.3.008", SIZE))
-        refused = setup.ovota("release", "publish", c_build, "--repo", setup.repo, "--tag", "main")
+        refused = setup.ovota("release", "publish", c_build, *setup.repo.args, "--tag", "main")
         assert refused.code == 2
         assert refused.err == "Error: v3.3-5/main has a running rollout (id 1): abort it first, or use --force\n"
 
-        token = setup.run("token", "create", "--repo", setup.repo, "--name", "ci").out.strip()
+        token = setup.run("token", "create", *setup.repo.args, "--name", "ci").out.strip()
         assert http_json(api + "/v3.3-5/main")[0] == 401
         status, body = http_json(api + "/v3.3-5/main", token=token)
         assert status == 200 and body["state"] == "running" and body["steps"][0]["cohort"] == 10
@@ -193,7 +206,7 @@ def test_cohorts_pause_resume_abort_force_and_the_api(setup: Setup) -> None:
         wait_for(lambda: not offered(), "nobody offered the new build after abort")
         assert http_json(api + "/v3.3-5/main/abort", "POST", token)[0] == 404
 
-        sha = json.loads(setup.run("rollout", "status", "--repo", setup.repo, "--product", "v3.3-5", "--tag", "main",
+        sha = json.loads(setup.run("rollout", "status", *setup.repo.args, "--product", "v3.3-5", "--tag", "main",
                                    "--json").out)["to"]["sha256"]  # fmt: skip
         start = {"product": "v3.3-5", "tag": "main", "build": sha[:12], "steps": "25,100", "grace": "1m"}
         status, body = http_json(api, "POST", token, start)
@@ -206,7 +219,7 @@ def test_cohorts_pause_resume_abort_force_and_the_api(setup: Setup) -> None:
         listed = http_json(api, token=token)[1]
         assert [(r["id"], r["state"]) for r in listed] == [(1, "aborted"), (2, "running")]
 
-        forced = setup.run("release", "publish", c_build, "--repo", setup.repo, "--tag", "main", "--force")
+        forced = setup.run("release", "publish", c_build, *setup.repo.args, "--tag", "main", "--force")
         assert forced.out.startswith("Published 3.3.008 to v3.3-5/main")
         wait_for(lambda: {ver(server, agent(v)) for v in ids} == {"3.3.008"}, "the forced build for everyone")
         assert http_json(api + "/v3.3-5/main", token=token)[1]["state"] == "aborted"
@@ -225,11 +238,12 @@ def _cumulative_cohorts(status: dict[str, Any]) -> list[float]:
     return shares
 
 
-def test_healthy_rollout_reaches_the_whole_fleet(setup: Setup, driven: OvotaServer) -> None:
+def test_healthy_rollout_reaches_the_whole_fleet(embedded: Setup, driven: OvotaServer) -> None:
+    setup = embedded
     first = setup.simulate(driven, 1)  # every module checks in once: the server knows the fleet
     assert first["summary"]["checkins"] == FLEET and first["summary"]["downloads"] == 0
-    setup.run("release", "publish", setup.builds[B], "--repo", setup.repo, "--tag", "edge")
-    setup.run("rollout", "start", "--repo", setup.repo, "--product", "v3.3-5", "--tag", "main", "--build", B)
+    setup.run("release", "publish", setup.builds[B], *setup.repo.args, "--tag", "edge")
+    setup.run("rollout", "start", *setup.repo.args, "--product", "v3.3-5", "--tag", "main", "--build", B)
     report = setup.simulate(driven, 10)
     assert report["days"][-1]["versions"] == {B: FLEET}
     assert report["summary"]["errors"] == 0 and report["summary"]["failed"] == 0
@@ -239,14 +253,15 @@ def test_healthy_rollout_reaches_the_whole_fleet(setup: Setup, driven: OvotaServ
     for share, percent in zip(_cumulative_cohorts(status), (1, 10, 50, 100), strict=True):
         assert abs(share - percent) <= 2, (share, percent)
     assert [day["exposed"] for day in report["days"]] == sorted(day["exposed"] for day in report["days"])
-    assert setup.run("release", "list", "--repo", setup.repo).out.split()[2] == B
+    assert setup.run("release", "list", *setup.repo.args).out.split()[2] == B
 
 
-def test_failing_build_halts_the_rollout_early(setup: Setup, driven: OvotaServer) -> None:
+def test_failing_build_halts_the_rollout_early(embedded: Setup, driven: OvotaServer) -> None:
+    setup = embedded
     hook = RawServer(b"HTTP/1.0 204 No Content\r\n\r\n")
     try:
         setup.simulate(driven, 1)
-        setup.run("release", "publish", setup.builds[B], "--repo", setup.repo, "--tag", "main",
+        setup.run("release", "publish", setup.builds[B], *setup.repo.args, "--tag", "main",
                   "--rollout", "1,10,50,100", "--notify-url", f"http://127.0.0.1:{hook.port}/ovota-hook")  # fmt: skip
         report = setup.simulate(driven, 8, "--fail", f"{B}:0.3")
         wait_for(lambda: bool(hook.requests), "the notify URL to be called")
@@ -266,14 +281,15 @@ def test_failing_build_halts_the_rollout_early(setup: Setup, driven: OvotaServer
     assert ver(driven, agent("SIM00001")) == A
     updated = next(v for v in (f"SIM{i:05d}" for i in range(1, FLEET + 1)) if ver(driven, agent(v, B)) == B)
     assert updated
-    assert setup.run("release", "list", "--repo", setup.repo).out.split()[2] == A
+    assert setup.run("release", "list", *setup.repo.args).out.split()[2] == A
 
 
-def test_server_killed_mid_rollout_carries_on(setup: Setup, driven: OvotaServer) -> None:
+def test_server_killed_mid_rollout_carries_on(embedded: Setup, driven: OvotaServer) -> None:
+    setup = embedded
     setup.simulate(driven, 1)
-    setup.run("release", "publish", setup.builds[B], "--repo", setup.repo, "--tag", "main", "--rollout", "1,10,50,100")
+    setup.run("release", "publish", setup.builds[B], *setup.repo.args, "--tag", "main", "--rollout", "1,10,50,100")
     start = http_json(f"{driven.url}/clock")[1]["now"]
-    report = setup.repo.parent / "long.json"
+    report = setup.work / "long.json"
     script = Path(sys.executable).with_name("ovota")
     simulation = subprocess.Popen(
         [str(script), "fleet", "simulate", "--server", driven.base, "--modules", str(FLEET), "--days", "10",
@@ -305,7 +321,8 @@ def test_server_killed_mid_rollout_carries_on(setup: Setup, driven: OvotaServer)
     assert final["days"][-1]["versions"] == {B: FLEET}
 
 
-def test_simulation_follows_a_scaled_clock(setup: Setup) -> None:
+def test_simulation_follows_a_scaled_clock(embedded: Setup) -> None:
+    setup = embedded
     server = OvotaServer(setup.repo, extra=("--time-scale", "86400"))  # a simulated day per real second
     try:
         first = http_json(f"{server.url}/clock")[1]

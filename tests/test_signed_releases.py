@@ -13,47 +13,37 @@ from pathlib import Path
 import pytest
 import trustme
 
-from ovota.server.repository import Repository
 from tests.conftest import CliRunner
 from tests.module_helpers import new_module
 from tests.servers import OvotaServer
 from tests.signing import NEW, OLD, Keys, forged, signed, unsigned
+from tests.stores import Store
 from tests.test_server import http
 
 PRODUCT = "v3.3-5"
 
 
-def state(repo: Path) -> tuple[list[tuple[str, str, str]], list[str], int]:
-    r = Repository(repo)
-    try:
-        channels = [(c.product, c.tag, c.build.sha256) for c in r.channels()]
-        builds = r.db.execute("SELECT count(*) FROM builds").fetchone()[0]
-    finally:
-        r.close()
-    blobs = sorted(p.name for p in (repo / "blobs").rglob("*") if p.is_file())
-    return channels, blobs, int(builds)
-
-
 @pytest.fixture
-def trusted_repo(tmp_path: Path, keys: Keys, ovota: CliRunner) -> Path:
-    """A repository with an unsigned build on edge, then the signing key trusted for the product."""
-    repo = tmp_path / "repo"
+def trusted_repo(store: Store, tmp_path: Path, keys: Keys, ovota: CliRunner) -> Store:
+    """A repository (folder, and PostgreSQL + S3) with an unsigned build on edge, then the signing key trusted
+    for the product."""
+    repo = store
     (tmp_path / "old.bin").write_bytes(unsigned(OLD))
-    assert ovota("release", "publish", tmp_path / "old.bin", "--repo", repo, "--tag", "edge").code == 0
-    run = ovota("release", "trust", "--repo", repo, "--product", PRODUCT, "--key", keys.public, "--name", "ci")
+    assert ovota("release", "publish", tmp_path / "old.bin", *repo.args, "--tag", "edge").code == 0
+    run = ovota("release", "trust", *repo.args, "--product", PRODUCT, "--key", keys.public, "--name", "ci")
     assert run.code == 0, run.err
     assert run.out == f"{PRODUCT} now trusts key digest {keys.digest.hex()}\n"
     return repo
 
 
-def test_publish_refuses_unsigned_and_foreign_builds(tmp_path: Path, trusted_repo: Path, keys: Keys,
+def test_publish_refuses_unsigned_and_foreign_builds(tmp_path: Path, trusted_repo: Store, keys: Keys,
                                                      ovota: CliRunner) -> None:  # fmt: skip
-    before = state(trusted_repo)
+    before = trusted_repo.state()
     other_digest = None
     for name, data in (("unsigned", unsigned(NEW)), ("foreign", signed(keys.other, NEW))):
         path = tmp_path / f"{name}.bin"
         path.write_bytes(data)
-        run = ovota("release", "publish", path, "--repo", trusted_repo, "--tag", "main")
+        run = ovota("release", "publish", path, *trusted_repo.args, "--tag", "main")
         assert run.code == 2
         assert len(run.err.strip().splitlines()) == 1, run.err
         assert f"only accepts images signed by {keys.digest.hex()}" in run.err
@@ -61,62 +51,62 @@ def test_publish_refuses_unsigned_and_foreign_builds(tmp_path: Path, trusted_rep
             assert "this image has no valid signature" in run.err
         else:
             other_digest = run.err.rsplit("valid signatures by ", 1)[1].strip()
-        assert state(trusted_repo) == before
+        assert trusted_repo.state() == before
     assert other_digest is not None and len(other_digest) == 64 and other_digest != keys.digest.hex()
     # A forged signature: the block is well formed, but its signature does not verify.
     (tmp_path / "tampered.bin").write_bytes(forged(signed(keys.signing, NEW)))
-    run = ovota("release", "publish", tmp_path / "tampered.bin", "--repo", trusted_repo, "--tag", "main")
+    run = ovota("release", "publish", tmp_path / "tampered.bin", *trusted_repo.args, "--tag", "main")
     assert run.code == 2 and "no valid signature" in run.err, run.err
-    rollout = ovota("release", "publish", tmp_path / "unsigned.bin", "--repo", trusted_repo, "--tag", "main",
+    rollout = ovota("release", "publish", tmp_path / "unsigned.bin", *trusted_repo.args, "--tag", "main",
                     "--rollout", "1,100")  # fmt: skip
     assert rollout.code == 2 and "only accepts images signed by" in rollout.err
     # Moving a channel to the old unsigned build is refused as well.
-    promote = ovota("release", "promote", "--repo", trusted_repo, "--product", PRODUCT, "--from", "edge",
+    promote = ovota("release", "promote", *trusted_repo.args, "--product", PRODUCT, "--from", "edge",
                     "--to", "main")  # fmt: skip
     assert promote.code == 2 and "only accepts images signed by" in promote.err
-    assert state(trusted_repo) == before
+    assert trusted_repo.state() == before
     good = tmp_path / "good.bin"
     good.write_bytes(signed(keys.signing, NEW, secure_version=3))
-    run = ovota("release", "publish", good, "--repo", trusted_repo, "--tag", "main")
+    run = ovota("release", "publish", good, *trusted_repo.args, "--tag", "main")
     assert run.code == 0, run.err
-    listing = ovota("release", "list", "--repo", trusted_repo).out.splitlines()
+    listing = ovota("release", "list", *trusted_repo.args).out.splitlines()
     main = next(line.split() for line in listing if line.split()[1] == "main")
     assert main[2] == NEW and main[-2:] == ["sv3", keys.digest.hex()[:16]]
     edge = next(line.split() for line in listing if line.split()[1] == "edge")
     assert edge[-2:] == ["sv0", "unsigned"]
 
 
-def test_trust_list_and_untrust(tmp_path: Path, trusted_repo: Path, keys: Keys, ovota: CliRunner) -> None:
-    listed = ovota("release", "trust", "--repo", trusted_repo, "--list")
+def test_trust_list_and_untrust(tmp_path: Path, trusted_repo: Store, keys: Keys, ovota: CliRunner) -> None:
+    listed = ovota("release", "trust", *trusted_repo.args, "--list")
     assert listed.code == 0
     assert listed.out.split()[:2] == [PRODUCT, keys.digest.hex()] and listed.out.split()[-1] == "ci"
-    again = ovota("release", "trust", "--repo", trusted_repo, "--product", PRODUCT, "--key", keys.signing)
+    again = ovota("release", "trust", *trusted_repo.args, "--product", PRODUCT, "--key", keys.signing)
     assert again.out == f"{PRODUCT} already trusted key digest {keys.digest.hex()}\n"
-    bad = ovota("release", "trust", "--repo", trusted_repo, "--product", PRODUCT, "--key", tmp_path / "nothing")
+    bad = ovota("release", "trust", *trusted_repo.args, "--product", PRODUCT, "--key", tmp_path / "nothing")
     assert bad.code == 2
     (tmp_path / "junk.pem").write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
-    junk = ovota("release", "trust", "--repo", trusted_repo, "--product", PRODUCT, "--key", tmp_path / "junk.pem")
+    junk = ovota("release", "trust", *trusted_repo.args, "--product", PRODUCT, "--key", tmp_path / "junk.pem")
     assert junk.code == 2 and "not a PEM public or private key" in junk.err
-    run = ovota("release", "untrust", "--repo", trusted_repo, "--product", PRODUCT, "--digest", keys.digest.hex())
+    run = ovota("release", "untrust", *trusted_repo.args, "--product", PRODUCT, "--digest", keys.digest.hex())
     assert run.code == 0 and "0 trusted key(s) left" in run.out
-    assert "No trusted keys" in ovota("release", "trust", "--repo", trusted_repo, "--list").out
+    assert "No trusted keys" in ovota("release", "trust", *trusted_repo.args, "--list").out
     (tmp_path / "plain.bin").write_bytes(unsigned(NEW))
-    assert ovota("release", "publish", tmp_path / "plain.bin", "--repo", trusted_repo, "--tag", "main").code == 0
-    missing = ovota("release", "untrust", "--repo", trusted_repo, "--product", PRODUCT, "--key", keys.public)
+    assert ovota("release", "publish", tmp_path / "plain.bin", *trusted_repo.args, "--tag", "main").code == 0
+    missing = ovota("release", "untrust", *trusted_repo.args, "--product", PRODUCT, "--key", keys.public)
     assert missing.code == 1 and "does not trust" in missing.err
 
 
-def test_api_publish_and_listings_show_signers(tmp_path: Path, trusted_repo: Path, keys: Keys,
+def test_api_publish_and_listings_show_signers(tmp_path: Path, trusted_repo: Store, keys: Keys,
                                                ovota: CliRunner) -> None:  # fmt: skip
-    token = ovota("token", "create", "--repo", trusted_repo, "--name", "ci").out.strip()
+    token = ovota("token", "create", *trusted_repo.args, "--name", "ci").out.strip()
     server = OvotaServer(trusted_repo)
     try:
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
-        before = state(trusted_repo)
+        before = trusted_repo.state()
         status, _, body = http(f"{server.url}/api/v1/publish?tag=main", "POST", auth, unsigned(NEW))
         assert status == 400
         assert "only accepts images signed by" in json.loads(body)["error"]
-        assert state(trusted_repo) == before
+        assert trusted_repo.state() == before
         status, _, body = http(f"{server.url}/api/v1/publish?tag=main", "POST", auth, signed(keys.signing, NEW, 2))
         assert status == 201, body
         answer = json.loads(body)
@@ -133,8 +123,12 @@ def test_api_publish_and_listings_show_signers(tmp_path: Path, trusted_repo: Pat
         server.stop()
 
 
-def signed_bytes(repo: Path, sha256: str) -> bytes:
-    return (repo / "blobs" / sha256[:2] / sha256).read_bytes()
+def signed_bytes(repo: Store, sha256: str) -> bytes:
+    r = repo.repository()
+    try:
+        return r.blob_path(sha256).read_bytes()
+    finally:
+        r.close()
 
 
 # -- HTTPS ------------------------------------------------------------------------------------------------
