@@ -15,10 +15,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from ovota.device.module import create_module
 from ovota.server.backends import Backends
 from tests.conftest import CliRunner, Engines
 from tests.engines import PostgresServer, SeaweedServer
-from tests.module_helpers import image
+from tests.module_helpers import image, run_commands
+from tests.real_builds import real_shaped_build
 from tests.servers import OvotaServer
 from tests.signing import Keys
 from tests.stores import Store
@@ -331,3 +333,35 @@ def test_repo_migrate_round_trip(tmp_path: Path, cluster_store: Store, keys: Key
         server.stop()
     # New rows get fresh ids after the copied ones.
     assert ovota("token", "create", *cluster_store.args, "--name", "second").code == 0
+
+
+def test_delta_patches_on_the_cluster(tmp_path: Path, cluster_store: Store, ovota: CliRunner) -> None:
+    """The background patch maker claims its work in PostgreSQL and stores patches in S3; a module updates by
+    delta from a server that has never seen the patch before (read-through)."""
+    images = {v: real_shaped_build(v, rodata=400_000, seed=b"ovms3-tree") for v in (A.encode(), B.encode())}
+    for data in images.values():
+        (tmp_path / "x.bin").write_bytes(data)
+        assert ovota("release", "publish", tmp_path / "x.bin", *cluster_store.args, "--tag", "main").code == 0
+    maker = OvotaServer(cluster_store, deltas=True, env={"OVOTA_CACHE": str(tmp_path / "maker")})
+    try:
+        deadline = time.monotonic() + 60
+        while not delta_listing(maker)[0].get("deltas"):
+            assert time.monotonic() < deadline, "no delta patch was made"
+            time.sleep(0.2)
+    finally:
+        maker.stop()
+    server = OvotaServer(cluster_store, env={"OVOTA_CACHE": str(tmp_path / "other")})
+    try:
+        flash = tmp_path / "module.img"
+        create_module(flash, "v3-35", images[A.encode()])
+        run_commands(flash, f"config set ota server {server.base}", "config set ota delta yes")
+        out = run_commands(flash, "ota flash http", "module reset", "ota status nocheck").output
+        assert "Delta applied" in out and f"Firmware:          {B}/ota_1/main" in out, out
+    finally:
+        server.stop()
+
+
+def delta_listing(server: OvotaServer) -> list[dict[str, object]]:
+    status, _, body = http(f"{server.url}/firmware/ota/v3.3-5/main/", headers={"Accept": "application/json"})
+    assert status == 200
+    return list(json.loads(body))
