@@ -103,7 +103,7 @@ cluster_servers() {
   local upstreams="" n=0
   for port in $SERVER_PORTS; do
     n=$((n + 1))
-    OVOTA_CACHE="$CLUSTER/cache$n" "$OVOTA" server --host 127.0.0.1 --port "$port" "$@" >"$CLUSTER/server$n.log" 2>&1 &
+    OVOTA_CACHE="$CLUSTER/cache$n" "$OVOTA" server --host 127.0.0.1 --port "$port" --forwarded-by 127.0.0.1 "$@" >"$CLUSTER/server$n.log" 2>&1 &
     cluster_pids+=($!)
     upstreams+="server 127.0.0.1:$port; "
   done

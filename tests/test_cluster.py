@@ -365,3 +365,21 @@ def delta_listing(server: OvotaServer) -> list[dict[str, object]]:
     status, _, body = http(f"{server.url}/firmware/ota/v3.3-5/main/", headers={"Accept": "application/json"})
     assert status == 200
     return list(json.loads(body))
+
+
+def test_modules_behind_a_load_balancer_keep_their_addresses(tmp_path: Path, cluster_store: Store,
+                                                             ovota: CliRunner) -> None:  # fmt: skip
+    publish(ovota, cluster_store, tmp_path, A)
+    anonymous = {"User-Agent": "ovms/v3.3-5 ( 3.3.005/factory/main (build idf, product v3.3-5))"}
+    plain = OvotaServer(cluster_store)
+    trusting = OvotaServer(cluster_store, extra=("--forwarded-by", "127.0.0.1"))
+    try:
+        for server, address in ((trusting, "10.0.0.7"), (trusting, "10.0.0.8"), (plain, "10.0.0.9")):
+            headers = {**anonymous, "X-Forwarded-For": address}
+            assert http(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.ver", headers=headers)[0] == 200
+    finally:
+        trusting.stop()
+        plain.stop()
+    listed = json.loads(ovota("fleet", "list", *cluster_store.args, "--json").out)
+    # The appended address from the trusted proxy; a server that trusts nobody keeps the peer's.
+    assert sorted(m["module"] for m in listed) == ["@10.0.0.7", "@10.0.0.8", "@127.0.0.1"]

@@ -39,9 +39,11 @@ from ovota.server.repository import Repository
               help="Serve HTTPS with this certificate chain (PEM).")  # fmt: skip
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The certificate's private key (PEM).")  # fmt: skip
+@click.option("--forwarded-by", multiple=True, metavar="ADDRESS",
+              help="A load balancer's address: its requests come from their last X-Forwarded-For address.")  # fmt: skip
 def server(
     repo: Backends, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool,
-    delta_bases: int, tls_cert: Path | None, tls_key: Path | None,
+    delta_bases: int, tls_cert: Path | None, tls_key: Path | None, forwarded_by: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Serve firmware to modules, the download area and the release API (HTTPS with --tls-cert/--tls-key;
     unchanged OVMS modules only speak plain HTTP, so serve them on a second, plain server)."""
@@ -60,7 +62,7 @@ def server(
     click.echo(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ ({where})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
-    app = create_app(repo, clock, fleet, delta_bases)
+    app = create_app(repo, clock, fleet, delta_bases, forwarded_by)
     web.run_app(app, host=host, port=port, reuse_port=workers > 1, ssl_context=tls, print=None, access_log=None)
 
 

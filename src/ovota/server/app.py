@@ -16,7 +16,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from ovota.server import deltas
 from ovota.server.api import MAX_UPLOAD, channel_json, create_api
@@ -218,16 +218,34 @@ async def unavailable_as_503(request: web.Request, handler: Handler) -> web.Stre
         return web.Response(status=503, text=f"Service unavailable: {err}\n", headers=headers)
 
 
+def _forwarded(proxies: frozenset[str]) -> Middleware:
+    @web.middleware
+    async def from_forwarded_for(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Behind a load balancer every request comes from it: the module's address (the registry's key for a
+        # module without a vehicle id, and the ver/bin pin) is the one the proxy appended, trusted only from it.
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded and request.remote in proxies:
+            request = request.clone(remote=forwarded.rsplit(",", 1)[-1].strip())
+        return await handler(request)
+
+    return from_forwarded_for
+
+
 def create_app(
     repo_root: Path | Backends,
     clock: ServerClock | None = None,
     fleet: bool = True,
     delta_bases: int = deltas.DEFAULT_BASES,
+    forwarded_by: tuple[str, ...] = (),
 ) -> web.Application:
     """The server over the repository at ``repo_root`` (a folder, or cluster backends); ``fleet=False`` turns
-    the fleet registry off; patches are made from the last ``delta_bases`` builds of each channel (0: none)."""
+    the fleet registry off; patches are made from the last ``delta_bases`` builds of each channel (0: none);
+    requests from the proxies at ``forwarded_by`` are taken to come from the last X-Forwarded-For address."""
     repo = Repository(repo_root)
-    app = web.Application(client_max_size=MAX_UPLOAD, middlewares=[unavailable_as_503])
+    middlewares: list[Middleware] = [unavailable_as_503]
+    if forwarded_by:
+        middlewares.append(_forwarded(frozenset(forwarded_by)))
+    app = web.Application(client_max_size=MAX_UPLOAD, middlewares=middlewares)
     app[REPO_KEY] = repo
     app[STATE_KEY] = ServerState(repo, clock or repo.clock(), fleet, delta_bases)
     # The router tries resources in order: the device path, the hot one, goes first.
