@@ -230,9 +230,20 @@ def open_database(url_or_path: str | Path) -> SqliteDatabase | PostgresDatabase:
 
 def migrate(db: SqliteDatabase | PostgresDatabase) -> list[int]:
     """Apply the migrations not yet recorded, each in its own transaction; the numbers applied."""
-    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied REAL NOT NULL)")
+    create = "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied REAL NOT NULL)"
+    if db.dialect == "postgresql":
+        with db.transaction():
+            # Two servers starting at once would race even on CREATE TABLE IF NOT EXISTS (pg_type's unique
+            # index): everything schema-related runs under one transaction-level advisory lock.
+            db.execute("SELECT pg_advisory_xact_lock(7280001)")
+            db.execute(create)
+    else:
+        db.execute(create)
+    done = {int(row[0]) for row in db.execute("SELECT version FROM schema_migrations").fetchall()}
     applied = []
     for version, statements in MIGRATIONS:
+        if version in done:
+            continue  # the common case: no write lock is taken just to find nothing to do
         with db.transaction():
             if db.dialect == "postgresql":
                 # Several servers may start at once: the first migrates, the others wait, then see it done.
