@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from email.utils import formatdate
 from typing import Any
@@ -10,7 +11,14 @@ from aiohttp import BodyPartReader, web
 
 from ovota.server.deltas import Delta
 from ovota.server.fleet import list_modules, module_json
-from ovota.server.repository import Channel, NotFound, Repository, RepositoryError, Unavailable
+from ovota.server.repository import (
+    Channel,
+    NotFound,
+    Repository,
+    RepositoryError,
+    Unavailable,
+    publish_on_own_connection,
+)
 from ovota.server.rollout_policy import PolicyError
 from ovota.server.rollouts import parse_settings, status_summary
 from ovota.server.state import BIN, REPO_KEY, STATE_KEY
@@ -95,8 +103,13 @@ async def api_publish(request: web.Request) -> web.Response:
         data = await request.read()
     if not fields.get("tag"):
         raise RepositoryError("missing tag")
-    channel = request.app[REPO_KEY].publish(
-        data, fields["tag"], fields.get("product") or None, fields.get("changelog", "")
+    channel = await asyncio.to_thread(
+        publish_on_own_connection,
+        request.app[REPO_KEY].backends,
+        data,
+        fields["tag"],
+        fields.get("product") or None,
+        fields.get("changelog", ""),
     )
     request.app[STATE_KEY].invalidate()
     return web.json_response(

@@ -375,3 +375,15 @@ def _check_fits(size: int, product: str) -> None:
 def _token_digest(token: str) -> str:
     # Tokens are 192-bit random values, so a plain SHA-256 (no salt, no slow KDF) is enough at rest.
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def publish_on_own_connection(
+    where: Backends, data: bytes, tag: str, product: str | None = None, changelog: str = ""
+) -> Channel:
+    """``publish`` on a connection of its own, for running in a thread: a server's event loop stays free to
+    serve modules while a build is validated, written and (with S3) uploaded and read back."""
+    repo = Repository(where)
+    try:
+        return repo.publish(data, tag, product, changelog)
+    finally:
+        repo.close()

@@ -6,6 +6,7 @@ everyone out). Every action goes through the same Repository calls as the CLI an
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
-from ovota.server.repository import Channel, Repository, RepositoryError
+from ovota.server.repository import Channel, Repository, RepositoryError, publish_on_own_connection
 from ovota.server.web.layout import page
 from ovota.server.web.rollout_banner import console_nav, halt_banner
 
@@ -204,7 +205,8 @@ async def publish(request: web.Request) -> web.Response:
         if isinstance(part, BodyPartReader) and part.name:
             fields[part.name] = await part.read() if part.name == "image" else (await part.text())
     try:
-        channel = request.app[CONSOLE_KEY].repo.publish(
+        channel = await asyncio.to_thread(
+            publish_on_own_connection, request.app[CONSOLE_KEY].repo.backends,
             fields.get("image", b""), str(fields.get("tag", "")), str(fields.get("product", "")).strip() or None,
             str(fields.get("changelog", "")),
         )  # fmt: skip
