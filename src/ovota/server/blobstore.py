@@ -61,9 +61,6 @@ class S3Blobs:
     """``s3://BUCKET[/PREFIX]``; endpoint, region and credentials from the standard AWS variables."""
 
     def __init__(self, url: str, cache: Path) -> None:
-        import boto3
-        from botocore.config import Config
-
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
             raise ValueError(f"invalid blob store URL {url!r}: use s3://BUCKET[/PREFIX]")
@@ -71,8 +68,19 @@ class S3Blobs:
         self.prefix = prefix.strip("/")
         self.cache = cache
         cache.mkdir(parents=True, exist_ok=True)
-        config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
-        self.client: Any = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, config=config)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The S3 client, made on first use: most commands never touch a blob, and boto3 is slow to load."""
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"})
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+            self._client = boto3.client("s3", endpoint_url=endpoint, config=config)
+        return self._client
 
     def _key(self, sha256: str) -> str:
         name = f"{sha256[:2]}/{sha256}"
