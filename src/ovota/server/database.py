@@ -119,6 +119,7 @@ class PostgresDatabase:
         self._listener: ChangeListener | None = None
         self._locks: dict[str, int] = {}  # role -> the connection generation that holds its lock
         self.generation = 0
+        self._in_transaction = False
         self.conn = self._connect()
 
     def _connect(self) -> Any:
@@ -130,6 +131,9 @@ class PostgresDatabase:
     def _live(self) -> Any:
         """The connection, made anew if PostgreSQL dropped it (a restart): session locks are gone then."""
         if self.conn.closed or self.conn.broken:
+            if self._in_transaction:
+                # Never carry on a transaction's statements on a new connection: the earlier ones are lost.
+                raise DatabaseUnavailable("PostgreSQL: the connection was lost inside a transaction")
             self.conn = self._connect()
             self.generation += 1
         return self.conn
@@ -157,7 +161,11 @@ class PostgresDatabase:
     def transaction(self) -> Iterator[PostgresDatabase]:
         try:
             with self._live().transaction():
-                yield self
+                self._in_transaction = True
+                try:
+                    yield self
+                finally:
+                    self._in_transaction = False
         except self._psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
 
