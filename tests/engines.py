@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tests.servers import free_port, wait_for_port
+
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 WEED = Path(sys.executable).with_name("weed")
 
@@ -32,36 +34,22 @@ def pg_bin() -> Path:
     return Path(found[-1])
 
 
-def free_port(also_plus: int = 0) -> int:
-    """A free TCP port on 127.0.0.1 (and ``port + also_plus`` free too, for SeaweedFS's gRPC ports)."""
+def free_port_pair(offset: int = 10000) -> int:
+    """A free port whose ``port + offset`` is free too (SeaweedFS listens on its gRPC ports there)."""
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if not also_plus:
-            return port
-        if port + also_plus < 65536:
-            with socket.socket() as other:
-                try:
-                    other.bind(("127.0.0.1", port + also_plus))
-                except OSError:
-                    continue
-            return port
+        port = free_port()
+        if port + offset >= 65536:
+            continue
+        with socket.socket() as other:
+            try:
+                other.bind(("127.0.0.1", port + offset))
+            except OSError:
+                continue
+        return port
 
 
 def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes] | None, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
 
 
 class PostgresServer:
@@ -117,9 +105,9 @@ class SeaweedServer:
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ovota-weed-", dir="/tmp"))
-        self.s3_port = free_port(10000)
+        self.s3_port = free_port_pair()
         self.proc: subprocess.Popen[bytes] | None = None
-        ports = [free_port(10000) for _ in range(3)]
+        ports = [free_port_pair() for _ in range(3)]
         self.args = [
             str(WEED), "server", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={ports[0]}", f"-volume.port={ports[1]}", f"-filer.port={ports[2]}",
@@ -132,7 +120,7 @@ class SeaweedServer:
         self.proc = subprocess.Popen(
             self.args, stdout=subprocess.DEVNULL, stderr=(self.dir / "log").open("ab"), start_new_session=True
         )
-        wait_port(self.s3_port, self.proc, "SeaweedFS S3 gateway", timeout=60)
+        wait_for_port(self.s3_port, self.proc, "SeaweedFS S3 gateway", timeout=60)
         self._wait_ready()
 
     def _wait_ready(self) -> None:

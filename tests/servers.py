@@ -23,9 +23,9 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    """Return once ``port`` accepts connections; fail if ``proc`` exits or 20 s pass."""
-    deadline = time.monotonic() + 20
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
+    """Return once ``port`` accepts connections; fail if ``proc`` exits or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -37,6 +37,15 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"{what} did not start")
+
+
+def listening_socket() -> tuple[socket.socket, int]:
+    """A socket listening on a free loopback port, and the port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock, int(sock.getsockname()[1])
 
 
 class StaticServer:
@@ -74,11 +83,7 @@ class RawServer:
     def __init__(self, response: bytes, stall: bool = False) -> None:
         self.response = response
         self.stall = threading.Event() if stall else None  # keep the connection open after sending
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
+        self.sock, self.port = listening_socket()
         self.requests: list[bytes] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -192,11 +197,7 @@ class CuttingProxy:
         self.cut_after = cut_after
         self.cuts = cuts
         self.requests: list[bytes] = []
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
+        self.sock, self.port = listening_socket()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 

@@ -112,12 +112,7 @@ async def api_publish(request: web.Request) -> web.Response:
         fields.get("changelog", ""),
     )
     request.app[STATE_KEY].invalidate()
-    return web.json_response(
-        channel_json(
-            channel, f"{request.scheme}://{request.host}", request.app[REPO_KEY].security(channel.build.sha256)
-        ),
-        status=201,
-    )
+    return _channel_answer(request, channel, 201)
 
 
 async def _json_body(request: web.Request, *keys: str) -> list[str]:
@@ -134,22 +129,14 @@ async def api_promote(request: web.Request) -> web.Response:
     product, source, target = await _json_body(request, "product", "from", "to")
     channel = request.app[REPO_KEY].promote(product, source, target)
     request.app[STATE_KEY].invalidate()
-    return web.json_response(
-        channel_json(
-            channel, f"{request.scheme}://{request.host}", request.app[REPO_KEY].security(channel.build.sha256)
-        )
-    )
+    return _channel_answer(request, channel)
 
 
 async def api_rollback(request: web.Request) -> web.Response:
     product, tag = await _json_body(request, "product", "tag")
     channel = request.app[REPO_KEY].rollback(product, tag)
     request.app[STATE_KEY].invalidate()
-    return web.json_response(
-        channel_json(
-            channel, f"{request.scheme}://{request.host}", request.app[REPO_KEY].security(channel.build.sha256)
-        )
-    )
+    return _channel_answer(request, channel)
 
 
 def create_api(repo: Repository, app: web.Application) -> web.Application:

@@ -138,12 +138,15 @@ class PostgresDatabase:
             self.generation += 1
         return self.conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+    def _query(self, sql: str) -> str:
         query = self._sql.get(sql)
         if query is None:
             query = self._sql[sql] = to_postgres(sql)
+        return query
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         try:
-            cursor: Cursor = self._live().execute(query, params)
+            cursor: Cursor = self._live().execute(self._query(sql), params)
         except self._psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
         return cursor
@@ -153,7 +156,7 @@ class PostgresDatabase:
             return
         try:
             with self._live().cursor() as cursor:
-                cursor.executemany(to_postgres(sql), rows)
+                cursor.executemany(self._query(sql), rows)
         except self._psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"PostgreSQL: {_first_line(err)}") from None
 
