@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 from playwright.sync_api import Browser
 
-from ovota.server.backends import Backends
+from ovota.server.store.backends import Backends
 from tests.browser import launch_browser
 from tests.engines import PostgresServer, SeaweedServer
 from tests.signing import Keys, make_keys

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ovota.server.backends import Backends
-from ovota.server.repository import Repository
+from ovota.server.store.backends import Backends
+from ovota.server.store.repository import Repository
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The package's imports form no circle: each layer depends only on the ones below it (DESIGN.md)."""
+"""The package's shape: imports form no circle and point one way (formats <- device/server <- cli; inside the
+server: store <- fleet <- faces), no module over 400 lines, no class over 200 (README, Layout)."""
 
 from __future__ import annotations
 
@@ -76,3 +77,87 @@ def test_commands_do_not_import_the_shell() -> None:
 
 def test_the_checker_sees_a_circle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+_FACES = ("ovota.server.devices", "ovota.server.api", "ovota.server.web")
+_ABOVE_FLEET = (*_FACES, "ovota.server.app", "ovota.server.loops", "ovota.server.context")
+# (importer prefix, prefixes it must not import)
+LAYERS = (
+    ("ovota.formats", ("ovota.server", "ovota.device", "ovota.sim", "ovota.cli")),
+    ("ovota.device", ("ovota.server", "ovota.sim", "ovota.cli")),
+    ("ovota.sim", ("ovota.server", "ovota.cli")),
+    ("ovota.server", ("ovota.device", "ovota.sim", "ovota.cli")),
+    ("ovota.server.store", ("ovota.server.fleet", *_ABOVE_FLEET)),
+    ("ovota.server.fleet", _ABOVE_FLEET),
+)
+
+
+def _within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) for every import that points up or across the layers."""
+    found = []
+    for importer, targets in sorted(graph.items()):
+        for layer, forbidden in LAYERS:
+            if _within(importer, layer):
+                found += [(importer, t) for t in sorted(targets) if any(_within(t, f) for f in forbidden)]
+    return found
+
+
+def test_imports_point_one_way() -> None:
+    assert layer_violations(import_graph()) == []
+
+
+def test_the_checker_sees_an_upward_import() -> None:
+    graph = {
+        "ovota.server.store.repository": {"ovota.server.fleet.rollouts"},
+        "ovota.server.fleet.rollouts": {"ovota.server.store.repository", "ovota.server.devices.answers"},
+        "ovota.server.devices.answers": {"ovota.server.fleet.rollouts", "ovota.server.store.repository"},
+        "ovota.formats.otadata": {"ovota.cli.main"},
+    }
+    assert layer_violations(graph) == [
+        ("ovota.formats.otadata", "ovota.cli.main"),
+        ("ovota.server.fleet.rollouts", "ovota.server.devices.answers"),
+        ("ovota.server.store.repository", "ovota.server.fleet.rollouts"),
+    ]
+
+
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 200
+
+
+def oversized(root: Path = SRC) -> list[str]:
+    """Modules over MAX_MODULE_LINES lines and classes over MAX_CLASS_LINES, as ``path[:class] lines``."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{path.relative_to(root)} {lines}")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                size = node.end_lineno - node.lineno + 1
+                if size > MAX_CLASS_LINES:
+                    found.append(f"{path.relative_to(root)}:{node.name} {size}")
+    return found
+
+
+def test_no_module_or_class_is_oversized() -> None:
+    assert oversized() == []
+
+
+def test_the_size_check_sees_a_large_class(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_CLASS_LINES))
+    (tmp_path / "big.py").write_text(f"class Big:\n{body}\n")
+    assert oversized(tmp_path) == ["big.py:Big 201"]
+
+
+def test_the_server_is_in_rooms() -> None:
+    """Each concern has a sub-package; at most four modules sit loose beside them."""
+    server = SRC / "ovota" / "server"
+    rooms = {p.name for p in server.iterdir() if (p / "__init__.py").exists()}
+    loose = {p.name for p in server.glob("*.py")} - {"__init__.py"}
+    assert {"store", "fleet", "devices", "api", "web"} <= rooms
+    assert len(loose) <= 4, sorted(loose)

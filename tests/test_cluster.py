@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from ovota.device.module import create_module
-from ovota.server.backends import Backends
+from ovota.server.store.backends import Backends
 from tests.conftest import CliRunner, Engines
 from tests.engines import PostgresServer, SeaweedServer
 from tests.module_helpers import image, run_commands

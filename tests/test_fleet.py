@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ovota.server.backends import Backends
+from ovota.server.store.backends import Backends
 from tests.conftest import CliRunner
 from tests.module_helpers import image
 from tests.servers import OvotaServer, RawServer, raw_get

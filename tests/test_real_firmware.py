@@ -14,7 +14,7 @@ import pytest
 from ovota.formats.app_image import AppDescriptor
 from ovota.formats.image_builder import assemble_image
 from ovota.formats.version_marker import marker
-from ovota.server.repository import Repository
+from ovota.server.store.repository import Repository
 from tests.conftest import CliRunner
 from tests.module_helpers import run_commands
 from tests.real_builds import real_shaped_build

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ovota.server.fleet import parse_user_agent
-from ovota.server.rollout_policy import (
+from ovota.server.fleet.agent import parse_user_agent
+from ovota.server.fleet.policy import (
+    ACTIVE_STATES,
     HASH_SPACE,
     Counts,
     Limits,
@@ -20,6 +21,7 @@ from ovota.server.rollout_policy import (
     parse_steps,
     step_threshold,
 )
+from ovota.server.store.schema import ACTIVE_ROLLOUT_STATES
 
 
 def test_cohort_hash_is_a_function_of_rollout_and_vehicle() -> None:
@@ -127,3 +129,8 @@ def test_user_agents(agent: str, expected: tuple[str, ...] | None) -> None:
     else:
         assert parsed is not None
         assert (parsed.product, parsed.vehicle_id, parsed.version, parsed.partition, parsed.tag) == expected
+
+
+def test_the_store_knows_which_rollout_states_are_active() -> None:
+    # The store refuses to move a channel with an active rollout; it names those states itself.
+    assert ACTIVE_ROLLOUT_STATES == ACTIVE_STATES

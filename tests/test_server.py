@@ -244,12 +244,12 @@ def test_crash_mid_publish_leaves_no_half_build(tmp_path: Path, repo: Store, cra
     script = f"""
 import os, sys
 from pathlib import Path
-from ovota.server import repository
+from ovota.server.store import repository
 if {crash_at!r} == "os.replace":
-    repository.os.replace = lambda *a: os._exit(9)
+    os.replace = lambda *a: os._exit(9)
 else:
     repository.Repository._point = lambda *a: os._exit(9)
-from ovota.server.backends import Backends
+from ovota.server.store.backends import Backends
 fields = json.loads(sys.argv[1])
 fields["folder"] = fields["folder"] and Path(fields["folder"])
 where = Backends(**fields)

@@ -12,9 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ovota.server.backends import Backends
-from ovota.server.fleet import FleetRecorder, parse_user_agent
-from ovota.server.repository import Repository
+from ovota.server.fleet.agent import parse_user_agent
+from ovota.server.fleet.registry import FleetRecorder
+from ovota.server.store.backends import Backends
+from ovota.server.store.repository import Repository
 
 BATCH = 5000
 ROUNDS = 6

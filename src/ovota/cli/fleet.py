@@ -17,8 +17,8 @@ from rich.table import Table
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.files import write_atomic
 from ovota.formats import FormatError
-from ovota.server.backends import Backends
-from ovota.server.fleet import list_modules, module_json
+from ovota.server.fleet.registry import list_modules, module_json
+from ovota.server.store.backends import Backends
 from ovota.sim.fleet import FailureModel, Simulation, first_image, first_version, make_fleet, run
 from ovota.sim.http import HttpFailed, Server
 

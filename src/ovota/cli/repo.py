@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ovota.cli.repo_access import open_repository, repo_option
-from ovota.server.backends import Backends
-from ovota.server.copy_repository import copy_repository
+from ovota.server.store.backends import Backends
+from ovota.server.store.copy_repository import copy_repository
 
 
 @click.group()

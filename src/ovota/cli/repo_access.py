@@ -11,10 +11,11 @@ from typing import Any
 import click
 
 from ovota.formats import FormatError
-from ovota.server.backends import Backends
-from ovota.server.database import DatabaseUnavailable
-from ovota.server.repository import Repository, RepositoryError
-from ovota.server.rollout_policy import PolicyError
+from ovota.server.fleet.policy import PolicyError
+from ovota.server.store.backends import Backends
+from ovota.server.store.database import DatabaseUnavailable
+from ovota.server.store.errors import RepositoryError
+from ovota.server.store.repository import Repository
 
 DEFAULT_REPO = Path("ovota-repo")
 

@@ -10,9 +10,11 @@ from typing import Any, TypeVar
 import click
 
 from ovota.cli.repo_access import open_repository, repo_option
-from ovota.server.backends import Backends
-from ovota.server.repository import Build, Repository
-from ovota.server.rollouts import Rollout, Rollouts, parse_settings, status_summary
+from ovota.server.fleet.control import RolloutControl
+from ovota.server.fleet.rollouts import Rollout, Rollouts, parse_settings
+from ovota.server.fleet.status import RolloutStatus
+from ovota.server.store.backends import Backends
+from ovota.server.store.repository import Build, Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,8 +41,7 @@ def rollout_options(function: F) -> F:
 def start_rollout(r: Repository, product: str, tag: str, build: Build, steps: str, **options: Any) -> Rollout:
     """Start a rollout with the CLI's settings and print what started."""
     settings = parse_settings(steps=steps, **options)
-    rollouts = Rollouts(r)
-    rollout = rollouts.start(product, tag, build, settings, r.clock().now())
+    rollout = RolloutControl(Rollouts(r)).start(product, tag, build, settings, r.clock().now())
     click.echo(
         f"Rollout {rollout.id} of {product}/{tag}: {rollout.from_build.version} -> {build.version}, "
         f"steps {','.join(map(str, settings.steps))}, now {rollout.state} at {rollout.percent}%"
@@ -85,7 +86,7 @@ def status(repo: Backends, product: str, tag: str, as_json: bool) -> None:
     """The channel's active (else latest) rollout: step, states per step, and why it halted."""
     with open_repository(repo) as r:
         rollouts = Rollouts(r)
-        summary = status_summary(rollouts, rollouts.current(product, tag))
+        summary = RolloutStatus(rollouts).summary(rollouts.current(product, tag))
         if as_json:
             click.echo(json.dumps(summary, indent=2))
             return
@@ -121,8 +122,7 @@ def describe(summary: dict[str, Any]) -> list[str]:
 def _change(action: str) -> Callable[..., None]:
     def command(repo: Backends, product: str, tag: str) -> None:
         with open_repository(repo) as r:
-            rollouts = Rollouts(r)
-            changed = getattr(rollouts, action)(product, tag, r.clock().now())
+            changed = RolloutControl(Rollouts(r)).act(action, product, tag, r.clock().now())
             click.echo(f"Rollout {changed.id} of {product}/{tag} is now {changed.state}")
 
     command.__doc__ = {

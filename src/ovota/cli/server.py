@@ -16,8 +16,11 @@ from ovota.cli.repo_access import open_repository, repo_option
 from ovota.cli.rollout import rollout_options, start_rollout
 from ovota.formats.signature import key_digest, load_public_key
 from ovota.server.app import create_app
-from ovota.server.backends import Backends
-from ovota.server.repository import Repository
+from ovota.server.store.backends import Backends
+from ovota.server.store.repository import Repository
+from ovota.server.store.trust import trust as trust_key
+from ovota.server.store.trust import trusted_keys
+from ovota.server.store.trust import untrust as untrust_key
 
 
 @click.command("server")
@@ -168,7 +171,7 @@ def trust(repo: Backends, product: str | None, key_file: Path | None, name: str 
     """Trust a signing key for a product: from then on its channels only take builds signed by a trusted key."""
     with open_repository(repo) as r:
         if show:
-            keys = r.trusted_keys(product)
+            keys = trusted_keys(r.db, product)
             for k in keys:
                 when = datetime.fromtimestamp(k.added, UTC).strftime("%Y-%m-%d %H:%M:%S")
                 click.echo(f"{k.product:<10} {k.digest} {when} {k.name}")
@@ -178,7 +181,7 @@ def trust(repo: Backends, product: str | None, key_file: Path | None, name: str 
         if product is None or key_file is None:
             raise click.UsageError("give --product and --key (or --list)")
         digest = key_digest(load_public_key(key_file.read_bytes()))
-        added = r.trust(product, digest, name or key_file.name)
+        added = trust_key(r.db, product, digest, name or key_file.name)
         state = "now trusts" if added else "already trusted"
         click.echo(f"{product} {state} key digest {digest.hex()}")
 
@@ -197,9 +200,9 @@ def untrust(repo: Backends, product: str, key_file: Path | None, digest: str | N
     except ValueError:
         raise click.UsageError(f"--digest {digest!r} is not a hex SHA-256") from None
     with open_repository(repo) as r:
-        if not r.untrust(product, raw):
+        if not untrust_key(r.db, product, raw):
             raise click.ClickException(f"{product} does not trust key digest {raw.hex()}")
-        left = len(r.trusted_keys(product))
+        left = len(trusted_keys(r.db, product))
         click.echo(f"{product} no longer trusts key digest {raw.hex()} ({left} trusted key(s) left)")
 
 

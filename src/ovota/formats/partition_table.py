@@ -8,11 +8,11 @@ tool has one. Partition types ``bootloader`` and ``partition_table`` (IDF v5.4+)
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from ovota.formats.csv_fields import expand_variables, parse_int
 from ovota.formats.errors import FormatError
 
 APP = 0x00
@@ -70,8 +70,6 @@ ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
 MD5_RECORD_PREFIX = MD5_MAGIC + b"\xff" * 14
 END_MARKER = b"\xff" * ENTRY.size
-
-_VARIABLE = re.compile(r"(?<!\\)\$(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)
@@ -244,7 +242,7 @@ class PartitionTable:
         """Parse gen_esp32part CSV; fill empty offsets and resolve negative sizes. Does not verify."""
         rows: list[_CsvRow] = []
         for line_no, raw in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
-            line = _expand_variables(raw, env or {}).strip()
+            line = expand_variables(raw, env or {}).strip()
             if not line or line.startswith("#"):
                 continue
             try:
@@ -319,17 +317,17 @@ class _CsvRow:
         name = fields[0]
         if fields[1] == "":
             raise FormatError("Field 'type' can't be left empty.")
-        ptype = _parse_int(fields[1], TYPE_KEYWORDS)
+        ptype = parse_int(fields[1], TYPE_KEYWORDS)
         if fields[2] == "":
             if ptype == APP:
                 raise FormatError("App partition cannot have an empty subtype")
             subtype = SUBTYPE_KEYWORDS[DATA]["undefined"]
         else:
-            subtype = _parse_int(fields[2], SUBTYPE_KEYWORDS.get(ptype, {}))
-        offset = None if fields[3] == "" else _parse_int(fields[3])
+            subtype = parse_int(fields[2], SUBTYPE_KEYWORDS.get(ptype, {}))
+        offset = None if fields[3] == "" else parse_int(fields[3])
         if fields[4] == "":
             raise FormatError("Size field can't be empty")
-        size = _parse_int(fields[4])
+        size = parse_int(fields[4])
         flags = {f for f in fields[5].split(":") if f}
         for flag in sorted(flags - FLAG_BITS.keys()):
             raise FormatError(f"CSV flag column contains unknown flag '{flag}'")
@@ -387,30 +385,3 @@ def _verify_partition(p: Partition) -> None:
     if p.readonly and p.type == DATA and p.subtype in (DATA_OTA, DATA_COREDUMP):
         keyword = next(k for k, v in SUBTYPE_KEYWORDS[DATA].items() if v == p.subtype)
         raise invalid(f"'{keyword}' partition is always read-write and cannot be read-only")
-
-
-def _expand_variables(line: str, env: Mapping[str, str]) -> str:
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1).strip("{}")
-        if name not in env:
-            raise FormatError(f"unknown variable '{name}'")
-        return env[name]
-
-    return _VARIABLE.sub(substitute, line)
-
-
-def _parse_int(text: str, keywords: Mapping[str, int] | None = None) -> int:
-    """int(text, 0) with k/K and m/M suffixes (applied repeatedly), else a keyword lookup."""
-    try:
-        lowered = text.lower()
-        for suffix, factor in (("k", 1024), ("m", 1024 * 1024)):
-            if lowered.endswith(suffix):
-                return _parse_int(text[:-1], keywords) * factor
-        return int(text, 0)
-    except ValueError:
-        if not keywords:
-            raise FormatError(f"Invalid field value {text}") from None
-        try:
-            return keywords[text.lower()]
-        except KeyError:
-            raise FormatError(f"Value '{text}' is not valid. Known keywords: {', '.join(keywords)}") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ovota.device.console.ota import flash_file
+from ovota.device.console.flashing import flash_file
 from ovota.device.console.session import Session
 
 SD_IMAGE = "ovms3.bin"

@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import BodyPartReader, web
 
 from ovota.device import fetch
-from ovota.device.console.ota import flash_file
+from ovota.device.console.flashing import flash_file
 from ovota.device.console.shell import Shell
 from ovota.device.console.writer import Writer
 from ovota.device.images import partition_version

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -18,7 +16,9 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
 
-from ovota.server.repository import Channel, Repository, RepositoryError, publish_on_own_connection
+from ovota.server.context import CONTEXT_KEY, guarded
+from ovota.server.store.errors import RepositoryError
+from ovota.server.store.repository import Channel, Repository, publish_on_own_connection
 from ovota.server.web.layout import page
 from ovota.server.web.rollout_banner import console_nav, halt_banner
 
@@ -47,14 +47,7 @@ class Sessions:
         self._sessions.pop(request.cookies.get(COOKIE, ""), None)
 
 
-@dataclass
-class ConsoleState:
-    repo: Repository
-    invalidate: Callable[[], None]  # tells the device paths' cache that a channel moved
-    sessions: Sessions = field(default_factory=Sessions)
-
-
-CONSOLE_KEY = web.AppKey("console", ConsoleState)
+SESSIONS_KEY = web.AppKey("sessions", Sessions)
 
 
 def _login_page(error: str = "", status: int = 200) -> web.Response:
@@ -74,18 +67,18 @@ async def login_form(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     form = await request.post()
-    name = request.app[CONSOLE_KEY].repo.token_name(str(form.get("token", "")).strip())
+    name = request.app[CONTEXT_KEY].repo.token_name(str(form.get("token", "")).strip())
     if name is None:
         return _login_page("Invalid token.", status=401)
     response = web.HTTPSeeOther("/console")
     response.set_cookie(
-        COOKIE, request.app[CONSOLE_KEY].sessions.create(name), httponly=True, samesite="Strict", path="/console"
+        COOKIE, request.app[SESSIONS_KEY].create(name), httponly=True, samesite="Strict", path="/console"
     )
     raise response
 
 
 async def logout(request: web.Request) -> web.Response:
-    request.app[CONSOLE_KEY].sessions.end(request)
+    request.app[SESSIONS_KEY].end(request)
     response = web.HTTPSeeOther("/console/login")
     response.del_cookie(COOKIE, path="/console")
     raise response
@@ -93,7 +86,7 @@ async def logout(request: web.Request) -> web.Response:
 
 def require_user(request: web.Request) -> str:
     """The logged-in user; a redirect to the login page otherwise, and cross-site POSTs are refused."""
-    user = request.app[CONSOLE_KEY].sessions.user(request)
+    user = request.app[SESSIONS_KEY].user(request)
     if user is None:
         raise web.HTTPSeeOther("/console/login")
     origin = request.headers.get("Origin")
@@ -143,7 +136,7 @@ def _product_section(repo: Repository, product: str, channels: dict[str, Channel
 
 async def console(request: web.Request) -> web.Response:
     user = require_user(request)
-    repo = request.app[CONSOLE_KEY].repo
+    repo = request.app[CONTEXT_KEY].repo
     products: dict[str, dict[str, Channel]] = {}
     for c in repo.channels():
         products.setdefault(c.product, {})[c.tag] = c
@@ -153,7 +146,7 @@ async def console(request: web.Request) -> web.Response:
     elif "ok" in request.query:
         notice = f'<p class="ok" role="status">{escape(request.query["ok"])}</p>'
     sections = "".join(_product_section(repo, p, products[p]) for p in sorted(products))
-    body = f"""{console_nav(user)}{halt_banner(repo)}{notice}
+    body = f"""{console_nav(user)}{halt_banner(request.app[CONTEXT_KEY].rollouts)}{notice}
 <section aria-labelledby="publish-title"><h2 id="publish-title">Publish a build</h2>
 <form id="publish" method="post" action="/console/publish" enctype="multipart/form-data">
 <label for="image">Firmware image (ovms3.bin)</label><input type="file" id="image" name="image" required>
@@ -178,7 +171,7 @@ async def promote(request: web.Request) -> web.Response:
     form = await request.post()
     source = str(form.get("from", ""))
     try:
-        channel = request.app[CONSOLE_KEY].repo.promote(str(form.get("product", "")), source, str(form.get("to", "")))
+        channel = request.app[CONTEXT_KEY].repo.promote(str(form.get("product", "")), source, str(form.get("to", "")))
     except RepositoryError as err:
         raise _back(error=str(err)) from None
     _changed(request)
@@ -189,7 +182,7 @@ async def rollback(request: web.Request) -> web.Response:
     require_user(request)
     form = await request.post()
     try:
-        channel = request.app[CONSOLE_KEY].repo.rollback(str(form.get("product", "")), str(form.get("tag", "")))
+        channel = request.app[CONTEXT_KEY].repo.rollback(str(form.get("product", "")), str(form.get("tag", "")))
     except RepositoryError as err:
         raise _back(error=str(err)) from None
     _changed(request)
@@ -206,7 +199,7 @@ async def publish(request: web.Request) -> web.Response:
             fields[part.name] = await part.read() if part.name == "image" else (await part.text())
     try:
         channel = await asyncio.to_thread(
-            publish_on_own_connection, request.app[CONSOLE_KEY].repo.backends,
+            publish_on_own_connection, request.app[CONTEXT_KEY].repo.backends,
             fields.get("image", b""), str(fields.get("tag", "")), str(fields.get("product", "")).strip() or None,
             str(fields.get("changelog", "")),
         )  # fmt: skip
@@ -219,15 +212,15 @@ async def publish(request: web.Request) -> web.Response:
 
 
 def _changed(request: web.Request) -> None:
-    request.app[CONSOLE_KEY].invalidate()
+    request.app[CONTEXT_KEY].changed()
 
 
-def add_console_routes(app: web.Application, repo: Repository, invalidate: Callable[[], None]) -> None:
-    app[CONSOLE_KEY] = ConsoleState(repo, invalidate)
-    app.router.add_get("/console/login", login_form)
-    app.router.add_post("/console/login", login)
-    app.router.add_get("/console/logout", logout)
-    app.router.add_get("/console", console)
-    app.router.add_post("/console/publish", publish)
-    app.router.add_post("/console/promote", promote)
-    app.router.add_post("/console/rollback", rollback)
+def add_console_routes(app: web.Application) -> None:
+    app[SESSIONS_KEY] = Sessions()
+    app.router.add_get("/console/login", guarded(login_form))
+    app.router.add_post("/console/login", guarded(login))
+    app.router.add_get("/console/logout", guarded(logout))
+    app.router.add_get("/console", guarded(console))
+    app.router.add_post("/console/publish", guarded(publish))
+    app.router.add_post("/console/promote", guarded(promote))
+    app.router.add_post("/console/rollback", guarded(rollback))

@@ -8,11 +8,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ovota.server.fleet import list_modules, versions_in_use
-from ovota.server.repository import RepositoryError
-from ovota.server.rollout_policy import RolloutState
-from ovota.server.rollouts import Rollout, Rollouts
-from ovota.server.state import STATE_KEY
+from ovota.server.context import CONTEXT_KEY, guarded
+from ovota.server.fleet.policy import RolloutState
+from ovota.server.fleet.registry import list_modules, versions_in_use
+from ovota.server.fleet.rollouts import Rollout, Rollouts
+from ovota.server.fleet.status import RolloutStatus
+from ovota.server.store.errors import RepositoryError
 from ovota.server.web.charts import bar_chart, line_chart
 from ovota.server.web.console import require_user
 from ovota.server.web.layout import page
@@ -27,12 +28,13 @@ def _when(timestamp: float) -> str:
 
 async def fleet_page(request: web.Request) -> web.Response:
     user = require_user(request)
-    state = request.app[STATE_KEY]
+    context = request.app[CONTEXT_KEY]
+    db = context.repo.db
     product = request.query.get("product") or None
     tag = request.query.get("tag") or None
-    modules = list_modules(state.repo.db, product, tag)
-    versions = versions_in_use(state.repo.db, product, tag)
-    products = sorted({m.product for m in list_modules(state.repo.db)})
+    modules = list_modules(db, product, tag)
+    versions = versions_in_use(db, product, tag)
+    products = sorted({m.product for m in list_modules(db)})
     options = "".join(f"<option{' selected' if p == product else ''}>{escape(p)}</option>" for p in products)
     filters = f"""<form method="get" action="/console/fleet" class="filters">
 <label for="product">Product</label><select id="product" name="product"><option value="">all</option>{options}</select>
@@ -48,7 +50,7 @@ async def fleet_page(request: web.Request) -> web.Response:
     )
     more = f'<p class="hint">Showing {MAX_ROWS} of {len(modules)} modules.</p>' if len(modules) > MAX_ROWS else ""
     chart = bar_chart("Modules per running version", versions) if versions else "<p>No modules seen yet.</p>"
-    body = f"""{console_nav(user)}{halt_banner(state.repo)}
+    body = f"""{console_nav(user)}{halt_banner(context.rollouts)}
 <section aria-labelledby="versions-title"><h2 id="versions-title">Modules per version</h2>{chart}</section>
 <section aria-labelledby="modules-title"><h2 id="modules-title">{len(modules)} modules</h2>{filters}{more}
 <div class="table"><table id="modules"><thead><tr><th>Vehicle</th><th>Product</th><th>Channel</th><th>Version</th>
@@ -57,8 +59,8 @@ async def fleet_page(request: web.Request) -> web.Response:
     return web.Response(text=page("Fleet", body, script="/static/console.js"), content_type="text/html")
 
 
-def _rollout_section(rollouts: Rollouts, rollout: Rollout) -> str:
-    steps = rollouts.steps(rollout)
+def _rollout_section(rollouts: Rollouts, status: RolloutStatus, rollout: Rollout) -> str:
+    steps = status.steps(rollout)
     counts = rollouts.counts(rollout.id)
     step_rows = "".join(
         f'<tr><th scope="row">{i}</th><td>{s.percent}%</td><td>{s.cohort}</td><td>{s.pending}</td>'
@@ -107,41 +109,37 @@ def _rollout_section(rollouts: Rollouts, rollout: Rollout) -> str:
 
 async def rollouts_page(request: web.Request) -> web.Response:
     user = require_user(request)
-    state = request.app[STATE_KEY]
-    everything = state.rollouts.every()
+    context = request.app[CONTEXT_KEY]
+    everything = context.rollouts.every()
     notice = ""
     if "error" in request.query:
         notice = f'<p class="error" role="alert">{escape(request.query["error"])}</p>'
     elif "ok" in request.query:
         notice = f'<p class="ok" role="status">{escape(request.query["ok"])}</p>'
-    sections = "".join(_rollout_section(state.rollouts, r) for r in reversed(everything))
+    sections = "".join(_rollout_section(context.rollouts, context.status, r) for r in reversed(everything))
     hint = (
         "<p>No rollouts yet. Start one with <code>ovota rollout start</code> or "
         "<code>ovota release publish … --rollout 1,10,50,100</code>.</p>"
     )
-    body = f"{console_nav(user)}{halt_banner(state.repo)}{notice}{sections or hint}"
+    body = f"{console_nav(user)}{halt_banner(context.rollouts)}{notice}{sections or hint}"
     return web.Response(text=page("Rollouts", body, script="/static/console.js"), content_type="text/html")
 
 
 async def rollout_action(request: web.Request) -> web.Response:
     require_user(request)
-    state = request.app[STATE_KEY]
-    action = request.match_info["action"]
+    context = request.app[CONTEXT_KEY]
     form = await request.post()
     product, tag = str(form.get("product", "")), str(form.get("tag", ""))
-    change = {"pause": state.rollouts.pause, "resume": state.rollouts.resume, "abort": state.rollouts.abort}
-    if action not in change:
-        raise web.HTTPNotFound(text=f"Not found: no rollout action {action!r}\n")
     try:
-        rollout = change[action](product, tag, state.clock.now())
+        rollout = context.control.act(request.match_info["action"], product, tag, context.clock.now())
     except RepositoryError as err:
         raise web.HTTPSeeOther(f"/console/rollouts?error={quote(str(err))}") from None
-    state.invalidate()
+    context.changed()
     message = f"Rollout {rollout.id} of {rollout.product}/{rollout.tag} is now {rollout.state.value}."
     raise web.HTTPSeeOther(f"/console/rollouts?ok={quote(message)}#rollout-{rollout.id}")
 
 
 def add_fleet_pages(app: web.Application) -> None:
-    app.router.add_get("/console/fleet", fleet_page)
-    app.router.add_get("/console/rollouts", rollouts_page)
-    app.router.add_post("/console/rollouts/{action}", rollout_action)
+    app.router.add_get("/console/fleet", guarded(fleet_page))
+    app.router.add_get("/console/rollouts", guarded(rollouts_page))
+    app.router.add_post("/console/rollouts/{action}", guarded(rollout_action))

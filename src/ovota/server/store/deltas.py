@@ -16,9 +16,10 @@ from pathlib import Path
 
 from ovota.formats import FormatError
 from ovota.formats.delta import create_patch, validation_hash
-from ovota.server.backends import Backends
-from ovota.server.repository import Build, NotFound, Repository
-from ovota.server.rollout_policy import ACTIVE_STATES
+from ovota.server.store.backends import Backends
+from ovota.server.store.errors import NotFound
+from ovota.server.store.repository import Build, Repository
+from ovota.server.store.schema import ACTIVE_ROLLOUT_STATES
 
 DEFAULT_BASES = 3
 CLAIM_SECONDS = 600
@@ -76,7 +77,8 @@ def wanted(repo: Repository, bases: int, hashes: dict[str, str | None]) -> list[
     targets: dict[str, str] = {}  # target sha256 -> product
     for channel in repo.channels():
         targets[channel.build.sha256] = channel.product
-    rows = repo.db.execute("SELECT product, to_sha256 FROM rollouts WHERE state IN (?, ?, ?)", ACTIVE_STATES).fetchall()
+    active = ACTIVE_ROLLOUT_STATES
+    rows = repo.db.execute("SELECT product, to_sha256 FROM rollouts WHERE state IN (?, ?, ?)", active).fetchall()
     for product, sha in rows:
         targets[str(sha)] = str(product)
     jobs = []

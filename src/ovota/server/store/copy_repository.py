@@ -12,8 +12,9 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ovota.server.database import Database
-from ovota.server.repository import Repository, RepositoryError
+from ovota.server.store.database import Database
+from ovota.server.store.errors import RepositoryError
+from ovota.server.store.repository import Repository
 
 # In foreign-key order. (table, key columns for ON CONFLICT, or None: replace the rows per rollout)
 TABLES: tuple[tuple[str, str | None], ...] = (

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovota.server.blobstore import BlobStore, FolderBlobs, S3Blobs
-from ovota.server.database import PostgresDatabase, SqliteDatabase, open_database
+from ovota.server.store.blobstore import BlobStore, FolderBlobs, S3Blobs
+from ovota.server.store.database import PostgresDatabase, SqliteDatabase, open_database
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,6 @@ and never rewritten. The backends are a folder (SQLite) or PostgreSQL and an S3 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -17,37 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ovota.formats import FormatError
-from ovota.formats.app_image import AppImage
-from ovota.formats.signature import read_signatures
-from ovota.formats.version_marker import image_version
-from ovota.formats.versions import check_version, escape_text, strverscmp
-from ovota.server.backends import Backends
-from ovota.server.blobstore import BlobUnavailable
-from ovota.server.clock import ServerClock
-from ovota.server.database import Database
-from ovota.server.rollout_policy import ACTIVE_STATES
-from ovota.server.trust import BuildSecurity, TrustedKey, UntrustedBuild, check_trusted, image_security, trusted_keys
-from ovota.server.trust import trust as add_trusted
-from ovota.server.trust import untrust as remove_trusted
+from ovota.server.store.backends import Backends
+from ovota.server.store.blobstore import BlobUnavailable
+from ovota.server.store.clock import ServerClock, stored_clock
+from ovota.server.store.database import Database
+from ovota.server.store.errors import NotFound, RepositoryError, Unavailable
+from ovota.server.store.images import check_fits, check_name, default_product, inspect_image
+from ovota.server.store.schema import ACTIVE_ROLLOUT_STATES
+from ovota.server.store.tokens import create_token, token_name
+from ovota.server.store.trust import BuildSecurity, check_trusted, image_security, record_security
 
-OLD_SLOT = 0x400000  # v3.x products: 4 MB OTA slots
-NEW_SLOT = 0x700000  # v3.x-5 products: 7 MB OTA slots
-SECTOR = 0x1000
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-FIRST_NEW_LAYOUT_VERSION = "3.3.006"
-
-
-class RepositoryError(Exception):
-    """A request the repository refuses; the message is one line for the user."""
-
-
-class NotFound(RepositoryError):
-    pass
-
-
-class Unavailable(RepositoryError):
-    """A backend (PostgreSQL, the object store) cannot be reached now: retry later."""
+BIN, VER = "ovms3.bin", "ovms3.ver"  # the files a channel serves at /firmware/ota/<product>/<tag>/
 
 
 @dataclass(frozen=True)
@@ -74,21 +52,6 @@ class Channel:
         return text.encode() if text.endswith("\n") else (text + "\n").encode()
 
 
-def check_name(kind: str, value: str) -> str:
-    if not NAME.match(value):
-        raise RepositoryError(f"invalid {kind} name {value!r}: use letters, digits, '.', '_' and '-'")
-    return value
-
-
-def slot_size(product: str) -> int:
-    return NEW_SLOT if product.endswith("-5") else OLD_SLOT
-
-
-def default_product(version: str) -> str:
-    """Builds from 3.3.006 on target the two-7 MB-slot layout (v3.3-5); older ones the 4 MB slots (v3.3)."""
-    return "v3.3-5" if strverscmp(version, FIRST_NEW_LAYOUT_VERSION) >= 0 else "v3.3"
-
-
 class Repository:
     """A folder with ``blobs/`` and ``repo.sqlite`` (safe for several processes: SQLite WAL), or PostgreSQL and
     an S3 bucket shared by several servers."""
@@ -102,27 +65,8 @@ class Repository:
         self.db.close()
 
     def clock(self, scale: float | None = None, driven: bool = False) -> ServerClock:
-        """The server clock for this repository. With ``scale`` (a server starting): anchor a scaled or
-        driven clock here, continuing the stored one if it is of the same kind; scale 1 without ``driven``
-        returns to wall time. Without (other commands): the clock the server uses."""
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
-        stored = ServerClock(**json.loads(row[0])) if row else ServerClock()
-        if scale is None or (scale, driven) == (stored.scale, stored.driven):
-            return stored
-        if scale == 1.0 and not driven:
-            with self.transaction() as db:
-                db.execute("DELETE FROM meta WHERE key = 'clock'")
-            return ServerClock()
-        clock = ServerClock(scale, stored.now(), time.time(), driven)
-        self.save_clock(clock)
-        return clock
-
-    def save_clock(self, clock: ServerClock) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO meta VALUES ('clock', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (json.dumps(clock.__dict__),),
-            )
+        """The server clock kept in this repository (see ``stored_clock``)."""
+        return stored_clock(self.db, scale, driven)
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
@@ -143,30 +87,6 @@ class Repository:
 
     # -- builds -----------------------------------------------------------------------------------------
 
-    def inspect(self, data: bytes) -> tuple[str, str]:
-        """(version, project) of a valid app image; RepositoryError for anything else."""
-        try:
-            image = AppImage.parse(data)
-        except FormatError as err:
-            raise RepositoryError(f"not a valid firmware image: {err}") from None
-        problem = image.verify().first_failure()
-        if problem:
-            raise RepositoryError(f"not a valid firmware image: {problem}")
-        signatures = read_signatures(data, image.length)
-        expected = image.length if signatures is None else signatures.end  # a signed file ends with its sector
-        if expected != len(data):
-            raise RepositoryError(f"firmware image is {expected} bytes but the upload has {len(data)}")
-        desc = image.app_descriptor()
-        # OVMS treats an empty marker like a missing one; the app descriptor then names the version.
-        raw = image_version(data) or (desc.version.encode() if desc else b"")
-        if not raw:
-            raise RepositoryError("firmware image carries no version (no OVMS marker, no app descriptor)")
-        try:
-            version = check_version(raw)
-        except FormatError as err:
-            raise RepositoryError(f"firmware image has an unusable version: {err}") from None
-        return version, escape_text(desc.project_name) if desc else ""
-
     def _store(self, data: bytes, version: str, project: str, changelog: str, security: BuildSecurity) -> Build:
         """Write the blob (fsynced) and its rows; the same bytes always give the same build."""
         sha256 = hashlib.sha256(data).hexdigest()
@@ -176,7 +96,7 @@ class Repository:
                 "INSERT INTO builds VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (sha256, len(data), version, project, changelog, time.time()),
             )
-            _record_security(db, sha256, security)
+            record_security(db, sha256, security)
             if changelog:
                 db.execute("UPDATE builds SET changelog = ? WHERE sha256 = ?", (changelog, sha256))
         return self.build(sha256)
@@ -217,11 +137,11 @@ class Repository:
         """Validate and store an image without pointing any channel at it: (build, its product). An image
         the product cannot serve (too big, not signed by a key it trusts) is refused before anything is
         written."""
-        version, project = self.inspect(data)
+        version, project = inspect_image(data)
         product = check_name("product", product or default_product(version))
-        _check_fits(len(data), product)
+        check_fits(len(data), product)
         security = image_security(data)
-        self._check_trusted(product, security)
+        check_trusted(self.db, product, security)
         return self._store(data, version, project, changelog, security), product
 
     def publish(
@@ -251,14 +171,8 @@ class Repository:
 
     def check_servable(self, build: Build, product: str) -> None:
         """RepositoryError unless the build fits the product's OTA slot and is signed as the product requires."""
-        _check_fits(build.size, product)
-        self._check_trusted(product, self.security(build.sha256))
-
-    def _check_trusted(self, product: str, security: BuildSecurity) -> None:
-        try:
-            check_trusted(self.db, product, security)
-        except UntrustedBuild as err:
-            raise RepositoryError(str(err)) from None
+        check_fits(build.size, product)
+        check_trusted(self.db, product, self.security(build.sha256))
 
     def security(self, sha256: str) -> BuildSecurity:
         """A build's secure version and signers (read from its blob once for builds stored before they were
@@ -270,21 +184,8 @@ class Repository:
             return BuildSecurity(int(row[0]), tuple(str(row[1]).split()))
         security = image_security(self.blob_path(sha256).read_bytes())
         with self.transaction() as db:
-            _record_security(db, sha256, security)
+            record_security(db, sha256, security)
         return security
-
-    # -- trusted keys -----------------------------------------------------------------------------------
-
-    def trust(self, product: str, digest: bytes, name: str) -> bool:
-        with self.transaction() as db:
-            return add_trusted(db, check_name("product", product), digest.hex(), name)
-
-    def untrust(self, product: str, digest: bytes) -> bool:
-        with self.transaction() as db:
-            return remove_trusted(db, product, digest.hex())
-
-    def trusted_keys(self, product: str | None = None) -> list[TrustedKey]:
-        return trusted_keys(self.db, product)
 
     def _point(self, product: str, tag: str, build: Build, action: str, force: bool = False) -> Channel:
         self.check_servable(build, product)
@@ -292,7 +193,7 @@ class Repository:
         with self.transaction() as db:
             active = db.execute(
                 "SELECT id, state FROM rollouts WHERE product = ? AND tag = ? AND state IN (?, ?, ?)",
-                (product, tag, *ACTIVE_STATES),
+                (product, tag, *ACTIVE_ROLLOUT_STATES),
             ).fetchone()
             if active is not None and not force:
                 raise RepositoryError(
@@ -344,37 +245,10 @@ class Repository:
 
     def create_token(self, name: str) -> str:
         """A new API token; only its SHA-256 is stored, so it is shown once."""
-        token = "ovota_" + os.urandom(24).hex()
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO tokens (name, digest, created) VALUES (?, ?, ?)", (name, _token_digest(token), time.time())
-            )
-        return token
+        return create_token(self.db, name)
 
     def token_name(self, token: str) -> str | None:
-        row = self.db.execute("SELECT name FROM tokens WHERE digest = ?", (_token_digest(token),)).fetchone()
-        return None if row is None else str(row[0])
-
-
-def _record_security(db: Database, sha256: str, security: BuildSecurity) -> None:
-    db.execute(
-        "INSERT INTO build_security VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        (sha256, security.secure_version, " ".join(security.signers)),
-    )
-
-
-def _check_fits(size: int, product: str) -> None:
-    slot = slot_size(product)
-    # ESP-IDF erases (size / 4096 + 1) sectors before writing, so that much must fit the slot.
-    if (size // SECTOR + 1) * SECTOR > slot:
-        raise RepositoryError(
-            f"image of {size} bytes does not fit the {slot // 0x100000} MB OTA slot of product {product}"
-        )
-
-
-def _token_digest(token: str) -> str:
-    # Tokens are 192-bit random values, so a plain SHA-256 (no salt, no slow KDF) is enough at rest.
-    return hashlib.sha256(token.encode()).hexdigest()
+        return token_name(self.db, token)
 
 
 def publish_on_own_connection(

@@ -9,44 +9,15 @@ for the database. A crash loses at most the batch not yet written.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
 
-from ovota.server.database import Database
-from ovota.server.repository import Repository
-from ovota.server.rollouts import Rollouts
-
-_USER_AGENT = re.compile(
-    r"^ovms/(?P<product>[^\s()]+) \((?P<vehicle_id>.*?) (?P<version>[^\s/]+)/(?P<partition>[^\s/]+)"
-    r"/(?P<tag>[^\s/()]+)(?: \(build .*\))?\)$"
-)
-
-
-@dataclass(frozen=True)
-class Agent:
-    """What an OVMS module's User-Agent says about it."""
-
-    product: str
-    vehicle_id: str
-    version: str
-    partition: str
-    tag: str
-
-    def module_key(self, address: str) -> str:
-        """The registry's key: the vehicle id, or '@' and the address for modules without one
-        (modules sharing a vehicle id cannot be told apart and count as one)."""
-        return self.vehicle_id or f"@{address}"
-
-
-@lru_cache(maxsize=65536)
-def parse_user_agent(user_agent: str) -> Agent | None:
-    """The Agent for an OVMS User-Agent, None for any other client."""
-    match = _USER_AGENT.match(user_agent)
-    if match is None:
-        return None
-    return Agent(**match.groupdict())
+from ovota.server.fleet.agent import Agent
+from ovota.server.fleet.events import CheckIn, Download
+from ovota.server.fleet.reports import apply_reports
+from ovota.server.fleet.rollouts import Rollouts
+from ovota.server.store.database import Database
+from ovota.server.store.repository import Repository
 
 
 @dataclass(frozen=True)
@@ -69,31 +40,9 @@ MAX_BUFFERED = 200_000  # events kept per kind while the database cannot be writ
 
 
 @dataclass(frozen=True)
-class _CheckIn:
-    module: str
-    agent: Agent
-    product: str
-    tag: str
-    address: str
-    at: float
-
-
-@dataclass(frozen=True)
-class _Download:
-    module: str
-    agent: Agent
-    product: str
-    tag: str
-    sha256: str
-    sent: int
-    completed: bool
-    at: float
-
-
-@dataclass(frozen=True)
 class Batch:
-    checkins: list[_CheckIn]
-    downloads: list[_Download]
+    checkins: list[CheckIn]
+    downloads: list[Download]
     anonymous: Counter[str]
 
 
@@ -103,17 +52,17 @@ class FleetRecorder:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.rollouts = Rollouts(repo)
-        self._checkins: list[_CheckIn] = []
-        self._downloads: list[_Download] = []
+        self._checkins: list[CheckIn] = []
+        self._downloads: list[Download] = []
         self._anonymous: Counter[str] = Counter()
 
     def check_in(self, agent: Agent, product: str, tag: str, address: str, at: float) -> None:
-        self._checkins.append(_CheckIn(agent.module_key(address), agent, product, tag, address, at))
+        self._checkins.append(CheckIn(agent.module_key(address), agent, product, tag, address, at))
 
     def download(self, agent: Agent, product: str, tag: str, address: str, sha256: str, sent: int,
                  completed: bool, at: float) -> None:  # fmt: skip
         module = agent.module_key(address)
-        self._downloads.append(_Download(module, agent, product, tag, sha256, sent, completed, at))
+        self._downloads.append(Download(module, agent, product, tag, sha256, sent, completed, at))
 
     def anonymous(self, kind: str) -> None:
         """A request without an OVMS User-Agent: counted, not registered."""
@@ -142,7 +91,7 @@ class FleetRecorder:
         """Write a batch in one transaction, with what it means for rollouts (may run in another thread)."""
         self._write(batch.checkins, batch.downloads, batch.anonymous)
 
-    def _write(self, checkins: list[_CheckIn], downloads: list[_Download], anonymous: Counter[str]) -> None:
+    def _write(self, checkins: list[CheckIn], downloads: list[Download], anonymous: Counter[str]) -> None:
         with self.repo.transaction() as db:
             db.executemany(
                 "INSERT INTO modules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (module) DO UPDATE SET "
@@ -163,24 +112,9 @@ class FleetRecorder:
                 "ON CONFLICT (kind) DO UPDATE SET count = request_counts.count + excluded.count",
                 list(anonymous.items()),
             )
-            self._apply_to_rollouts(db, checkins, downloads)
-
-    def _apply_to_rollouts(self, db: Database, checkins: list[_CheckIn], downloads: list[_Download]) -> None:
-        if not (checkins or downloads):
-            return
-        latest = max([c.at for c in checkins] + [d.at for d in downloads])
-        active = {(r.product, r.tag): r for r in self.rollouts.tracked(latest)}
-        if not active:
-            return
-        # Check-ins first: a module that checks in and downloads in one batch is updating afterwards.
-        for c in checkins:
-            rollout = active.get((c.product, c.tag))
-            if rollout is not None:
-                Rollouts.record_checkin(db, rollout, c.module, c.agent.version, c.at)
-        for d in downloads:
-            rollout = active.get((d.product, d.tag))
-            if rollout is not None and d.completed and d.sha256 == rollout.to_build.sha256:
-                Rollouts.record_download(db, rollout, d.module, d.agent.version, d.at)
+            if checkins or downloads:
+                latest = max([c.at for c in checkins] + [d.at for d in downloads])
+                apply_reports(db, self.rollouts.tracked(latest), checkins, downloads)
 
 
 def list_modules(db: Database, product: str | None = None, tag: str | None = None) -> list[Module]:

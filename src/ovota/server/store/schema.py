@@ -158,6 +158,10 @@ _NOTIFY_CHANGES = (
     ),
 )
 
+# The rollouts table's states in which a rollout still decides what its channel serves. The store needs them
+# to refuse moving such a channel; fleet/policy.py's RolloutState names them (a test checks they agree).
+ACTIVE_ROLLOUT_STATES = ("running", "paused", "halted")
+
 Statement = str | tuple[str, str]  # SQL for every engine, or (dialect, SQL) for one
 
 

@@ -1,4 +1,4 @@
-"""Serving immutable blobs: sendfile from a cached open file, with Range and conditional GET.
+"""Answering with a blob: sendfile from a cached open file, with Range and conditional GET.
 
 aiohttp's FileResponse stats and opens the file (and looks for .gz/.br siblings) in a worker thread on
 every request. Build blobs are content-addressed and never change, so each is opened once and its
@@ -11,32 +11,14 @@ import os
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
-from email.utils import formatdate
-from pathlib import Path
-from typing import BinaryIO
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from ovota.server.devices.blobs import OpenBlob
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 TLS_CHUNK = 256 * 1024
-
-
-@dataclass(frozen=True)
-class OpenBlob:
-    file: BinaryIO
-    size: int
-    etag: str
-    last_modified: str
-    mtime: float
-
-    @classmethod
-    def open(cls, path: Path, sha256: str) -> OpenBlob:
-        file = path.open("rb")
-        stat = os.fstat(file.fileno())
-        mtime = int(stat.st_mtime)  # HTTP dates have whole seconds
-        return cls(file, stat.st_size, f'"{sha256}"', formatdate(mtime, usegmt=True), mtime)
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from ovota.formats.app_image import AppImage
 from ovota.formats.signature import read_signatures
-from ovota.server.database import Database
+from ovota.server.store.database import Database
+from ovota.server.store.errors import RepositoryError
+from ovota.server.store.images import check_name
 
 
-class UntrustedBuild(Exception):
+class UntrustedBuild(RepositoryError):
     """The build is not signed by a key the product trusts; the message is one line for the user."""
 
 
@@ -55,18 +57,30 @@ def trusted_keys(db: Database, product: str | None = None) -> list[TrustedKey]:
     return [TrustedKey(*row) for row in rows]
 
 
-def trust(db: Database, product: str, digest: str, name: str) -> bool:
+def trust(db: Database, product: str, digest: bytes, name: str) -> bool:
     """Trust a key digest for ``product``; False if it already was."""
-    cursor = db.execute(
-        "INSERT INTO trusted_keys (product, digest, name, added) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (product, digest, name, time.time()),
-    )
+    check_name("product", product)
+    with db.transaction():
+        cursor = db.execute(
+            "INSERT INTO trusted_keys (product, digest, name, added) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (product, digest.hex(), name, time.time()),
+        )
     return cursor.rowcount == 1
 
 
-def untrust(db: Database, product: str, digest: str) -> bool:
+def untrust(db: Database, product: str, digest: bytes) -> bool:
     """Stop trusting a key digest; False if it was not trusted."""
-    return db.execute("DELETE FROM trusted_keys WHERE product = ? AND digest = ?", (product, digest)).rowcount == 1
+    with db.transaction():
+        cursor = db.execute("DELETE FROM trusted_keys WHERE product = ? AND digest = ?", (product, digest.hex()))
+    return cursor.rowcount == 1
+
+
+def record_security(db: Database, sha256: str, security: BuildSecurity) -> None:
+    """Keep a build's secure version and signers (inside the caller's transaction)."""
+    db.execute(
+        "INSERT INTO build_security VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (sha256, security.secure_version, " ".join(security.signers)),
+    )
 
 
 def check_trusted(db: Database, product: str, security: BuildSecurity) -> None:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from ovota.server.schema import MIGRATIONS
+from ovota.server.store.schema import MIGRATIONS
 
 
 class DatabaseUnavailable(Exception):

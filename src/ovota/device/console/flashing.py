@@ -1,0 +1,115 @@
+"""What every ``ota flash`` shares: the target slot, OVMS's errors for a slot too small, esp_ota_end and set
+boot with their messages; and flashing a local file (``ota flash vfs``, the SD card, the web page)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ovota.device.console import partitions as migration
+from ovota.device.console.session import Session
+from ovota.device.ota import EspError, OtaUpdate, next_update_partition, running_state, set_boot_partition
+from ovota.formats.otadata import OtaState
+from ovota.formats.partition_table import Partition
+
+NEW_LAYOUT_SLOT = 0x700000
+VFS_CHUNK = 4096  # OVMS freads 512 bytes; flash writes of one sector keep the emulator's op count low
+
+
+def target_slots(session: Session) -> tuple[Partition, Partition] | None:
+    """The running and target partitions, with OVMS's lines and errors."""
+    m = session.module
+    session.out.write(f"Current running partition is: {m.running.name}\n")
+    target = next_update_partition(m.layout, m.running)
+    if target is None:
+        session.out.puts("Error: Target partition cannot be determined - aborting")
+        return None
+    session.out.write(f"Target partition is: {target.name}\n")
+    if target == m.running:
+        session.out.puts("Error: Cannot flash to running image partition")
+        return None
+    return m.running, target
+
+
+def too_small(session: Session, target: Partition) -> None:
+    """OVMS's refusal of an image bigger than the target slot, with its hint to migrate the partitions."""
+    session.out.write(f"Error: target partition too small ({target.size} bytes capacity) - aborting\n")
+    if target.size < NEW_LAYOUT_SLOT:
+        session.out.puts("Consider upgrading your partitioning scheme to v3-35.")
+        session.notify("alert", "ota.partitiontype", migration.PARTITION_ALERT.format("have now stopped"))
+
+
+def finish(session: Session, update: OtaUpdate, target: Partition, prefix: str) -> bool:
+    """esp_ota_end and set boot; the OVMS messages for their failures."""
+    m = session.module
+    try:
+        update.end()
+    except EspError as err:
+        session.out.write(f"Error: ESP32 error #{err.code} finalising OTA operation - state is inconsistent\n")
+        session.log(f"{prefix}: {err.reason}")
+        return False
+    session.out.puts(f"{prefix}: Setting boot partition...")
+    try:
+        set_boot_partition(m.flash, m.layout, target, m.rollback, m.security)
+    except EspError as err:
+        session.out.write(f"Error: ESP32 error #{err.code} setting boot partition - check before rebooting\n")
+        return False
+    return True
+
+
+def pending(session: Session) -> bool:
+    """Whether a new image must be confirmed first (app rollback on, the running one not yet confirmed)."""
+    m = session.module
+    return m.rollback and running_state(m.flash, m.layout) == OtaState.PENDING_VERIFY
+
+
+def flash_file(session: Session, local: Path | None, path: str) -> bool:
+    """Flash a local file into the next OTA slot (the body of `ota flash vfs`); True on success."""
+    parts = target_slots(session)
+    if parts is None:
+        return False
+    running, target = parts
+    if local is None or not local.is_file():
+        session.out.write(f"Error: Cannot find file {path}\n")
+        return False
+    size = local.stat().st_size
+    session.out.write(f"Source image is {size} bytes in size\n")
+    if size > target.size:
+        too_small(session, target)
+        return False
+    try:
+        source = local.open("rb")
+    except OSError:
+        session.out.write(f"Error: Cannot open {path}\n")
+        return False
+    with source:
+        session.out.puts("OTA Flash VFS: Preparing flash partition...")
+        try:
+            update = OtaUpdate(
+                session.module.flash, running, target, size, pending(session), security=session.module.security
+            )
+        except EspError as err:
+            session.out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
+            return False
+        session.out.puts("OTA Flash VFS: Flashing image partition...")
+        while chunk := source.read(VFS_CHUNK):
+            try:
+                update.write(chunk)
+            except EspError as err:
+                session.out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
+                session.log(f"OTA Flash VFS: {err.reason}")
+                return False
+    if not finish(session, update, target, "OTA Flash VFS"):
+        return False
+    session.out.write(
+        f"OTA flash was successful\n  Flashed {size} bytes from {path}\n  Next boot will be from '{target.name}'\n"
+    )
+    return True
+
+
+def vfs_local(sd_dir: Path | None, path: str) -> Path | None:
+    """Map an OVMS VFS path under /sd to the emulator's --sd folder; None for anything else or an escape."""
+    if sd_dir is None or not path.startswith("/sd/"):
+        return None
+    local = (sd_dir / path[4:]).resolve()
+    root = sd_dir.resolve()
+    return local if local == root or root in local.parents else None

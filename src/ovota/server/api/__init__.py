@@ -1,0 +1,21 @@
+"""The release API under /api/v1, for CI systems and scripts (every call needs a token), and ``/clock`` for
+fleet simulations."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ovota.server.api.fleet import add_fleet_routes
+from ovota.server.api.releases import add_release_routes
+from ovota.server.context import CONTEXT_KEY, Context
+
+MAX_UPLOAD = 16 * 1024 * 1024
+
+
+def create_api(context: Context) -> web.Application:
+    """The /api/v1 sub-application, sharing the main application's context."""
+    api = web.Application(client_max_size=MAX_UPLOAD)
+    api[CONTEXT_KEY] = context
+    add_release_routes(api)
+    add_fleet_routes(api)
+    return api

@@ -1,0 +1,36 @@
+"""``/clock``: the server's clock for fleet simulations (``--time-scale``, ``--driven-clock``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ovota.server.context import CONTEXT_KEY, Context, guarded
+
+
+def _clock_json(context: Context) -> web.Response:
+    clock = context.clock
+    return web.json_response({"now": clock.now(), "scale": clock.scale, "driven": clock.driven})
+
+
+async def clock_now(request: web.Request) -> web.Response:
+    """The server's clock."""
+    return _clock_json(request.app[CONTEXT_KEY])
+
+
+async def clock_advance(request: web.Request) -> web.Response:
+    """Move a driven clock to ``{"to": seconds}``: the registry is flushed first and rollouts are evaluated
+    at the new time before the answer, so a simulator's next tick sees every decision."""
+    context = request.app[CONTEXT_KEY]
+    if not context.clock.driven:
+        raise web.HTTPForbidden(text="the clock is not driven (start the server with --driven-clock)\n")
+    try:
+        when = float((await request.json())["to"])
+    except (ValueError, KeyError, TypeError):
+        raise web.HTTPBadRequest(text='expected {"to": <seconds since the epoch>}\n') from None
+    await context.background.advance_clock(when)
+    return _clock_json(context)
+
+
+def add_clock_routes(app: web.Application) -> None:
+    app.router.add_get("/clock", guarded(clock_now))
+    app.router.add_post("/clock", guarded(clock_advance))

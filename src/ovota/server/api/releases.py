@@ -1,0 +1,118 @@
+"""The release API: channels, publish, promote, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from email.utils import formatdate
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from ovota.server.api.auth import api_handler
+from ovota.server.context import CONTEXT_KEY
+from ovota.server.store.deltas import Delta
+from ovota.server.store.errors import RepositoryError
+from ovota.server.store.repository import BIN, Channel, publish_on_own_connection
+from ovota.server.store.trust import BuildSecurity
+
+
+def channel_json(
+    channel: Channel, base: str, security: BuildSecurity, patches: list[Delta] | None = None
+) -> dict[str, Any]:
+    """A channel as the JSON listing and the API show it: with the build's secure version and signers
+    (Secure Boot V2 key digests), and ``patches``, the delta patches to its build."""
+    build = channel.build
+    listed = (
+        {}
+        if patches is None
+        else {"deltas": [{"base_hash": d.base_hash, "size": d.size, "sha256": d.patch_sha256} for d in patches]}
+    )
+    return {
+        "product": channel.product,
+        "tag": channel.tag,
+        "version": build.version,
+        "size": build.size,
+        "sha256": build.sha256,
+        "updated": formatdate(channel.updated, usegmt=True),
+        "url": f"{base}/firmware/ota/{channel.product}/{channel.tag}/{BIN}",
+        "immutable_url": f"{base}/firmware/builds/{build.sha256}/{BIN}",
+        "secure_version": security.secure_version,
+        "signers": list(security.signers),
+        **listed,
+    }
+
+
+def _channel_answer(request: web.Request, channel: Channel, status: int = 200) -> web.Response:
+    security = request.app[CONTEXT_KEY].repo.security(channel.build.sha256)
+    return web.json_response(channel_json(channel, f"{request.scheme}://{request.host}", security), status=status)
+
+
+async def api_channels(request: web.Request) -> web.Response:
+    base = f"{request.scheme}://{request.host}"
+    repo = request.app[CONTEXT_KEY].repo
+    return web.json_response([channel_json(c, base, repo.security(c.build.sha256)) for c in repo.channels()])
+
+
+async def api_publish(request: web.Request) -> web.Response:
+    """Raw image body with ?tag=&product=&changelog=, or multipart fields image, tag, product, changelog."""
+    fields: dict[str, str] = dict(request.query)
+    data = b""
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name is None:
+                continue
+            if part.name == "image":
+                data = await part.read()
+            else:
+                fields[part.name] = (await part.read()).decode("utf-8", "replace")
+    else:
+        data = await request.read()
+    if not fields.get("tag"):
+        raise RepositoryError("missing tag")
+    context = request.app[CONTEXT_KEY]
+    channel = await asyncio.to_thread(
+        publish_on_own_connection,
+        context.repo.backends,
+        data,
+        fields["tag"],
+        fields.get("product") or None,
+        fields.get("changelog", ""),
+    )
+    context.changed()
+    return _channel_answer(request, channel, 201)
+
+
+async def json_fields(request: web.Request, *keys: str) -> list[str]:
+    """The string fields ``keys`` of a JSON object body; RepositoryError otherwise."""
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        raise RepositoryError("request body must be JSON") from None
+    if not isinstance(body, dict) or any(not isinstance(body.get(k), str) for k in keys):
+        raise RepositoryError(f"JSON body must have string fields: {', '.join(keys)}")
+    return [body[k] for k in keys]
+
+
+async def api_promote(request: web.Request) -> web.Response:
+    product, source, target = await json_fields(request, "product", "from", "to")
+    context = request.app[CONTEXT_KEY]
+    channel = context.repo.promote(product, source, target)
+    context.changed()
+    return _channel_answer(request, channel)
+
+
+async def api_rollback(request: web.Request) -> web.Response:
+    product, tag = await json_fields(request, "product", "tag")
+    context = request.app[CONTEXT_KEY]
+    channel = context.repo.rollback(product, tag)
+    context.changed()
+    return _channel_answer(request, channel)
+
+
+def add_release_routes(api: web.Application) -> None:
+    api.router.add_get("/channels", api_handler(api_channels))
+    api.router.add_post("/publish", api_handler(api_publish))
+    api.router.add_post("/promote", api_handler(api_promote))
+    api.router.add_post("/rollback", api_handler(api_rollback))

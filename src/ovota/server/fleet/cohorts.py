@@ -1,0 +1,76 @@
+"""Who is in a rollout's steps: cohort hashes of the channel's known modules, and each step's threshold.
+
+The rules (``policy.cohort_hash``, ``policy.step_threshold``) are pure; this module applies them to the
+registry's modules. Hashes are computed once per (rollout, vehicle id) and kept in a bounded memo.
+"""
+
+from __future__ import annotations
+
+from ovota.server.fleet.policy import HASH_SPACE, Counts, cohort_hash, step_threshold
+from ovota.server.fleet.rollouts import COUNTED, Rollout
+from ovota.server.store.database import Database
+
+MAX_MEMO = 1_000_000
+
+
+class Cohorts:
+    """Cohort membership over one database connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._hashes: dict[tuple[int, str], int] = {}  # (rollout, vehicle id) -> cohort hash
+        self._size: tuple[tuple[int, int, int] | None, int] = (None, 0)
+
+    def place(self, rollout_id: int, vehicle_id: str) -> int:
+        """The module's place in the rollout's hash space (HASH_SPACE for a module without a vehicle id)."""
+        if not vehicle_id:
+            return HASH_SPACE
+        key = (rollout_id, vehicle_id)
+        found = self._hashes.get(key)
+        if found is None:
+            if len(self._hashes) > MAX_MEMO:
+                self._hashes.clear()
+            found = self._hashes[key] = cohort_hash(rollout_id, vehicle_id)
+        return found
+
+    def known(self, rollout: Rollout) -> list[tuple[str, int]]:
+        """(module, hash) for every module the registry knows on the rollout's channel."""
+        rows = self.db.execute(
+            "SELECT module, vehicle_id FROM modules WHERE product = ? AND tag = ?", (rollout.product, rollout.tag)
+        ).fetchall()
+        return [(str(m), self.place(rollout.id, str(v))) for m, v in rows]
+
+    def next_threshold(self, db: Database, rollout: Rollout, step: int) -> int:
+        """The threshold for ``step``, from the channel's modules as ``db`` (the caller's transaction) sees them."""
+        rows = db.execute(
+            "SELECT vehicle_id FROM modules WHERE product = ? AND tag = ? AND vehicle_id != ''",
+            (rollout.product, rollout.tag),
+        ).fetchall()
+        known = sorted(self.place(rollout.id, str(v)) for (v,) in rows)
+        previous = rollout.thresholds[-1] if rollout.thresholds else 0
+        return step_threshold(rollout.settings.steps[step], previous, known)
+
+    def size(self, rollout: Rollout) -> int:
+        """Known modules in the cohort so far; recounted only when the fleet or the step changes."""
+        (known,) = self.db.execute(
+            "SELECT count(*) FROM modules WHERE product = ? AND tag = ?", (rollout.product, rollout.tag)
+        ).fetchone()
+        key = (rollout.id, rollout.threshold, int(known))
+        if self._size[0] != key:
+            self._size = (key, sum(1 for _, h in self.known(rollout) if h < rollout.threshold))
+        return self._size[1]
+
+    def current_step_counts(self, rollout: Rollout) -> Counts:
+        """States of the modules that joined at the current step (from the attempts only: cheap)."""
+        lower = rollout.thresholds[-2] if len(rollout.thresholds) > 1 else 0
+        rows = self.db.execute(
+            "SELECT rm.state, m.vehicle_id FROM rollout_modules rm LEFT JOIN modules m ON m.module = rm.module "
+            "WHERE rm.rollout = ?",
+            (rollout.id,),
+        ).fetchall()
+        found: dict[str, int] = {}
+        for state, vehicle_id in rows:
+            position = self.place(rollout.id, str(vehicle_id or ""))
+            if lower <= position < rollout.threshold or (position >= HASH_SPACE and rollout.threshold >= HASH_SPACE):
+                found[str(state)] = found.get(str(state), 0) + 1
+        return Counts(*(found.get(s.value, 0) for s in COUNTED))

@@ -1,0 +1,112 @@
+"""The operator's changes to rollouts: start, pause, resume, abort; and completion, which moves the channel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from ovota.server.fleet.cohorts import Cohorts
+from ovota.server.fleet.policy import HASH_SPACE, Counts, RolloutState
+from ovota.server.fleet.rollouts import COLUMNS, Rollout, RolloutError, Rollouts, RolloutSettings, log_event
+from ovota.server.store.errors import NotFound
+from ovota.server.store.repository import Build, Repository
+
+
+class RolloutControl:
+    """Starts and steers rollouts over the connection of ``rollouts``."""
+
+    def __init__(self, rollouts: Rollouts) -> None:
+        self.rollouts = rollouts
+        self.repo = rollouts.repo
+        self.cohorts = Cohorts(rollouts.db)
+
+    def start(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float) -> Rollout:
+        """Start rolling ``build`` out to the channel's modules, from the build the channel has now."""
+        channel = self.repo.channel(product, tag)
+        if channel.build.sha256 == build.sha256:
+            raise RolloutError(f"{product}/{tag} already serves {build.version}")
+        existing = self.rollouts.active(product, tag)
+        if existing is not None:
+            raise RolloutError(
+                f"{product}/{tag} already has a {existing.state} rollout ({existing.to_build.version}): abort it first"
+            )
+        self.repo.check_servable(build, product)
+        with self.repo.transaction() as db:
+            cursor = db.execute(
+                f"INSERT INTO rollouts ({COLUMNS.removeprefix('id, ')}) "
+                f"VALUES ({', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?) RETURNING id",
+                (product, tag, channel.build.sha256, build.sha256, json.dumps(list(settings.steps)),
+                 settings.step_interval, settings.limits.halt_failed, settings.limits.halt_silent,
+                 settings.limits.min_sample, settings.watch, settings.grace, settings.notify_url,
+                 RolloutState.RUNNING.value, now, json.dumps(Counts().__dict__), now, now),
+            )  # fmt: skip
+            rollout_id = int(cursor.fetchone()[0])
+            rollout = self.rollouts.row(
+                db.execute(f"SELECT {COLUMNS} FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
+            )
+            threshold = self.cohorts.next_threshold(db, rollout, 0)
+            db.execute("UPDATE rollouts SET thresholds = ? WHERE id = ?", (json.dumps([threshold]), rollout_id))
+            first = f"step 1 ({settings.steps[0]}%)"
+            log_event(db, rollout_id, now, f"started: {channel.build.version} -> {build.version}, {first}")
+        started = self.rollouts.get(rollout_id)
+        if started.threshold >= HASH_SPACE:  # a single 100% step: nothing to stage
+            complete(self.repo, started, now)
+            return self.rollouts.get(rollout_id)
+        return started
+
+    def pause(self, product: str, tag: str, now: float) -> Rollout:
+        return self._set_state(product, tag, [RolloutState.RUNNING], RolloutState.PAUSED, now, "pause")
+
+    def resume(self, product: str, tag: str, now: float) -> Rollout:
+        """Continue a paused or halted rollout; after a halt, health is judged afresh from here."""
+        allowed = [RolloutState.PAUSED, RolloutState.HALTED]
+        return self._set_state(product, tag, allowed, RolloutState.RUNNING, now, "resume")
+
+    def abort(self, product: str, tag: str, now: float) -> Rollout:
+        """End the rollout; the channel keeps (returns to) its previous build for every module not on the new one."""
+        allowed = [RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.HALTED]
+        return self._set_state(product, tag, allowed, RolloutState.ABORTED, now, "abort")
+
+    def act(self, action: str, product: str, tag: str, now: float) -> Rollout:
+        """``pause``, ``resume`` or ``abort`` by name; NotFound for any other action."""
+        change = {"pause": self.pause, "resume": self.resume, "abort": self.abort}.get(action)
+        if change is None:
+            raise NotFound(f"no rollout action {action!r}: use pause, resume or abort")
+        return change(product, tag, now)
+
+    def _set_state(self, product: str, tag: str, allowed: Iterable[RolloutState], state: RolloutState, now: float,
+                   message: str) -> Rollout:  # fmt: skip
+        rollout = self.rollouts.active(product, tag)
+        if rollout is None:
+            raise NotFound(f"no active rollout for {product}/{tag}")
+        if rollout.state not in allowed:
+            raise RolloutError(f"the rollout of {product}/{tag} is {rollout.state}: cannot {message}")
+        with self.repo.transaction() as db:
+            baseline = self.rollouts.counts(rollout.id) if rollout.state is RolloutState.HALTED else rollout.baseline
+            db.execute(
+                "UPDATE rollouts SET state = ?, updated = ?, baseline = ?, "
+                "reason = CASE WHEN ? THEN '' ELSE reason END WHERE id = ?",
+                (state.value, now, json.dumps(baseline.__dict__), state is RolloutState.RUNNING, rollout.id),
+            )
+            log_event(db, rollout.id, now, message)
+        return self.rollouts.get(rollout.id)
+
+
+def complete(repo: Repository, rollout: Rollout, now: float) -> bool:
+    """Make the new build the channel's build; the rollout ends at its last (100%) step. False if another
+    process changed the rollout first."""
+    last = len(rollout.settings.steps) - 1
+    thresholds = list(rollout.thresholds)
+    if rollout.step < last:
+        thresholds.append(HASH_SPACE)
+    with repo.transaction() as db:
+        changed = db.execute(
+            "UPDATE rollouts SET state = ?, updated = ?, step = ?, thresholds = ?, step_started = ? "
+            "WHERE id = ? AND state = ? AND step = ?",
+            (RolloutState.COMPLETED.value, now, last, json.dumps(thresholds), now, rollout.id,
+             rollout.state.value, rollout.step),
+        ).rowcount  # fmt: skip
+        if changed:
+            repo.point_in(db, rollout.product, rollout.tag, rollout.to_build, f"rollout {rollout.id}", now)
+            log_event(db, rollout.id, now, f"completed: {rollout.to_build.version} is the channel's build")
+    return bool(changed)

@@ -1,0 +1,30 @@
+"""What a module's request tells the fleet: a check-in (every ``.ver`` and ``.bin`` with an OVMS User-Agent)
+and a download (every ``.bin`` response: the build, the bytes sent, whether the whole image went out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ovota.server.fleet.agent import Agent
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    module: str
+    agent: Agent
+    product: str
+    tag: str
+    address: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Download:
+    module: str
+    agent: Agent
+    product: str
+    tag: str
+    sha256: str
+    sent: int
+    completed: bool
+    at: float

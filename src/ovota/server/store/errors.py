@@ -1,0 +1,15 @@
+"""What the store refuses, as exceptions whose message is one line for the user."""
+
+from __future__ import annotations
+
+
+class RepositoryError(Exception):
+    """A request the repository refuses; the message is one line for the user."""
+
+
+class NotFound(RepositoryError):
+    """No such build, channel or rollout."""
+
+
+class Unavailable(RepositoryError):
+    """A backend (PostgreSQL, the object store) cannot be reached now: retry later."""
