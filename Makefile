@@ -32,11 +32,11 @@ cluster: $(STAMP) system-deps
 	HOST=$(HOST) PORT=$(PORT) bash scripts/cluster.sh
 
 # Debian packages the tests use: chromium for the browser tests (Playwright cannot download its own
-# browser here), nginx and wrk for the smoke run of bench/serve.sh, PostgreSQL for the cluster tests and
-# `make cluster`. Installed when running as root.
-DEBS := chromium nginx-light wrk curl bc util-linux postgresql
+# browser here), nginx and wrk for the smoke run of bench/serve.sh, valgrind for bench/ver_cost.py, PostgreSQL
+# for the cluster tests and `make cluster`. Installed when running as root.
+DEBS := chromium nginx-light wrk curl bc util-linux postgresql valgrind
 system-deps:
-	@missing=""; for cmd in /usr/bin/chromium /usr/sbin/nginx /usr/bin/wrk /usr/bin/curl /usr/bin/bc /usr/bin/taskset; do \
+	@missing=""; for cmd in /usr/bin/chromium /usr/sbin/nginx /usr/bin/wrk /usr/bin/curl /usr/bin/bc /usr/bin/taskset /usr/bin/valgrind; do \
 	  test -x $$cmd || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	test -z "$$missing" || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq $(DEBS) >/dev/null; } \
@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/fleet.py
 	$(PY) bench/delta.py
 	bash bench/serve.sh
+	$(PY) bench/ver_cost.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -18,12 +18,13 @@ from tests.servers import free_port
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SCRIPTS = sorted(p for p in BENCH.iterdir() if p.suffix in (".py", ".sh"))
 # What the shell benches need on the machine; `make test` installs it (as root).
-TOOLS = {".sh": ["nginx", "wrk", "curl", "bc", "taskset"]}
+TOOLS = {".sh": ["nginx", "wrk", "curl", "bc", "taskset"], "ver_cost.py": ["valgrind", "callgrind_control"]}
 
 
 def _missing_tools(script: Path) -> list[str]:
     search = os.environ.get("PATH", "") + ":/usr/sbin"
-    return [tool for tool in TOOLS.get(script.suffix, []) if shutil.which(tool, path=search) is None]
+    needed = TOOLS.get(script.suffix, []) + TOOLS.get(script.name, [])
+    return [tool for tool in needed if shutil.which(tool, path=search) is None]
 
 
 def test_benches_are_found() -> None:
