@@ -44,10 +44,15 @@ def list_fleet(repo: Backends, product: str | None, tag: str | None, as_json: bo
     for m in modules:
         seen = datetime.fromtimestamp(m.last_seen, UTC).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(
-            f"{m.vehicle_id or '(none)':<16} {m.product:<8} {m.tag:<6} {m.version:<28} {m.partition:<9} "
-            f"{m.address:<15} {seen}"
+            f"{_shown(m.vehicle_id) or '(none)':<16} {m.product:<8} {m.tag:<6} {_shown(m.version):<28} "
+            f"{_shown(m.partition):<9} {_shown(m.address):<15} {seen}"
         )
     click.echo(f"{len(modules)} modules")
+
+
+def _shown(text: str) -> str:
+    """Text from modules as a terminal may print it: control characters (C0, C1) escaped."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
 
 
 @fleet.command("simulate")

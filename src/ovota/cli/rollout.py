@@ -32,6 +32,12 @@ def rollout_options(function: F) -> F:
             click.option("--watch", default="2d", show_default=True, help="A module not seen this long is silent."),
             click.option("--grace", default="10m", show_default=True, help="Old version after this long: failed."),
             click.option("--notify-url", default="", help="POST a JSON notice here at each step, halt and completion."),
+            click.option(
+                "--voters-known-for",
+                default="0s",
+                show_default=True,
+                help="Only modules first seen this long before the start count for health and steps.",
+            ),
         ]
     ):
         function = option(function)

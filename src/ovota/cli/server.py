@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,8 @@ from ovota.cli.repo_access import open_repository, repo_option
 from ovota.cli.rollout import rollout_options, start_rollout
 from ovota.formats.signature import key_digest, load_public_key
 from ovota.server.app import create_app
+from ovota.server.fleet.policy import PolicyError, parse_duration
+from ovota.server.store import tokens
 from ovota.server.store.backends import Backends
 from ovota.server.store.repository import Repository
 from ovota.server.store.trust import trust as trust_key
@@ -44,14 +47,37 @@ from ovota.server.store.trust import untrust as untrust_key
               help="The certificate's private key (PEM).")  # fmt: skip
 @click.option("--forwarded-by", multiple=True, metavar="ADDRESS",
               help="A load balancer's address: its requests come from their last X-Forwarded-For address.")  # fmt: skip
+@click.option("--public-url", default="", metavar="URL",
+              help="The server's address as clients reach it (https://ota.example.com): JSON listings give URLs "
+                   "under it; without it they are relative. The Host header is never used.")  # fmt: skip
+@click.option(
+    "--idle-timeout",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Close a connection that is idle, or has not sent its whole request head, after this long (s).",
+)
+@click.option(
+    "--retention",
+    default="30d",
+    show_default=True,
+    help="Delete download records older than this (the fleet registry keeps each module's state).",
+)
 def server(
     repo: Backends, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool,
-    delta_bases: int, tls_cert: Path | None, tls_key: Path | None, forwarded_by: tuple[str, ...],
+    delta_bases: int, tls_cert: Path | None, tls_key: Path | None, forwarded_by: tuple[str, ...], public_url: str,
+    idle_timeout: float, retention: str,
 ) -> None:  # fmt: skip
     """Serve firmware to modules, the download area and the release API (HTTPS with --tls-cert/--tls-key;
     unchanged OVMS modules only speak plain HTTP, so serve them on a second, plain server)."""
     if driven_clock and (workers > 1 or time_scale != 1):
         raise click.UsageError("--driven-clock works with one worker and no --time-scale")
+    if public_url and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[!-~]*)?", public_url):
+        raise click.UsageError(f"--public-url {public_url!r}: give http(s)://HOST[:PORT][/PATH]")
+    try:
+        kept = parse_duration(retention)
+    except PolicyError as err:
+        raise click.UsageError(f"--retention: {err}") from None
     tls = _tls_context(tls_cert, tls_key)
     r = Repository(repo)  # create the schema once, before workers race for it
     clock = r.clock(time_scale, driven_clock)  # anchored once, so every worker keeps the same time
@@ -65,8 +91,9 @@ def server(
     click.echo(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ ({where})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
-    app = create_app(repo, clock, fleet, delta_bases, forwarded_by)
-    web.run_app(app, host=host, port=port, reuse_port=workers > 1, ssl_context=tls, print=None, access_log=None)
+    app = create_app(repo, clock, fleet, delta_bases, forwarded_by, public_url, tls is not None, kept)
+    web.run_app(app, host=host, port=port, reuse_port=workers > 1, ssl_context=tls, print=None, access_log=None,
+                keepalive_timeout=idle_timeout)  # fmt: skip
 
 
 def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -151,7 +178,7 @@ def list_channels(repo: Backends) -> None:
     """Show every channel and its current build."""
     with open_repository(repo) as r:
         for c in r.channels():
-            when = datetime.fromtimestamp(c.updated, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            when = _when(c.updated)
             security = r.security(c.build.sha256)
             signer = security.signers[0][:16] if security.signers else "unsigned"
             click.echo(
@@ -173,7 +200,7 @@ def trust(repo: Backends, product: str | None, key_file: Path | None, name: str 
         if show:
             keys = trusted_keys(r.db, product)
             for k in keys:
-                when = datetime.fromtimestamp(k.added, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                when = _when(k.added)
                 click.echo(f"{k.product:<10} {k.digest} {when} {k.name}")
             if not keys:
                 click.echo("No trusted keys: every product accepts unsigned builds.")
@@ -213,8 +240,35 @@ def token() -> None:
 
 @token.command("create")
 @repo_option
-@click.option("--name", required=True, help="Who or what uses the token.")
+@click.option("--name", required=True, help="Who or what uses the token (unique).")
 def create_token(repo: Backends, name: str) -> None:
     """Create a token and print it once."""
     with open_repository(repo) as r:
-        click.echo(r.create_token(name))
+        click.echo(tokens.create_token(r.db, name))
+
+
+@token.command("list")
+@repo_option
+def list_tokens(repo: Backends) -> None:
+    """Every token's name, when it was created and last used (never the secret)."""
+    with open_repository(repo) as r:
+        records = tokens.list_tokens(r.db)
+    for record in records:
+        last = _when(record.last_used) if record.last_used else "never"
+        click.echo(f"{record.name:<24} created {_when(record.created)}  last used {last}")
+    if not records:
+        click.echo("No tokens. Create one with `ovota token create --name NAME`.")
+
+
+@token.command("revoke")
+@repo_option
+@click.argument("name")
+def revoke_token(repo: Backends, name: str) -> None:
+    """Delete the token called NAME: the API refuses it at once and its console sessions end."""
+    with open_repository(repo) as r:
+        tokens.revoke_token(r.db, name)
+    click.echo(f"Revoked token {name}")
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -3,28 +3,74 @@ over one repository."""
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 from aiohttp import web
 
 from ovota.server.api import MAX_UPLOAD, create_api
 from ovota.server.api.clock import add_clock_routes
-from ovota.server.context import CONTEXT_KEY, Context
+from ovota.server.context import CONTEXT_KEY, Context, Desk
 from ovota.server.devices.answers import ChannelAnswers
 from ovota.server.devices.blobs import OpenBlobs
 from ovota.server.devices.ota_request import DeviceFace
 from ovota.server.devices.pins import Pins
-from ovota.server.fleet.notify import Notifier
+from ovota.server.fleet.registry import DOWNLOADS_RETENTION
 from ovota.server.fleet.rollouts import Rollouts
-from ovota.server.fleet.status import RolloutStatus
 from ovota.server.loops import Background, DeltaMaker, background_tasks
 from ovota.server.store import deltas
 from ovota.server.store.backends import Backends
 from ovota.server.store.clock import ServerClock
 from ovota.server.store.repository import Repository
+from ovota.server.store.threads import RepositoryThreads
 from ovota.server.web.console import add_console_routes
 from ovota.server.web.fleet_pages import add_fleet_pages
 from ovota.server.web.listing import add_listing_routes
+
+PARTIAL_AGE = 600.0  # a temporary blob file this old belongs to no publish still running
+log = logging.getLogger("ovota.server")
+
+
+class _QuietRequestErrors(logging.Filter):
+    """aiohttp logs every malformed request with a traceback; anyone on the internet can send them. One line
+    each instead, at most LOG_BURST per minute, then a count of what was left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._window = 0.0
+        self._logged = 0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Error handling request"):
+            return True
+        now = time.monotonic()
+        if now - self._window > 60:
+            if self._suppressed:
+                logging.getLogger("ovota.server").warning("%d more malformed requests not logged", self._suppressed)
+            self._window, self._logged, self._suppressed = now, 0, 0
+        self._logged += 1
+        if self._logged > LOG_BURST:
+            self._suppressed += 1
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = f"{record.getMessage()}: {type(error).__name__ if error else 'error'}: {error}"
+        record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+LOG_BURST = 20
+
+
+def _quiet_request_errors() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _QuietRequestErrors) for f in logger.filters):
+        logger.addFilter(_QuietRequestErrors())
+
+
+async def _strict_transport_security(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
 
 
 def create_app(
@@ -33,16 +79,28 @@ def create_app(
     fleet: bool = True,
     delta_bases: int = deltas.DEFAULT_BASES,
     forwarded_by: tuple[str, ...] = (),
+    public_url: str = "",
+    tls: bool = False,
+    retention: float = DOWNLOADS_RETENTION,
 ) -> web.Application:
     """The server over the repository at ``repo_root`` (a folder, or cluster backends); ``fleet=False`` turns
     the fleet registry off; patches are made from the last ``delta_bases`` builds of each channel (0: none);
-    requests from the proxies at ``forwarded_by`` are taken to come from the last X-Forwarded-For address."""
+    requests from the proxies at ``forwarded_by`` are taken to come from the last X-Forwarded-For address;
+    JSON listings give URLs under ``public_url`` (relative ones without); ``tls``: served over HTTPS (Secure
+    cookies, HSTS); download records older than ``retention`` seconds are deleted."""
     repo = Repository(repo_root)
+    backends = repo.backends
     clock = clock or repo.clock()
-    answers = ChannelAnswers(repo)
-    background = Background(repo, clock, fleet, Notifier(RolloutStatus(Rollouts(repo)).summary), answers.invalidate)
-    devices = DeviceFace(repo, clock, answers, background.recorder, Pins(), OpenBlobs(repo), frozenset(forwarded_by))
-    context = Context.over(repo, clock, background, answers.invalidate)
+    removed = repo.blobs.remove_partials(PARTIAL_AGE)
+    if removed:
+        log.warning("removed %d partial blob file(s) left by interrupted publishes", len(removed))
+    _quiet_request_errors()
+    answers = ChannelAnswers(repo, RepositoryThreads(backends, Rollouts, 2, "ovota-devices"))
+    background = Background(backends, clock, fleet, answers.invalidate, retention)
+    proxies = frozenset(forwarded_by)
+    devices = DeviceFace(clock, answers, background.recorder, Pins(), OpenBlobs(repo), proxies)
+    threads = RepositoryThreads(backends, Desk.over, 4, "ovota-operators")
+    context = Context(clock, threads, background, answers.invalidate, public_url.rstrip("/"), tls, proxies)
     # No middlewares: aiohttp would run them around every request, the device paths' too. Handlers that
     # need them (503 while a backend is away, API tokens) are wrapped per route instead.
     app = web.Application(client_max_size=MAX_UPLOAD)
@@ -54,8 +112,12 @@ def create_app(
     add_console_routes(app)
     add_fleet_pages(app)
     app.router.add_static("/static", Path(__file__).parent / "web" / "static")
+    if tls:
+        app.on_response_prepare.append(_strict_transport_security)
 
     async def close(app: web.Application) -> None:
+        threads.close()
+        answers.threads.close()
         devices.blobs.close()
         repo.close()
 

@@ -10,19 +10,23 @@ import logging
 import multiprocessing
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
 from ovota.server.fleet.decisions import RolloutDecider
 from ovota.server.fleet.notify import Notifier
-from ovota.server.fleet.registry import FleetRecorder
+from ovota.server.fleet.registry import DOWNLOADS_RETENTION, BatchFailed, FleetRecorder
 from ovota.server.fleet.rollouts import Decision, Rollouts
+from ovota.server.fleet.status import RolloutStatus
 from ovota.server.store import deltas
+from ovota.server.store.backends import Backends
 from ovota.server.store.clock import ServerClock, save_clock
 from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.repository import Repository
 
 FLUSH_SECONDS = 0.5  # the fleet registry's batch window (real seconds)
+PRUNE_SECONDS = 600.0  # how often download records past their retention are deleted (real seconds)
 EVALUATE_SECONDS = 0.5  # how often rollouts are checked for silent modules, halts and step advances
 DELTA_SECONDS = 2.0  # how often missing delta patches are looked for
 
@@ -33,14 +37,17 @@ class Background:
     """Registry flushes and rollout evaluation on the background connection; ``changed`` is told when a
     decision changes what channels serve, ``notifier`` announces it."""
 
-    def __init__(self, repo: Repository, clock: ServerClock, fleet: bool, notifier: Notifier,
-                 changed: Callable[[], None]) -> None:  # fmt: skip
-        self.repo = Repository(repo.backends)
+    def __init__(self, backends: Backends, clock: ServerClock, fleet: bool, changed: Callable[[], None],
+                 retention: float = DOWNLOADS_RETENTION) -> None:  # fmt: skip
+        self.repo = Repository(backends)
         self.clock = clock
         self.recorder = FleetRecorder(self.repo) if fleet else None
-        self.decider = RolloutDecider(Rollouts(self.repo))
-        self.notifier = notifier
+        rollouts = Rollouts(self.repo)
+        self.decider = RolloutDecider(rollouts)
+        self.status = RolloutStatus(rollouts)
+        self.notifier = Notifier()
         self.changed = changed
+        self.retention = retention
         self.lock = asyncio.Lock()  # one background write at a time on the connection
 
     async def flush(self) -> None:
@@ -53,7 +60,10 @@ class Background:
         async with self.lock:
             try:
                 await asyncio.to_thread(self.recorder.write, batch)
-            except BaseException:
+            except BatchFailed as failed:
+                self.recorder.restore(failed.remaining)
+                raise DatabaseUnavailable(str(failed)) from None
+            except BaseException:  # cancelled while writing: keep the batch for the final flush
                 self.recorder.restore(batch)
                 raise
 
@@ -65,12 +75,18 @@ class Background:
             self.changed()
             self.notifier.announce(decisions)
 
-    def _evaluate_if_leader(self) -> list[Decision]:
+    def _evaluate_if_leader(self) -> list[tuple[Decision, dict[str, Any]]]:
         # Several servers on one PostgreSQL: one of them (the holder of an advisory lock) decides, so a step
         # or a halt is decided and announced once; when it dies, its lock goes with its connection.
         if not self.repo.leads("rollouts"):
             return []
-        return self.decider.evaluate(self.clock.now())
+        return [(d, self.status.summary(d.rollout)) for d in self.decider.evaluate(self.clock.now())]
+
+    async def prune(self) -> None:
+        """Delete download records older than the retention (on the server's clock)."""
+        if self.recorder is not None:
+            async with self.lock:
+                await asyncio.to_thread(self.recorder.prune, self.clock.now(), self.retention)
 
     async def advance_clock(self, when: float) -> None:
         """Driven clock: flush what happened so far, move time, then make the rollout decisions now due."""
@@ -84,6 +100,7 @@ class Background:
         """Flush every FLUSH_SECONDS and evaluate every EVALUATE_SECONDS (a driven clock evaluates when moved),
         until cancelled; a failure is logged and the loop goes on."""
         next_evaluation = 0.0
+        next_prune = time.monotonic() + FLUSH_SECONDS
         failing = False
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
@@ -92,6 +109,9 @@ class Background:
                 if not self.clock.driven and time.monotonic() >= next_evaluation:
                     next_evaluation = time.monotonic() + EVALUATE_SECONDS
                     await self.evaluate()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_SECONDS
+                    await self.prune()
             except DatabaseUnavailable as err:
                 # PostgreSQL restarting: the batch stays buffered (bounded) and is written once it is back.
                 if not failing:

@@ -16,7 +16,7 @@ from ovota.device.console.writer import Writer
 from ovota.device.module import Module
 
 PROMPT = "OVMS# "
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -91,7 +91,7 @@ def _time_status(session: Session, args: list[str]) -> None:
 
 
 def _time_advance(session: Session, args: list[str]) -> None:
-    match = _DURATION.match(args[0])
+    match = _DURATION.fullmatch(args[0])
     if match is None:
         session.out.puts(f"Error: invalid duration {args[0]!r} (use e.g. 90s, 15m, 24h, 2d)")
         return

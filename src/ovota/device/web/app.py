@@ -13,8 +13,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import BodyPartReader, web
+from aiohttp.typedefs import Handler
 
 from ovota.device import fetch
 from ovota.device.console.flashing import flash_file
@@ -29,8 +31,8 @@ from ovota.formats.versions import buildverscmp
 
 MAX_UPLOAD = 16 * 1024 * 1024
 _PROGRESS = re.compile(r"^Downloading\.\.\. (\d+)%")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_URL = re.compile(r"^(https?://)?[A-Za-z0-9.-]+(:\d{1,5})?/\S*$")
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_URL = re.compile(r"(https?://)?[A-Za-z0-9.-]+(:\d{1,5})?/\S*")
 
 
 @dataclass
@@ -142,10 +144,10 @@ async def save_settings(request: web.Request) -> web.Response:
     if not hour_text.isdigit() or not 0 <= int(hour_text) <= 23:
         return _error(f"Auto update hour must be a whole number from 0 to 23, not {hour_text!r}.")
     tag = str(form.get("tag", "")).strip()
-    if tag and not _TAG.match(tag):
+    if tag and not _TAG.fullmatch(tag):
         return _error(f"Version tag {tag!r} is invalid: use letters, digits, '.', '_' and '-'.")
     server = str(form.get("server", "")).strip().rstrip("/")
-    if server and not _URL.match(server + "/"):
+    if server and not _URL.fullmatch(server + "/"):
         return _error(f"Server {server!r} is not a valid URL.")
     if state.busy():
         return _error("Flash operation already in progress", 409)
@@ -180,7 +182,7 @@ async def flash(request: web.Request) -> web.Response:
         job = state.start("Update now", lambda shell: shell.execute("ota flash http"))
     elif mode == "url":
         url = str(form.get("url", "")).strip()
-        if not _URL.match(url):
+        if not _URL.fullmatch(url):
             return _error(f"{url!r} is not a firmware URL: use http(s)://host[:port]/path/ovms3.bin.")
         job = state.start("Flash from URL", lambda shell: shell.execute(f"ota flash http {url}"))
     else:
@@ -259,8 +261,26 @@ async def job_status(request: web.Request) -> web.Response:
     return web.json_response(payload)
 
 
+def _cross_site(request: web.Request) -> bool:
+    """Whether a browser sent this request from another site's page: a form or script there must not change
+    the module's update server or flash it. Clients that are not browsers send no Origin and pass."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return True
+    source = request.headers.get("Origin") or request.headers.get("Referer")
+    if not source:
+        return False
+    return urlsplit(source).netloc != request.host
+
+
+@web.middleware
+async def same_origin_posts(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method not in ("GET", "HEAD", "OPTIONS") and _cross_site(request):
+        return web.Response(status=403, text="Cross-site request refused\n")
+    return await handler(request)
+
+
 def create_module_app(module: Module) -> web.Application:
-    app = web.Application(client_max_size=MAX_UPLOAD)
+    app = web.Application(client_max_size=MAX_UPLOAD, middlewares=[same_origin_posts])
     app[WEB_KEY] = FirmwareWeb(module)
     app.router.add_get("/", _redirect)
     app.router.add_get("/cfg/firmware", page)

@@ -2,29 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from functools import wraps
 
 from aiohttp import web
 
-from ovota.server.context import BACKEND_AWAY, CONTEXT_KEY, Handler, unavailable
+from ovota.server.context import BACKEND_AWAY, CONTEXT_KEY, Desk, Handler, unavailable, undecodable
+from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.errors import NotFound, RepositoryError
+from ovota.server.store.tokens import TokenRecord, authenticate, touch
 
 
-def api_error(status: int, message: str) -> web.Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="ovota"'} if status == 401 else None
+def api_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="ovota"'}
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _check_token(desk: Desk, token: str) -> TokenRecord | None:
+    record = authenticate(desk.repo.db, token)
+    if record is not None:
+        # Noting when it was used must not fail a request: the database may be locked by a writer.
+        with contextlib.suppress(DatabaseUnavailable):
+            touch(desk.repo.db, record, time.time())
+    return record
+
+
 def api_handler(handler: Handler) -> Handler:
-    """``handler`` behind the token check, its refusals as JSON: 404 for what does not exist, 400 for what
-    the repository refuses, 503 with Retry-After while a backend is away."""
+    """``handler`` behind the token check, its refusals as JSON: 400 for undecodable headers and what the
+    repository refuses, 401 without a valid token, 404 for what does not exist, 429 for an address that failed
+    to authenticate too often, 503 with Retry-After while a backend is away."""
 
     @wraps(handler)
     async def api_call(request: web.Request) -> web.StreamResponse:
+        context = request.app[CONTEXT_KEY]
+        bad = undecodable(request)
+        if bad is not None:
+            return api_error(400, f"{bad} is not UTF-8")
+        address = context.address(request)
+        wait = context.throttle.retry_after(address)
+        if wait:
+            return api_error(429, "too many failed authentications: try later", {"Retry-After": str(wait)})
         try:
             auth = request.headers.get("Authorization", "")
-            token = auth[7:] if auth.startswith("Bearer ") else ""
-            if not token or request.app[CONTEXT_KEY].repo.token_name(token) is None:
+            token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+            if not token or await context.run(lambda desk: _check_token(desk, token)) is None:
+                context.throttle.failed(address)
                 return api_error(401, "missing or invalid API token")
             return await handler(request)
         except NotFound as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, Context, guarded
@@ -25,8 +27,10 @@ async def clock_advance(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="the clock is not driven (start the server with --driven-clock)\n")
     try:
         when = float((await request.json())["to"])
-    except (ValueError, KeyError, TypeError):
-        raise web.HTTPBadRequest(text='expected {"to": <seconds since the epoch>}\n') from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        when = math.nan
+    if not math.isfinite(when):
+        raise web.HTTPBadRequest(text='expected {"to": <seconds since the epoch>}\n')
     await context.background.advance_clock(when)
     return _clock_json(context)
 

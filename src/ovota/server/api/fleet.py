@@ -3,66 +3,92 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiohttp import web
 
 from ovota.server.api.auth import api_handler
-from ovota.server.context import CONTEXT_KEY
+from ovota.server.context import CONTEXT_KEY, Desk
 from ovota.server.fleet.policy import PolicyError
 from ovota.server.fleet.registry import list_modules, module_json
-from ovota.server.fleet.rollouts import parse_settings
+from ovota.server.fleet.rollouts import RolloutSettings, parse_settings
 from ovota.server.store.errors import RepositoryError
 
-_SETTINGS = ("steps", "step_interval", "halt_failed", "halt_silent", "min_sample", "watch", "grace", "notify_url")
+SETTINGS = (
+    "steps", "step_interval", "halt_failed", "halt_silent", "min_sample", "watch", "grace", "notify_url",
+    "voters_known_for",
+)  # fmt: skip
 
 
 async def api_fleet(request: web.Request) -> web.Response:
     """The registry's modules, optionally for one product and tag (vehicle ids: token holders only)."""
-    db = request.app[CONTEXT_KEY].repo.db
-    modules = list_modules(db, request.query.get("product"), request.query.get("tag"))
+    product, tag = request.query.get("product"), request.query.get("tag")
+    modules = await request.app[CONTEXT_KEY].run(lambda desk: list_modules(desk.repo.db, product, tag))
     return web.json_response([module_json(m) for m in modules])
 
 
 async def api_rollouts(request: web.Request) -> web.Response:
-    context = request.app[CONTEXT_KEY]
-    return web.json_response([context.status.summary(r) for r in context.rollouts.every()])
+    summaries = await request.app[CONTEXT_KEY].run(lambda desk: [desk.status.summary(r) for r in desk.rollouts.every()])
+    return web.json_response(summaries)
 
 
-async def api_rollout_start(request: web.Request) -> web.Response:
-    """JSON: product, tag, build (a version or SHA-256 prefix); optional steps, step_interval, halt_failed,
-    halt_silent, min_sample, watch, grace, notify_url, written as on the command line."""
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        raise RepositoryError("request body must be JSON") from None
+def rollout_settings(body: object) -> tuple[str, str, str, RolloutSettings]:
+    """(product, tag, build, settings) from a JSON object: product, tag, build (a version or SHA-256 prefix) and
+    the optional settings, written as on the command line (min_sample: a whole number)."""
     if not isinstance(body, dict) or any(not isinstance(body.get(k), str) for k in ("product", "tag", "build")):
         raise RepositoryError("JSON body must have string fields: product, tag, build")
-    options = {k: body[k] for k in _SETTINGS if k in body}
-    if any(not isinstance(v, int if k == "min_sample" else str) for k, v in options.items()):
-        raise RepositoryError("rollout settings are strings as on the command line (min_sample: a number)")
+    unknown = sorted(set(body) - {"product", "tag", "build", *SETTINGS})
+    if unknown:
+        raise RepositoryError(f"unknown rollout settings: {', '.join(unknown)}")
+    options = {k: body[k] for k in SETTINGS if k in body}
+    for key, value in options.items():
+        # bool is an int in Python; a JSON true is not a sample size.
+        wanted = (
+            isinstance(value, int) and not isinstance(value, bool) if key == "min_sample" else isinstance(value, str)
+        )
+        if not wanted:
+            raise RepositoryError(
+                f"rollout setting {key} must be {'a whole number' if key == 'min_sample' else 'a string'}"
+            )
     try:
         settings = parse_settings(**options)
     except PolicyError as err:
         raise RepositoryError(str(err)) from None
+    return body["product"], body["tag"], body["build"], settings
+
+
+async def api_rollout_start(request: web.Request) -> web.Response:
+    """JSON: product, tag, build; optional settings as on the command line (see ``rollout_settings``)."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RepositoryError("request body must be JSON") from None
+    product, tag, build_ref, settings = rollout_settings(body)
     context = request.app[CONTEXT_KEY]
-    build = context.repo.find_build(body["build"])
-    rollout = context.control.start(body["product"], body["tag"], build, settings, context.clock.now())
+    now = context.clock.now()
+
+    def start(desk: Desk) -> dict[str, Any]:
+        rollout = desk.control.start(product, tag, desk.repo.find_build(build_ref), settings, now)
+        return desk.status.summary(rollout)
+
+    summary = await context.run(start)
     context.changed()
-    return web.json_response(context.status.summary(rollout), status=201)
+    return web.json_response(summary, status=201)
 
 
 async def api_rollout_status(request: web.Request) -> web.Response:
-    context = request.app[CONTEXT_KEY]
-    rollout = context.rollouts.current(request.match_info["product"], request.match_info["tag"])
-    return web.json_response(context.status.summary(rollout))
+    product, tag = request.match_info["product"], request.match_info["tag"]
+    summary = await request.app[CONTEXT_KEY].run(lambda desk: desk.status.summary(desk.rollouts.current(product, tag)))
+    return web.json_response(summary)
 
 
 async def api_rollout_action(request: web.Request) -> web.Response:
     context = request.app[CONTEXT_KEY]
     product, tag, action = request.match_info["product"], request.match_info["tag"], request.match_info["action"]
-    rollout = context.control.act(action, product, tag, context.clock.now())
+    now = context.clock.now()
+    summary = await context.run(lambda desk: desk.status.summary(desk.control.act(action, product, tag, now)))
     context.changed()
-    return web.json_response(context.status.summary(rollout))
+    return web.json_response(summary)
 
 
 def add_fleet_routes(api: web.Application) -> None:

@@ -7,10 +7,11 @@ import json
 from email.utils import formatdate
 from typing import Any
 
+import aiohttp
 from aiohttp import BodyPartReader, web
 
 from ovota.server.api.auth import api_handler
-from ovota.server.context import CONTEXT_KEY
+from ovota.server.context import CONTEXT_KEY, Desk
 from ovota.server.store.deltas import Delta
 from ovota.server.store.errors import RepositoryError
 from ovota.server.store.repository import BIN, Channel, publish_on_own_connection
@@ -43,22 +44,30 @@ def channel_json(
     }
 
 
-def _channel_answer(request: web.Request, channel: Channel, status: int = 200) -> web.Response:
-    security = request.app[CONTEXT_KEY].repo.security(channel.build.sha256)
-    return web.json_response(channel_json(channel, f"{request.scheme}://{request.host}", security), status=status)
+async def _channel_answer(request: web.Request, channel: Channel, status: int = 200) -> web.Response:
+    context = request.app[CONTEXT_KEY]
+    security = await context.run(lambda desk: desk.repo.security(channel.build.sha256))
+    return web.json_response(channel_json(channel, context.public_url, security), status=status)
 
 
 async def api_channels(request: web.Request) -> web.Response:
-    base = f"{request.scheme}://{request.host}"
-    repo = request.app[CONTEXT_KEY].repo
-    return web.json_response([channel_json(c, base, repo.security(c.build.sha256)) for c in repo.channels()])
+    context = request.app[CONTEXT_KEY]
+
+    def read(desk: Desk) -> list[dict[str, Any]]:
+        repo = desk.repo
+        return [channel_json(c, context.public_url, repo.security(c.build.sha256)) for c in repo.channels()]
+
+    return web.json_response(await context.run(read))
 
 
-async def api_publish(request: web.Request) -> web.Response:
-    """Raw image body with ?tag=&product=&changelog=, or multipart fields image, tag, product, changelog."""
+async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
+    """An image upload: a raw body with the fields in the query, or multipart with an ``image`` part and text
+    fields. RepositoryError for a body that is not what it says or a field that is not UTF-8."""
     fields: dict[str, str] = dict(request.query)
+    if not request.content_type.startswith("multipart/"):
+        return await request.read(), fields
     data = b""
-    if request.content_type.startswith("multipart/"):
+    try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader) or part.name is None:
@@ -66,29 +75,38 @@ async def api_publish(request: web.Request) -> web.Response:
             if part.name == "image":
                 data = await part.read()
             else:
-                fields[part.name] = (await part.read()).decode("utf-8", "replace")
-    else:
-        data = await request.read()
+                fields[part.name] = (await part.read()).decode()
+    except UnicodeDecodeError:
+        raise RepositoryError("a form field is not UTF-8 text") from None
+    except (ValueError, AssertionError, LookupError, aiohttp.ClientPayloadError) as err:
+        raise RepositoryError(f"malformed multipart body: {err}") from None
+    return data, fields
+
+
+async def api_publish(request: web.Request) -> web.Response:
+    """Raw image body with ?tag=&product=&changelog=, or multipart fields image, tag, product, changelog."""
+    data, fields = await read_upload(request)
     if not fields.get("tag"):
         raise RepositoryError("missing tag")
     context = request.app[CONTEXT_KEY]
     channel = await asyncio.to_thread(
         publish_on_own_connection,
-        context.repo.backends,
+        context.threads.backends,
         data,
         fields["tag"],
         fields.get("product") or None,
         fields.get("changelog", ""),
+        context.threads.busy_timeout,
     )
     context.changed()
-    return _channel_answer(request, channel, 201)
+    return await _channel_answer(request, channel, 201)
 
 
 async def json_fields(request: web.Request, *keys: str) -> list[str]:
     """The string fields ``keys`` of a JSON object body; RepositoryError otherwise."""
     try:
         body = await request.json()
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise RepositoryError("request body must be JSON") from None
     if not isinstance(body, dict) or any(not isinstance(body.get(k), str) for k in keys):
         raise RepositoryError(f"JSON body must have string fields: {', '.join(keys)}")
@@ -98,17 +116,17 @@ async def json_fields(request: web.Request, *keys: str) -> list[str]:
 async def api_promote(request: web.Request) -> web.Response:
     product, source, target = await json_fields(request, "product", "from", "to")
     context = request.app[CONTEXT_KEY]
-    channel = context.repo.promote(product, source, target)
+    channel = await context.run(lambda desk: desk.repo.promote(product, source, target))
     context.changed()
-    return _channel_answer(request, channel)
+    return await _channel_answer(request, channel)
 
 
 async def api_rollback(request: web.Request) -> web.Response:
     product, tag = await json_fields(request, "product", "tag")
     context = request.app[CONTEXT_KEY]
-    channel = context.repo.rollback(product, tag)
+    channel = await context.run(lambda desk: desk.repo.rollback(product, tag))
     context.changed()
-    return _channel_answer(request, channel)
+    return await _channel_answer(request, channel)
 
 
 def add_release_routes(api: web.Application) -> None:

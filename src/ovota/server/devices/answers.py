@@ -8,8 +8,10 @@ database's change token, looked at every 50 ms at most).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -22,9 +24,11 @@ from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.errors import NotFound
 from ovota.server.store.images import NAME
 from ovota.server.store.repository import Channel, Repository
+from ovota.server.store.threads import RepositoryThreads
 
 RECHECK_SECONDS = 0.05
 MAX_COHORT_CACHE = 200_000
+MAX_MISSES = 512
 
 
 @dataclass(frozen=True)
@@ -74,27 +78,44 @@ def served(channel: Channel) -> Served:
     return Served(channel, channel.ver_file, etag, CIMultiDictProxy(headers))
 
 
-class ChannelAnswers:
-    """Channel answers cached until the repository changes."""
+class Missing:
+    """No answer in memory: load it (``ChannelAnswers.load``)."""
 
-    def __init__(self, repo: Repository) -> None:
-        self.repo = repo
-        self.rollouts = Rollouts(repo)
+
+MISSING = Missing()  # the one instance
+Answer = Served | RolloutView | None  # None: no such channel
+
+
+def choose(answer: Served | RolloutView, agent: Agent | None) -> Served:
+    """What the answer gives this module."""
+    return answer.choose(agent) if isinstance(answer, RolloutView) else answer
+
+
+class ChannelAnswers:
+    """Channel answers cached until the repository changes. Only channels that exist are kept, and a few
+    hundred names that do not (requests choose the names: an unbounded cache of misses is a memory leak);
+    loading runs in ``threads``, never on the event loop."""
+
+    def __init__(self, repo: Repository, threads: RepositoryThreads[Rollouts]) -> None:
+        self.repo = repo  # only for the change token, on the event loop
+        self.threads = threads
         self._version = -1
         self._next_check = 0.0
-        self._answers: dict[tuple[str, str], Served | RolloutView | None] = {}
+        self._generation = 0  # counts invalidations, so a load that raced one stays stale
+        self._answers: dict[tuple[str, str], Served | RolloutView] = {}
         self._stale: set[tuple[str, str]] = set()  # answers to reload (kept while the database is away)
+        self._misses: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._loading: dict[tuple[str, str], asyncio.Future[Answer]] = {}
 
     def invalidate(self) -> None:
         """A channel or rollout changed: reload every answer on its next use."""
+        self._generation += 1
         self._stale = set(self._answers)
+        self._misses.clear()
 
-    def served(self, product: str, tag: str, agent: Agent | None = None) -> Served | None:
-        """What the channel serves to this module: its build, or, during a rollout, the one for the module."""
-        found = self._lookup(product, tag)
-        return found.choose(agent) if isinstance(found, RolloutView) else found
-
-    def _lookup(self, product: str, tag: str) -> Served | RolloutView | None:
+    def lookup(self, product: str, tag: str) -> Answer | Missing:
+        """The answer in memory, or MISSING (then ``await load``): the request path's only call when nothing
+        changed."""
         now = time.monotonic()
         if now >= self._next_check:
             # Another process (the CLI, another worker or server) may have published: look at most every 50 ms.
@@ -102,31 +123,57 @@ class ChannelAnswers:
             with contextlib.suppress(DatabaseUnavailable):
                 version = self.repo.data_version()
                 if version != self._version:
-                    self._stale = set(self._answers)
+                    self.invalidate()
                     self._version = version
         key = (product, tag)
-        if key in self._answers and key not in self._stale:
-            return self._answers[key]
-        try:
-            self._answers[key] = self._load(product, tag)
-        except DatabaseUnavailable:
-            # The database is restarting: modules keep getting what this process last knew (503 if nothing).
-            if key not in self._answers:
-                raise
-            return self._answers[key]
-        self._stale.discard(key)
-        return self._answers[key]
+        found = self._answers.get(key)
+        if found is not None and key not in self._stale:
+            return found
+        if key in self._misses:
+            self._misses.move_to_end(key)
+            return None
+        if not (NAME.fullmatch(product) and NAME.fullmatch(tag)):
+            return None  # never a channel: nothing to look up or keep
+        return MISSING
 
-    def _load(self, product: str, tag: str) -> Served | RolloutView | None:
-        if not (NAME.match(product) and NAME.match(tag)):
-            return None
+    async def load(self, product: str, tag: str) -> Answer:
+        """Load the answer in a database thread (one load per channel at a time); while the database is away,
+        the last answer this process had (DatabaseUnavailable if it had none)."""
+        key = (product, tag)
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(self._load(key))
+            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, key: tuple[str, str]) -> Answer:
+        generation = self._generation
         try:
-            channel = self.repo.channel(product, tag)
-        except NotFound:
-            return None
-        answer = served(channel)
-        rollout = self.rollouts.active(product, tag)
-        if rollout is None:
-            return answer
-        new = served(Channel(product, tag, rollout.to_build, rollout.updated))
-        return RolloutView(rollout, answer, new, {})
+            answer = await self.threads.run(lambda rollouts: _read(rollouts, *key))
+        except DatabaseUnavailable:
+            if key in self._answers:
+                return self._answers[key]
+            raise
+        if answer is None:
+            self._answers.pop(key, None)
+            self._misses[key] = None
+            while len(self._misses) > MAX_MISSES:
+                self._misses.popitem(last=False)
+        else:
+            self._answers[key] = answer
+        if generation == self._generation:
+            self._stale.discard(key)
+        return answer
+
+
+def _read(rollouts: Rollouts, product: str, tag: str) -> Answer:
+    try:
+        channel = rollouts.repo.channel(product, tag)
+    except NotFound:
+        return None
+    answer = served(channel)
+    rollout = rollouts.active(product, tag)
+    if rollout is None:
+        return answer
+    new = served(Channel(product, tag, rollout.to_build, rollout.updated))
+    return RolloutView(rollout, answer, new, {})

@@ -17,13 +17,13 @@ from aiohttp.abc import AbstractStreamWriter
 
 from ovota.server.devices.blobs import OpenBlob
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 TLS_CHUNK = 256 * 1024
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:
     """(offset, count) of a single satisfiable range; None to serve the whole file; ValueError if unsatisfiable."""
-    match = _RANGE.match(header.replace(" ", ""))
+    match = _RANGE.fullmatch(header.replace(" ", ""))
     if match is None:
         return None  # multiple or malformed ranges: RFC 9110 lets a server ignore Range
     first, last = match.groups()

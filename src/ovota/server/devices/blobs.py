@@ -1,16 +1,22 @@
 """Build and patch blobs, each opened once per process: blobs are content-addressed and never change, so an
-open descriptor stays valid and its SHA-256 is a strong ETag."""
+open descriptor stays valid and its SHA-256 is a strong ETag. A blob's bytes are checked against its name when
+this process first opens it: a file damaged or replaced on disk is never served under the name (503, logged)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 from typing import BinaryIO
 
+from ovota.server.store.blobstore import BlobUnavailable
 from ovota.server.store.repository import Repository
+
+log = logging.getLogger("ovota.server")
 
 
 @dataclass(frozen=True)
@@ -37,15 +43,42 @@ class OpenBlobs:
         self._open: dict[str, OpenBlob] = {}
 
     async def get(self, sha256: str) -> OpenBlob:
-        """The blob, opened on first use. With S3 the first request fetches it into the local cache (in a
-        thread; BlobUnavailable if the store is down)."""
+        """The blob, opened and checked on first use (in a thread). With S3 the first request fetches it into
+        the local cache. BlobUnavailable if the store is down, or the blob is missing or damaged."""
         blob = self._open.get(sha256)
         if blob is None:
-            path = await asyncio.to_thread(self.repo.blob_path, sha256)
-            blob = self._open[sha256] = OpenBlob.open(path, sha256)
+            blob = self._open[sha256] = await asyncio.to_thread(self._open_checked, sha256)
         return blob
+
+    def _open_checked(self, sha256: str) -> OpenBlob:
+        # The bytes checked are those of the descriptor that will be served (no window between check and open).
+        for _ in range(2):
+            path = self.repo.blob_path(sha256)
+            try:
+                blob = OpenBlob.open(path, sha256)
+            except OSError as err:
+                problem = f"blob {sha256} cannot be read ({path}): {err.strerror}"
+                break
+            found = _sha256_of(blob.file)
+            if found == sha256:
+                return blob
+            blob.file.close()
+            problem = f"blob {sha256} is damaged ({path}): its bytes hash to {found}"
+            if not self.repo.blobs.discard_local(sha256):  # S3: fetch it again, once
+                break
+        log.error("%s: not served", problem)
+        raise BlobUnavailable(problem)
 
     def close(self) -> None:
         for blob in self._open.values():
             blob.file.close()
         self._open.clear()
+
+
+def _sha256_of(file: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(file.fileno(), 1 << 20, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()

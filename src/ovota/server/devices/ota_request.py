@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ovota.server.context import BACKEND_AWAY, guarded, unavailable
-from ovota.server.devices.answers import ChannelAnswers
+from ovota.server.context import BACKEND_AWAY, client_address, guarded, unavailable
+from ovota.server.devices.answers import ChannelAnswers, Missing, choose
 from ovota.server.devices.blob_response import BlobResponse, SentCallback
 from ovota.server.devices.blobs import OpenBlobs
 from ovota.server.devices.pins import Pins
@@ -24,7 +24,7 @@ from ovota.server.store import deltas
 from ovota.server.store.clock import ServerClock
 from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.errors import NotFound
-from ovota.server.store.repository import BIN, VER, Build, Repository
+from ovota.server.store.repository import BIN, VER, Build
 
 DELTA_IM = "esp-delta-ota"
 _BASE_TAG = re.compile(r'"([0-9a-fA-F]{64})"')
@@ -36,11 +36,10 @@ def _not_found(product: str, tag: str) -> web.Response:
 
 @dataclass
 class DeviceFace:
-    """Answers modules, from the cached channel answers, the ver/bin pins, the open blobs, the fleet registry's
-    recorder (None with ``--no-fleet``), the server's clock and the request path's connection. Its handlers
+    """Answers modules, from the cached channel answers (and their database threads), the ver/bin pins, the
+    open blobs, the fleet registry's recorder (None with ``--no-fleet``) and the server's clock. Its handlers
     take no middleware: they are the hot path."""
 
-    repo: Repository
     clock: ServerClock
     answers: ChannelAnswers
     recorder: FleetRecorder | None
@@ -64,9 +63,12 @@ class DeviceFace:
         product, tag, name = request.match_info["product"], request.match_info["tag"], request.match_info["file"]
         user_agent = request.headers.get("User-Agent", "")
         agent = parse_user_agent(user_agent)
-        served = self.answers.served(product, tag, agent)
-        if served is None:
+        answer = self.answers.lookup(product, tag)
+        if isinstance(answer, Missing):
+            answer = await self.answers.load(product, tag)
+        if answer is None:
             return _not_found(product, tag)
+        served = choose(answer, agent)
         if name not in (VER, BIN):
             raise web.HTTPNotFound(text=f"Not found: {name}\n")
         recorder = self.recorder
@@ -92,7 +94,7 @@ class DeviceFace:
                 # A whole delta is the whole build, as far as a rollout is concerned.
                 recorder.download(known, product, tag, address, build.sha256, sent, completed, clock.now())
 
-        patch = self._delta_for(request, build)
+        patch = await self._delta_for(request, build)
         if patch is not None:
             # RFC 3229: the instance-manipulation the client accepts, applied to the base it names.
             extra = {"IM": DELTA_IM, "Vary": "A-IM, If-None-Match", "X-Delta-Base": patch.base_hash}
@@ -101,24 +103,19 @@ class DeviceFace:
         return BlobResponse(await self.blobs.get(build.sha256), "no-cache", build.sha256, on_sent)
 
     def address(self, request: web.Request) -> str:
-        """The module's address: the peer's, or behind a trusted load balancer the address it appended (the
-        registry's key for a module without a vehicle id, and the ver/bin pin's)."""
-        remote = request.remote or ""
-        if remote in self.proxies:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            if forwarded:
-                return forwarded.rsplit(",", 1)[-1].strip()
-        return remote
+        """The module's address (the registry's key for a module without a vehicle id, and the pin's)."""
+        return client_address(request, self.proxies)
 
-    def _delta_for(self, request: web.Request, build: Build) -> deltas.Delta | None:
+    async def _delta_for(self, request: web.Request, build: Build) -> deltas.Delta | None:
         """The ready patch to ``build`` from the base the request names, if it asks for esp-delta-ota."""
         if DELTA_IM not in request.headers.get("A-IM", ""):
             return None
         base = _BASE_TAG.search(request.headers.get("If-None-Match", ""))
         if base is None:
             return None
+        base_hash = base.group(1).lower()
         try:
-            patch = deltas.ready(self.repo, base.group(1).lower(), build.sha256)
+            patch = await self.answers.threads.run(lambda r: deltas.ready(r.repo, base_hash, build.sha256))
         except DatabaseUnavailable:
             return None  # the whole image then, as a module without delta support gets it
         return patch if patch is not None and patch.size < build.size else None
@@ -127,7 +124,7 @@ class DeviceFace:
         """``/firmware/builds/<sha256>/ovms3.bin``: a build by its content, cacheable for ever."""
         sha256 = request.match_info["sha256"]
         try:
-            build = self.repo.build(sha256)
+            build = await self.answers.threads.run(lambda r: r.repo.build(sha256))
         except NotFound:
             raise web.HTTPNotFound(text=f"Not found: no build {sha256}\n") from None
         blob = await self.blobs.get(build.sha256)

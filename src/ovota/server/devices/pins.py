@@ -1,5 +1,8 @@
 """Device pins: a module that read ``ovms3.ver`` gets the build it named when it then fetches ``ovms3.bin``,
-even if a publish happened in between. Keyed by the module's address and User-Agent, for 15 minutes."""
+even if a publish happened in between. Keyed by the module's address and User-Agent, for 15 minutes.
+
+The key is a hash of those strings, not the strings: they come from the request (a User-Agent may be 8 KB), and
+the table holds up to MAX_PINS entries, so each costs about 150 bytes whatever the client sent."""
 
 from __future__ import annotations
 
@@ -16,10 +19,10 @@ class Pins:
     """What each module was last told, bounded: the oldest pins go first."""
 
     def __init__(self) -> None:
-        self._pins: OrderedDict[tuple[str, str, str, str], tuple[float, Served]] = OrderedDict()
+        self._pins: OrderedDict[int, tuple[float, Served]] = OrderedDict()
 
     def pin(self, address: str, user_agent: str, product: str, tag: str, answer: Served) -> None:
-        key = (address, user_agent, product, tag)
+        key = hash((address, user_agent, product, tag))
         self._pins[key] = (time.monotonic(), answer)
         self._pins.move_to_end(key)
         while len(self._pins) > MAX_PINS:
@@ -27,7 +30,7 @@ class Pins:
 
     def pinned(self, address: str, user_agent: str, product: str, tag: str) -> Served | None:
         """What the module was told within the last PIN_SECONDS, if anything."""
-        entry = self._pins.get((address, user_agent, product, tag))
+        entry = self._pins.get(hash((address, user_agent, product, tag)))
         if entry is None or time.monotonic() - entry[0] > PIN_SECONDS:
             return None
         return entry[1]

@@ -34,17 +34,18 @@ class Cohorts:
         return found
 
     def known(self, rollout: Rollout) -> list[tuple[str, int]]:
-        """(module, hash) for every module the registry knows on the rollout's channel."""
+        """(module, hash) for every module on the rollout's channel that votes in it (known before it started)."""
         rows = self.db.execute(
-            "SELECT module, vehicle_id FROM modules WHERE product = ? AND tag = ?", (rollout.product, rollout.tag)
+            "SELECT module, vehicle_id FROM modules WHERE product = ? AND tag = ? AND first_seen <= ?",
+            (rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchall()
         return [(str(m), self.place(rollout.id, str(v))) for m, v in rows]
 
     def next_threshold(self, db: Database, rollout: Rollout, step: int) -> int:
         """The threshold for ``step``, from the channel's modules as ``db`` (the caller's transaction) sees them."""
         rows = db.execute(
-            "SELECT vehicle_id FROM modules WHERE product = ? AND tag = ? AND vehicle_id != ''",
-            (rollout.product, rollout.tag),
+            "SELECT vehicle_id FROM modules WHERE product = ? AND tag = ? AND vehicle_id != '' AND first_seen <= ?",
+            (rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchall()
         known = sorted(self.place(rollout.id, str(v)) for (v,) in rows)
         previous = rollout.thresholds[-1] if rollout.thresholds else 0
@@ -53,7 +54,8 @@ class Cohorts:
     def size(self, rollout: Rollout) -> int:
         """Known modules in the cohort so far; recounted only when the fleet or the step changes."""
         (known,) = self.db.execute(
-            "SELECT count(*) FROM modules WHERE product = ? AND tag = ?", (rollout.product, rollout.tag)
+            "SELECT count(*) FROM modules WHERE product = ? AND tag = ? AND first_seen <= ?",
+            (rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchone()
         key = (rollout.id, rollout.threshold, int(known))
         if self._size[0] != key:

@@ -34,11 +34,11 @@ class RolloutControl:
         with self.repo.transaction() as db:
             cursor = db.execute(
                 f"INSERT INTO rollouts ({COLUMNS.removeprefix('id, ')}) "
-                f"VALUES ({', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?) RETURNING id",
+                f"VALUES ({', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?, ?) RETURNING id",
                 (product, tag, channel.build.sha256, build.sha256, json.dumps(list(settings.steps)),
                  settings.step_interval, settings.limits.halt_failed, settings.limits.halt_silent,
                  settings.limits.min_sample, settings.watch, settings.grace, settings.notify_url,
-                 RolloutState.RUNNING.value, now, json.dumps(Counts().__dict__), now, now),
+                 RolloutState.RUNNING.value, now, json.dumps(Counts().__dict__), now, now, settings.voters_known_for),
             )  # fmt: skip
             rollout_id = int(cursor.fetchone()[0])
             rollout = self.rollouts.row(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from ovota.server.fleet.rollouts import Decision, Rollout
+from ovota.server.fleet.rollouts import Decision
 
 log = logging.getLogger("ovota.server")
 
@@ -17,22 +16,22 @@ log = logging.getLogger("ovota.server")
 class Notifier:
     """Sends each decision in a task of its own (one attempt, 10 s), so a slow receiver holds up nothing."""
 
-    def __init__(self, summary: Callable[[Rollout], dict[str, Any]]) -> None:
-        self._summary = summary  # the rollout's status JSON, sent with the event
+    def __init__(self) -> None:
         self._pending: set[asyncio.Future[None]] = set()
 
-    def announce(self, decisions: list[Decision]) -> None:
-        for decision in decisions:
+    def announce(self, decisions: list[tuple[Decision, dict[str, Any]]]) -> None:
+        """Log each decision and POST it with its rollout's status JSON to the rollout's notify URL."""
+        for decision, summary in decisions:
             log.warning("rollout %d of %s/%s %s: %s", decision.rollout.id, decision.rollout.product,
                         decision.rollout.tag, decision.event, decision.message)  # fmt: skip
             if decision.rollout.settings.notify_url:
-                task = asyncio.ensure_future(self._post(decision))
+                task = asyncio.ensure_future(self._post(decision, summary))
                 self._pending.add(task)
                 task.add_done_callback(self._pending.discard)
 
-    async def _post(self, decision: Decision) -> None:
+    async def _post(self, decision: Decision, summary: dict[str, Any]) -> None:
         rollout = decision.rollout
-        body = {"event": decision.event, "message": decision.message, **self._summary(rollout)}
+        body = {"event": decision.event, "message": decision.message, **summary}
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,

@@ -139,16 +139,20 @@ def _pct(ratio: float) -> str:
 
 # -- settings as users write them ----------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION = 10 * 365 * 86400.0
 
 
 def parse_duration(text: str) -> float:
     """``90s``, ``15m``, ``6h``, ``2d`` in seconds."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise PolicyError(f"invalid duration {text!r}: use a number and s, m, h or d (e.g. 1d, 10m)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not seconds <= MAX_DURATION:  # also refuses what float() made infinite
+        raise PolicyError(f"invalid duration {text!r}: at most {MAX_DURATION // 86400:.0f}d")
+    return seconds
 
 
 def parse_percent(text: str) -> float:

@@ -9,6 +9,7 @@ for the database. A crash loses at most the batch not yet written.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from ovota.server.fleet.agent import Agent
 from ovota.server.fleet.events import CheckIn, Download
 from ovota.server.fleet.reports import apply_reports
 from ovota.server.fleet.rollouts import Rollouts
-from ovota.server.store.database import Database
+from ovota.server.store.database import Database, DatabaseUnavailable
 from ovota.server.store.repository import Repository
 
 
@@ -36,14 +37,24 @@ class Module:
     checkins: int
 
 
-MAX_BUFFERED = 200_000  # events kept per kind while the database cannot be written (about 100 MB at most)
+MAX_BUFFERED = 400_000  # events kept while the database cannot be written (about 100 MB at most)
+DOWNLOADS_RETENTION = 30 * 86400.0
+
+log = logging.getLogger("ovota.server")
 
 
 @dataclass(frozen=True)
 class Batch:
-    checkins: list[CheckIn]
-    downloads: list[Download]
+    events: list[CheckIn | Download]  # in arrival order
     anonymous: Counter[str]
+
+
+class BatchFailed(Exception):
+    """The database went away while a batch was written: ``remaining`` was not written (the rest was)."""
+
+    def __init__(self, remaining: Batch, cause: DatabaseUnavailable) -> None:
+        super().__init__(str(cause))
+        self.remaining = remaining
 
 
 class FleetRecorder:
@@ -52,46 +63,75 @@ class FleetRecorder:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self.rollouts = Rollouts(repo)
-        self._checkins: list[CheckIn] = []
-        self._downloads: list[Download] = []
+        self._events: list[CheckIn | Download] = []
         self._anonymous: Counter[str] = Counter()
+        self.dropped = 0  # events no write could store (each logged)
 
     def check_in(self, agent: Agent, product: str, tag: str, address: str, at: float) -> None:
-        self._checkins.append(CheckIn(agent.module_key(address), agent, product, tag, address, at))
+        self._events.append(CheckIn(agent.module_key(address), agent, product, tag, address, at))
 
     def download(self, agent: Agent, product: str, tag: str, address: str, sha256: str, sent: int,
                  completed: bool, at: float) -> None:  # fmt: skip
         module = agent.module_key(address)
-        self._downloads.append(Download(module, agent, product, tag, sha256, sent, completed, at))
+        self._events.append(Download(module, agent, product, tag, sha256, sent, completed, at))
 
     def anonymous(self, kind: str) -> None:
-        """A request without an OVMS User-Agent: counted, not registered."""
+        """A request without a valid OVMS User-Agent: counted, not registered."""
         self._anonymous[kind] += 1
 
     def take(self) -> Batch | None:
         """The events so far, leaving an empty batch behind; None if there are none."""
-        if not (self._checkins or self._downloads or self._anonymous):
+        if not (self._events or self._anonymous):
             return None
-        batch = Batch(self._checkins, self._downloads, self._anonymous)
-        self._checkins, self._downloads, self._anonymous = [], [], Counter()
+        batch = Batch(self._events, self._anonymous)
+        self._events, self._anonymous = [], Counter()
         return batch
 
     def restore(self, batch: Batch) -> None:
-        """Put a batch that could not be written back in front of what came since. While the database is
-        away, at most MAX_BUFFERED check-ins and as many downloads are kept (the oldest go first)."""
-        self._checkins = (batch.checkins + self._checkins)[-MAX_BUFFERED:]
-        self._downloads = (batch.downloads + self._downloads)[-MAX_BUFFERED:]
+        """Put events that could not be written back in front of what came since. While the database is away,
+        at most MAX_BUFFERED events are kept (the oldest go first)."""
+        self._events = (batch.events + self._events)[-MAX_BUFFERED:]
         self._anonymous.update(batch.anonymous)
 
     @property
     def buffered(self) -> int:
-        return len(self._checkins) + len(self._downloads)
+        return len(self._events)
 
     def write(self, batch: Batch) -> None:
-        """Write a batch in one transaction, with what it means for rollouts (may run in another thread)."""
-        self._write(batch.checkins, batch.downloads, batch.anonymous)
+        """Write a batch and what it means for rollouts (may run in another thread). A batch that fails for any
+        other reason than the database being away is split until the events that cannot be stored are alone;
+        those are dropped and logged, the rest written. BatchFailed carries what was not written."""
+        try:
+            self._write(batch.events, batch.anonymous)
+            return
+        except DatabaseUnavailable as err:
+            raise BatchFailed(batch, err) from None
+        except Exception:
+            pass
+        self._write_halves(batch, 0, len(batch.events))
+        try:
+            self._write([], batch.anonymous)
+        except DatabaseUnavailable as err:
+            raise BatchFailed(Batch([], batch.anonymous), err) from None
 
-    def _write(self, checkins: list[CheckIn], downloads: list[Download], anonymous: Counter[str]) -> None:
+    def _write_halves(self, batch: Batch, start: int, end: int) -> None:
+        # Halves are written left to right, so when the database goes away everything before ``start`` is done.
+        events = batch.events[start:end]
+        try:
+            self._write(events, Counter())
+        except DatabaseUnavailable as err:
+            raise BatchFailed(Batch(batch.events[start:], batch.anonymous), err) from None
+        except Exception as err:
+            if end - start > 1:
+                middle = (start + end) // 2
+                self._write_halves(batch, start, middle)
+                self._write_halves(batch, middle, end)
+            elif events:
+                self.dropped += 1
+                log.error("fleet registry: dropped an event it cannot store (%s): %r", err, events[0])
+
+    def _write(self, events: list[CheckIn | Download], anonymous: Counter[str]) -> None:
+        checkins = [e for e in events if isinstance(e, CheckIn)]
         with self.repo.transaction() as db:
             db.executemany(
                 "INSERT INTO modules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (module) DO UPDATE SET "
@@ -105,16 +145,22 @@ class FleetRecorder:
             db.executemany(
                 "INSERT INTO downloads (module, product, tag, sha256, bytes, completed, at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(d.module, d.product, d.tag, d.sha256, d.sent, int(d.completed), d.at) for d in downloads],
-            )
+                [(d.module, d.product, d.tag, d.sha256, d.sent, int(d.completed), d.at)
+                 for d in events if isinstance(d, Download)],
+            )  # fmt: skip
             db.executemany(
                 "INSERT INTO request_counts VALUES (?, ?) "
                 "ON CONFLICT (kind) DO UPDATE SET count = request_counts.count + excluded.count",
                 list(anonymous.items()),
             )
-            if checkins or downloads:
-                latest = max([c.at for c in checkins] + [d.at for d in downloads])
-                apply_reports(db, self.rollouts.tracked(latest), checkins, downloads)
+            if events:
+                apply_reports(db, self.rollouts.tracked(max(e.at for e in events)), events)
+
+    def prune(self, now: float, retention: float = DOWNLOADS_RETENTION) -> int:
+        """Delete download records older than ``retention`` (rollout states and the modules table keep what
+        rollouts need); the number deleted."""
+        with self.repo.transaction() as db:
+            return db.execute("DELETE FROM downloads WHERE at < ?", (now - retention,)).rowcount
 
 
 def list_modules(db: Database, product: str | None = None, tag: str | None = None) -> list[Module]:

@@ -1,6 +1,10 @@
 """What modules report, applied to the rollouts they are in: a whole download of the new build makes a module
 *updating*; its next check-in makes it *updated* (running the new build) or, after the grace period, *failed*.
-Runs inside the registry's batch transaction."""
+Runs inside the registry's batch transaction, event by event in the order the requests arrived.
+
+Only modules the registry knew before the rollout started vote (``Rollout.voters_seen_by``): anyone can make up
+vehicle ids, and ids first seen during a rollout would otherwise halt it (reporting the old version) or dilute
+real failures (reporting the new one). They are served like any module; they just do not count."""
 
 from __future__ import annotations
 
@@ -13,16 +17,18 @@ from ovota.server.store.database import Database
 
 
 def record_download(db: Database, rollout: Rollout, module: str, from_version: str, now: float) -> None:
-    """The module has received all of the new build's bytes: it is updating. A module that already
-    failed or updated keeps that outcome (a failed one retries daily while it is offered the build);
+    """The module has received all of the new build's bytes: it is updating, if it votes. A module that
+    already failed or updated keeps that outcome (a failed one retries daily while it is offered the build);
     a silent one that shows up again is updating again."""
     db.execute(
-        "INSERT INTO rollout_modules VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rollout, module) DO UPDATE SET "
+        "INSERT INTO rollout_modules SELECT ?, ?, ?, ?, ?, ? "
+        "WHERE EXISTS (SELECT 1 FROM modules WHERE module = ? AND first_seen <= ?) "
+        "ON CONFLICT (rollout, module) DO UPDATE SET "
         "received = CASE WHEN rollout_modules.state = 'silent' THEN excluded.received "
         "ELSE rollout_modules.received END, "
         "last_seen = excluded.last_seen, "
         "state = CASE WHEN rollout_modules.state = 'silent' THEN 'updating' ELSE rollout_modules.state END",
-        (rollout.id, module, ModuleState.UPDATING.value, from_version, now, now),
+        (rollout.id, module, ModuleState.UPDATING.value, from_version, now, now, module, rollout.voters_seen_by),
     )
 
 
@@ -42,17 +48,16 @@ def record_checkin(db: Database, rollout: Rollout, module: str, version: str, no
         )
 
 
-def apply_reports(db: Database, tracked: Iterable[Rollout], checkins: list[CheckIn], downloads: list[Download]) -> None:
-    """Apply a batch's check-ins and downloads to the ``tracked`` rollouts of their channels."""
+def apply_reports(db: Database, tracked: Iterable[Rollout], events: Iterable[CheckIn | Download]) -> None:
+    """Apply a batch's check-ins and downloads, in arrival order, to the ``tracked`` rollouts of their channels."""
     active = {(r.product, r.tag): r for r in tracked}
     if not active:
         return
-    # Check-ins first: a module that checks in and downloads in one batch is updating afterwards.
-    for c in checkins:
-        rollout = active.get((c.product, c.tag))
-        if rollout is not None:
-            record_checkin(db, rollout, c.module, c.agent.version, c.at)
-    for d in downloads:
-        rollout = active.get((d.product, d.tag))
-        if rollout is not None and d.completed and d.sha256 == rollout.to_build.sha256:
-            record_download(db, rollout, d.module, d.agent.version, d.at)
+    for event in events:
+        rollout = active.get((event.product, event.tag))
+        if rollout is None:
+            continue
+        if isinstance(event, CheckIn):
+            record_checkin(db, rollout, event.module, event.agent.version, event.at)
+        elif event.completed and event.sha256 == rollout.to_build.sha256:
+            record_download(db, rollout, event.module, event.agent.version, event.at)

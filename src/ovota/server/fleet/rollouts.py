@@ -37,6 +37,7 @@ class RolloutSettings:
     watch: float = 2 * 86400.0
     grace: float = 600.0
     notify_url: str = ""
+    voters_known_for: float = 0.0  # modules vote if the registry knew them this long before the start
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class Rollout:
     def threshold(self) -> int:
         return self.thresholds[-1]
 
+    @property
+    def voters_seen_by(self) -> float:
+        """Modules first seen at or before this time vote (their outcomes count for health and steps)."""
+        return self.created - self.settings.voters_known_for
+
     def in_cohort(self, vehicle_id: str) -> bool:
         """Whether a module is offered the new build at the current step (no id: only at 100%)."""
         if self.threshold >= HASH_SPACE:
@@ -86,8 +92,9 @@ class RolloutError(RepositoryError):
 
 COLUMNS = (
     "id, product, tag, from_sha256, to_sha256, steps, step_interval, halt_failed, halt_silent, min_sample, watch, "
-    "grace, notify_url, state, step, step_started, thresholds, reason, baseline, created, updated"
+    "grace, notify_url, state, step, step_started, thresholds, reason, baseline, created, updated, voters_known_for"
 )
+MAX_SAMPLE = 1_000_000
 COUNTED = (ModuleState.UPDATING, ModuleState.UPDATED, ModuleState.FAILED, ModuleState.SILENT)
 
 
@@ -101,9 +108,9 @@ class Rollouts:
     def row(self, row: tuple[Any, ...]) -> Rollout:
         """A ``SELECT {COLUMNS}`` row as a Rollout."""
         (rid, product, tag, from_sha, to_sha, steps, interval, halt_failed, halt_silent, min_sample, watch, grace,
-         notify_url, state, step, started, thresholds, reason, baseline, created, updated) = row  # fmt: skip
+         notify_url, state, step, started, thresholds, reason, baseline, created, updated, known_for) = row  # fmt: skip
         limits = Limits(halt_failed, halt_silent, min_sample)
-        settings = RolloutSettings(tuple(json.loads(steps)), interval, limits, watch, grace, notify_url)
+        settings = RolloutSettings(tuple(json.loads(steps)), interval, limits, watch, grace, notify_url, known_for)
         return Rollout(
             rid, product, tag, self.repo.build(from_sha), self.repo.build(to_sha), settings, RolloutState(state),
             step, started, tuple(json.loads(thresholds)), reason, Counts(**json.loads(baseline)), created, updated,
@@ -190,10 +197,13 @@ def parse_settings(
     watch: str = "2d",
     grace: str = "10m",
     notify_url: str = "",
+    voters_known_for: str = "0s",
 ) -> RolloutSettings:
     """Settings as users write them (CLI options, API fields); PolicyError for anything unusable."""
-    if min_sample < 1:
-        raise PolicyError(f"invalid minimum sample {min_sample}: must be at least 1")
+    if not 1 <= min_sample <= MAX_SAMPLE:
+        raise PolicyError(f"invalid minimum sample {min_sample}: must be from 1 to {MAX_SAMPLE}")
+    if len(notify_url) > 2048 or not notify_url.isprintable() or " " in notify_url:
+        raise PolicyError("invalid notify URL: at most 2048 printable characters, no spaces")
     if notify_url and not notify_url.startswith(("http://", "https://")):
         raise PolicyError(f"invalid notify URL {notify_url!r}: use http:// or https://")
     return RolloutSettings(
@@ -203,4 +213,5 @@ def parse_settings(
         parse_duration(watch),
         parse_duration(grace),
         notify_url,
+        parse_duration(voters_known_for),
     )

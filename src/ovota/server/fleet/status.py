@@ -76,6 +76,7 @@ class RolloutStatus:
                 "watch": settings.watch,
                 "grace": settings.grace,
                 "notify_url": settings.notify_url,
+                "voters_known_for": settings.voters_known_for,
             },
             "created": rollout.created,
             "updated": rollout.updated,

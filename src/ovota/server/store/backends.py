@@ -39,12 +39,12 @@ class Backends:
         home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(os.environ.get("OVOTA_CACHE") or Path(home) / "ovota") / key
 
-    def open_database(self) -> SqliteDatabase | PostgresDatabase:
+    def open_database(self, busy_timeout: float = 30.0) -> SqliteDatabase | PostgresDatabase:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            return open_database(self.folder / "repo.sqlite")
+            return open_database(self.folder / "repo.sqlite", busy_timeout)
         assert self.db is not None
-        return open_database(self.db)
+        return open_database(self.db, busy_timeout)
 
     def open_blobs(self) -> BlobStore:
         if self.folder is not None:

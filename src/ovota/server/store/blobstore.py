@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,9 +33,56 @@ class BlobStore(Protocol):
         """Every stored blob's SHA-256."""
         ...
 
+    def discard_local(self, sha256: str) -> bool:
+        """Forget a local copy found damaged, if another copy exists (S3: the next use fetches it again)."""
+        ...
+
+    def remove_partials(self, older_than: float) -> list[Path]:
+        """Remove files left by writes that never finished (a killed publish), older than ``older_than``
+        seconds; the paths removed."""
+        ...
+
 
 def _shard(root: Path, sha256: str) -> Path:
     return root / sha256[:2] / sha256
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex (read in 1 MiB pieces)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def blob_problem(blobs: BlobStore, sha256: str) -> str | None:
+    """Why the blob's local copy cannot be served (missing, or other bytes than its name says), None if it
+    can. A damaged copy that has another (S3) is fetched again first."""
+    for _ in range(2):
+        try:
+            found = file_sha256(blobs.local_path(sha256))
+        except OSError as err:
+            return f"blob {sha256} cannot be read: {err.strerror}"
+        if found == sha256:
+            return None
+        if not blobs.discard_local(sha256):
+            break
+    return f"blob {sha256} is damaged: its bytes hash to {found}"
+
+
+def _remove_partials(root: Path, older_than: float) -> list[Path]:
+    # write_atomic's temporary files are ".<name>.<random>" beside their target.
+    limit = time.time() - older_than
+    removed = []
+    for path in root.glob("??/.*"):
+        try:
+            if path.stat().st_mtime < limit:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:
+            continue  # finished or removed meanwhile
+    return removed
 
 
 class FolderBlobs:
@@ -46,7 +94,8 @@ class FolderBlobs:
 
     def put(self, sha256: str, data: bytes) -> None:
         path = _shard(self.root, sha256)
-        if path.exists() and path.stat().st_size == len(data):
+        # Publishing the same bytes again also repairs a stored copy that was damaged on disk.
+        if path.exists() and path.stat().st_size == len(data) and file_sha256(path) == sha256:
             return
         write_atomic(path, data)
 
@@ -55,6 +104,12 @@ class FolderBlobs:
 
     def names(self) -> list[str]:
         return sorted(p.name for p in self.root.glob("??/*") if len(p.name) == 64)
+
+    def discard_local(self, sha256: str) -> bool:
+        return False  # the folder is the only copy: keep it for the operator to look at
+
+    def remove_partials(self, older_than: float) -> list[Path]:
+        return _remove_partials(self.root, older_than)
 
 
 class S3Blobs:
@@ -125,6 +180,13 @@ class S3Blobs:
             raise BlobUnavailable(f"object store holds other bytes under blob {sha256}")
         write_atomic(path, body)
         return path
+
+    def discard_local(self, sha256: str) -> bool:
+        _shard(self.cache, sha256).unlink(missing_ok=True)
+        return True
+
+    def remove_partials(self, older_than: float) -> list[Path]:
+        return _remove_partials(self.cache, older_than)
 
     def names(self) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -59,30 +59,46 @@ class Database(Protocol):
         ...
 
 
+def _busy(err: sqlite3.OperationalError) -> bool:
+    return "locked" in str(err) or "busy" in str(err)
+
+
 class SqliteDatabase:
     dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.busy_timeout = busy_timeout
+        self.conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        return self.conn.execute(sql, params)
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.OperationalError as err:
+            if _busy(err):  # another process holds the write lock longer than busy_timeout
+                raise DatabaseUnavailable(f"SQLite: {err}") from None
+            raise
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self.conn.executemany(sql, rows)
+        try:
+            self.conn.executemany(sql, rows)
+        except sqlite3.OperationalError as err:
+            if _busy(err):
+                raise DatabaseUnavailable(f"SQLite: {err}") from None
+            raise
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteDatabase]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.execute("BEGIN IMMEDIATE")
         try:
             yield self
+            self.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
 
     def change_token(self) -> int:
         """Changes whenever another connection commits: a cheap cache key for readers."""
@@ -96,7 +112,7 @@ class SqliteDatabase:
         self.conn.close()
 
     def reconnect(self) -> SqliteDatabase:
-        return SqliteDatabase(self.path)
+        return SqliteDatabase(self.path, self.busy_timeout)
 
 
 _PLACEHOLDER = re.compile(r"\?")
@@ -110,10 +126,11 @@ def to_postgres(sql: str) -> str:
 class PostgresDatabase:
     dialect = "postgresql"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout: float = 30.0) -> None:
         import psycopg
 
         self.url = url
+        self.busy_timeout = busy_timeout
         self._psycopg = psycopg
         self._sql: dict[str, str] = {}
         self._listener: ChangeListener | None = None
@@ -124,7 +141,11 @@ class PostgresDatabase:
 
     def _connect(self) -> Any:
         try:
-            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            # A statement that waits longer than this for a lock another process holds fails (and is retried
+            # later, or answered 503) rather than holding its thread.
+            conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
+            return conn
         except self._psycopg.OperationalError as err:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(err)}") from None
 
@@ -196,7 +217,7 @@ class PostgresDatabase:
         self.conn.close()
 
     def reconnect(self) -> PostgresDatabase:
-        return PostgresDatabase(self.url)
+        return PostgresDatabase(self.url, self.busy_timeout)
 
 
 class ChangeListener:
@@ -229,12 +250,13 @@ class ChangeListener:
         self._stopped.set()
 
 
-def open_database(url_or_path: str | Path) -> SqliteDatabase | PostgresDatabase:
-    """A PostgreSQL URL (``postgresql://…``) or the path of a SQLite file, migrated to the current schema."""
+def open_database(url_or_path: str | Path, busy_timeout: float = 30.0) -> SqliteDatabase | PostgresDatabase:
+    """A PostgreSQL URL (``postgresql://…``) or the path of a SQLite file, migrated to the current schema.
+    A statement that cannot get a lock within ``busy_timeout`` seconds raises DatabaseUnavailable."""
     if isinstance(url_or_path, str) and url_or_path.startswith(("postgresql://", "postgres://")):
-        db: SqliteDatabase | PostgresDatabase = PostgresDatabase(url_or_path)
+        db: SqliteDatabase | PostgresDatabase = PostgresDatabase(url_or_path, busy_timeout)
     else:
-        db = SqliteDatabase(Path(url_or_path))
+        db = SqliteDatabase(Path(url_or_path), busy_timeout)
     migrate(db)
     return db
 

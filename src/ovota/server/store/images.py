@@ -18,13 +18,13 @@ from ovota.server.store.errors import RepositoryError
 OLD_SLOT = 0x400000  # v3.x products: 4 MB OTA slots
 NEW_SLOT = 0x700000  # v3.x-5 products: 7 MB OTA slots
 SECTOR = 0x1000
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole strings only: use NAME.fullmatch
 FIRST_NEW_LAYOUT_VERSION = "3.3.006"
 
 
 def check_name(kind: str, value: str) -> str:
     """``value`` if it is a usable product or tag name; RepositoryError otherwise."""
-    if not NAME.match(value):
+    if not NAME.fullmatch(value):
         raise RepositoryError(f"invalid {kind} name {value!r}: use letters, digits, '.', '_' and '-'")
     return value
 

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovota.server.store.backends import Backends
-from ovota.server.store.blobstore import BlobUnavailable
+from ovota.server.store.blobstore import BlobUnavailable, blob_problem
 from ovota.server.store.clock import ServerClock, stored_clock
 from ovota.server.store.database import Database
 from ovota.server.store.errors import NotFound, RepositoryError, Unavailable
 from ovota.server.store.images import check_fits, check_name, default_product, inspect_image
 from ovota.server.store.schema import ACTIVE_ROLLOUT_STATES
-from ovota.server.store.tokens import create_token, token_name
 from ovota.server.store.trust import BuildSecurity, check_trusted, image_security, record_security
 
 BIN, VER = "ovms3.bin", "ovms3.ver"  # the files a channel serves at /firmware/ota/<product>/<tag>/
@@ -56,9 +55,10 @@ class Repository:
     """A folder with ``blobs/`` and ``repo.sqlite`` (safe for several processes: SQLite WAL), or PostgreSQL and
     an S3 bucket shared by several servers."""
 
-    def __init__(self, where: Path | Backends) -> None:
+    def __init__(self, where: Path | Backends, busy_timeout: float = 30.0) -> None:
+        """Open the repository; statements wait at most ``busy_timeout`` seconds for another process's lock."""
         self.backends = where if isinstance(where, Backends) else Backends(folder=where)
-        self.db = self.backends.open_database()
+        self.db = self.backends.open_database(busy_timeout)
         self.blobs = self.backends.open_blobs()
 
     def close(self) -> None:
@@ -170,9 +170,17 @@ class Repository:
         return self._point(product, tag, self.build(previous), "rollback")
 
     def check_servable(self, build: Build, product: str) -> None:
-        """RepositoryError unless the build fits the product's OTA slot and is signed as the product requires."""
+        """RepositoryError unless the build fits the product's OTA slot, is signed as the product requires, and
+        its stored blob still holds its bytes."""
         check_fits(build.size, product)
         check_trusted(self.db, product, self.security(build.sha256))
+        self.verify_blob(build.sha256)
+
+    def verify_blob(self, sha256: str) -> None:
+        """RepositoryError if the stored blob is missing or no longer holds the bytes of this SHA-256."""
+        problem = blob_problem(self.blobs, sha256)
+        if problem is not None:
+            raise RepositoryError(f"{problem}: publish the image again")
 
     def security(self, sha256: str) -> BuildSecurity:
         """A build's secure version and signers (read from its blob once for builds stored before they were
@@ -241,22 +249,13 @@ class Repository:
         ).fetchall()
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-    # -- tokens -----------------------------------------------------------------------------------------
-
-    def create_token(self, name: str) -> str:
-        """A new API token; only its SHA-256 is stored, so it is shown once."""
-        return create_token(self.db, name)
-
-    def token_name(self, token: str) -> str | None:
-        return token_name(self.db, token)
-
 
 def publish_on_own_connection(
-    where: Backends, data: bytes, tag: str, product: str | None = None, changelog: str = ""
+    where: Backends, data: bytes, tag: str, product: str | None = None, changelog: str = "", busy_timeout: float = 30.0
 ) -> Channel:
     """``publish`` on a connection of its own, for running in a thread: a server's event loop stays free to
     serve modules while a build is validated, written and (with S3) uploaded and read back."""
-    repo = Repository(where)
+    repo = Repository(where, busy_timeout)
     try:
         return repo.publish(data, tag, product, changelog)
     finally:

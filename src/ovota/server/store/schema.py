@@ -169,7 +169,23 @@ def _statements(script: str) -> tuple[Statement, ...]:
     return tuple(part.strip() for part in script.split(";") if part.strip())
 
 
+# Console sessions shared by every server process; when a token was last used; which modules may vote in a
+# rollout (known at least this long before it started); pruning downloads by age.
+_OPEN_INTERNET = """
+ALTER TABLE tokens ADD COLUMN last_used REAL NOT NULL DEFAULT 0;
+CREATE TABLE sessions (
+    digest TEXT PRIMARY KEY,
+    token INTEGER NOT NULL REFERENCES tokens(id),
+    created REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE INDEX sessions_token ON sessions (token);
+ALTER TABLE rollouts ADD COLUMN voters_known_for REAL NOT NULL DEFAULT 0;
+CREATE INDEX downloads_at ON downloads (at)
+"""
+
 MIGRATIONS: tuple[tuple[int, tuple[Statement, ...]], ...] = (
     (1, _statements(_INITIAL)),
     (2, tuple(("postgresql", sql) for sql in _NOTIFY_CHANGES)),
+    (3, _statements(_OPEN_INTERNET)),
 )

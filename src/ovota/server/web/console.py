@@ -1,109 +1,38 @@
-"""The release console: log in with an API token, then publish, promote and roll back per product.
+"""The release console's Channels page: publish, promote and roll back per product (log in: ``login``).
 
-Sessions are random ids in an HttpOnly, SameSite=Strict cookie, held in server memory (a restart logs
-everyone out). Every action goes through the same Repository calls as the CLI and the API.
+Every action goes through the same Repository calls as the CLI and the API, in a database thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from ovota.server.context import CONTEXT_KEY, guarded
+from ovota.server.api.releases import read_upload
+from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.store.errors import RepositoryError
-from ovota.server.store.repository import Channel, Repository, publish_on_own_connection
+from ovota.server.store.repository import Channel, publish_on_own_connection
 from ovota.server.web.layout import page
+from ovota.server.web.login import add_login_routes, read_form, require_user
 from ovota.server.web.rollout_banner import console_nav, halt_banner
 
-COOKIE = "ovota_session"
-SESSION_SECONDS = 12 * 3600
 CHANNEL_ORDER = ("edge", "eap", "main")
+History = list[tuple[str, str, str, float]]  # (sha256, version, action, time), newest first
 PROMOTIONS = (("edge", "eap"), ("eap", "main"))
-
-
-class Sessions:
-    def __init__(self) -> None:
-        self._sessions: dict[str, tuple[str, float]] = {}
-
-    def create(self, name: str) -> str:
-        session = secrets.token_urlsafe(32)
-        self._sessions[session] = (name, time.monotonic() + SESSION_SECONDS)
-        return session
-
-    def user(self, request: web.Request) -> str | None:
-        entry = self._sessions.get(request.cookies.get(COOKIE, ""))
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
-
-    def end(self, request: web.Request) -> None:
-        self._sessions.pop(request.cookies.get(COOKIE, ""), None)
-
-
-SESSIONS_KEY = web.AppKey("sessions", Sessions)
-
-
-def _login_page(error: str = "", status: int = 200) -> web.Response:
-    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
-    body = f"""<section><h2>Log in</h2>{message}
-<form method="post" action="/console/login">
-<label for="token">API token</label>
-<input type="password" id="token" name="token" autocomplete="current-password" required>
-<button type="submit">Log in</button></form>
-<p class="hint">Create a token with <code>ovota token create --repo REPO --name you</code>.</p></section>"""
-    return web.Response(text=page("Release console", body), content_type="text/html", status=status)
-
-
-async def login_form(request: web.Request) -> web.Response:
-    return _login_page()
-
-
-async def login(request: web.Request) -> web.Response:
-    form = await request.post()
-    name = request.app[CONTEXT_KEY].repo.token_name(str(form.get("token", "")).strip())
-    if name is None:
-        return _login_page("Invalid token.", status=401)
-    response = web.HTTPSeeOther("/console")
-    response.set_cookie(
-        COOKIE, request.app[SESSIONS_KEY].create(name), httponly=True, samesite="Strict", path="/console"
-    )
-    raise response
-
-
-async def logout(request: web.Request) -> web.Response:
-    request.app[SESSIONS_KEY].end(request)
-    response = web.HTTPSeeOther("/console/login")
-    response.del_cookie(COOKIE, path="/console")
-    raise response
-
-
-def require_user(request: web.Request) -> str:
-    """The logged-in user; a redirect to the login page otherwise, and cross-site POSTs are refused."""
-    user = request.app[SESSIONS_KEY].user(request)
-    if user is None:
-        raise web.HTTPSeeOther("/console/login")
-    origin = request.headers.get("Origin")
-    if request.method == "POST" and origin and origin.split("://", 1)[-1] != request.host:
-        raise web.HTTPForbidden(text="Cross-site request refused\n")
-    return user
 
 
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _product_section(repo: Repository, product: str, channels: dict[str, Channel]) -> str:
+def _product_section(product: str, channels: dict[str, tuple[Channel, History]]) -> str:
     rows = []
     for tag in sorted(channels, key=lambda t: (CHANNEL_ORDER.index(t) if t in CHANNEL_ORDER else 9, t)):
-        c = channels[tag]
-        history = repo.history(product, tag)[:6]
+        c, history = channels[tag]
         items = "".join(
             f"<li>{escape(version)} <small>{escape(action)}, {_when(at)}</small></li>"
             for _, version, action, at in history
@@ -134,19 +63,23 @@ def _product_section(repo: Repository, product: str, channels: dict[str, Channel
 <div class="actions">{promotions}</div></section>"""
 
 
+def _read_channels(desk: Desk) -> tuple[dict[str, dict[str, tuple[Channel, History]]], str]:
+    products: dict[str, dict[str, tuple[Channel, History]]] = {}
+    for c in desk.repo.channels():
+        products.setdefault(c.product, {})[c.tag] = (c, desk.repo.history(c.product, c.tag)[:6])
+    return products, halt_banner(desk.rollouts)
+
+
 async def console(request: web.Request) -> web.Response:
-    user = require_user(request)
-    repo = request.app[CONTEXT_KEY].repo
-    products: dict[str, dict[str, Channel]] = {}
-    for c in repo.channels():
-        products.setdefault(c.product, {})[c.tag] = c
+    user = await require_user(request)
+    products, banner = await request.app[CONTEXT_KEY].run(_read_channels)
     notice = ""
     if "error" in request.query:
         notice = f'<p class="error" role="alert">{escape(request.query["error"])}</p>'
     elif "ok" in request.query:
         notice = f'<p class="ok" role="status">{escape(request.query["ok"])}</p>'
-    sections = "".join(_product_section(repo, p, products[p]) for p in sorted(products))
-    body = f"""{console_nav(user)}{halt_banner(request.app[CONTEXT_KEY].rollouts)}{notice}
+    sections = "".join(_product_section(p, products[p]) for p in sorted(products))
+    body = f"""{console_nav(user)}{banner}{notice}
 <section aria-labelledby="publish-title"><h2 id="publish-title">Publish a build</h2>
 <form id="publish" method="post" action="/console/publish" enctype="multipart/form-data">
 <label for="image">Firmware image (ovms3.bin)</label><input type="file" id="image" name="image" required>
@@ -167,11 +100,11 @@ def _back(ok: str = "", error: str = "") -> web.HTTPSeeOther:
 
 
 async def promote(request: web.Request) -> web.Response:
-    require_user(request)
-    form = await request.post()
-    source = str(form.get("from", ""))
+    await require_user(request)
+    form = await read_form(request)
+    product, source, target = form.get("product", ""), form.get("from", ""), form.get("to", "")
     try:
-        channel = request.app[CONTEXT_KEY].repo.promote(str(form.get("product", "")), source, str(form.get("to", "")))
+        channel = await request.app[CONTEXT_KEY].run(lambda desk: desk.repo.promote(product, source, target))
     except RepositoryError as err:
         raise _back(error=str(err)) from None
     _changed(request)
@@ -179,10 +112,11 @@ async def promote(request: web.Request) -> web.Response:
 
 
 async def rollback(request: web.Request) -> web.Response:
-    require_user(request)
-    form = await request.post()
+    await require_user(request)
+    form = await read_form(request)
+    product, tag = form.get("product", ""), form.get("tag", "")
     try:
-        channel = request.app[CONTEXT_KEY].repo.rollback(str(form.get("product", "")), str(form.get("tag", "")))
+        channel = await request.app[CONTEXT_KEY].run(lambda desk: desk.repo.rollback(product, tag))
     except RepositoryError as err:
         raise _back(error=str(err)) from None
     _changed(request)
@@ -191,17 +125,13 @@ async def rollback(request: web.Request) -> web.Response:
 
 async def publish(request: web.Request) -> web.Response:
     """Multipart upload from the publish form (sent by XMLHttpRequest for its progress events)."""
-    require_user(request)
-    fields: dict[str, Any] = {}
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if isinstance(part, BodyPartReader) and part.name:
-            fields[part.name] = await part.read() if part.name == "image" else (await part.text())
+    await require_user(request)
+    context = request.app[CONTEXT_KEY]
     try:
+        data, fields = await read_upload(request)
         channel = await asyncio.to_thread(
-            publish_on_own_connection, request.app[CONTEXT_KEY].repo.backends,
-            fields.get("image", b""), str(fields.get("tag", "")), str(fields.get("product", "")).strip() or None,
-            str(fields.get("changelog", "")),
+            publish_on_own_connection, context.threads.backends, data, fields.get("tag", ""),
+            fields.get("product", "").strip() or None, fields.get("changelog", ""), context.threads.busy_timeout,
         )  # fmt: skip
     except RepositoryError as err:
         return web.json_response({"ok": False, "error": str(err)}, status=400)
@@ -216,10 +146,7 @@ def _changed(request: web.Request) -> None:
 
 
 def add_console_routes(app: web.Application) -> None:
-    app[SESSIONS_KEY] = Sessions()
-    app.router.add_get("/console/login", guarded(login_form))
-    app.router.add_post("/console/login", guarded(login))
-    app.router.add_get("/console/logout", guarded(logout))
+    add_login_routes(app)
     app.router.add_get("/console", guarded(console))
     app.router.add_post("/console/publish", guarded(publish))
     app.router.add_post("/console/promote", guarded(promote))

@@ -8,15 +8,15 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ovota.server.context import CONTEXT_KEY, guarded
+from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.fleet.policy import RolloutState
-from ovota.server.fleet.registry import list_modules, versions_in_use
+from ovota.server.fleet.registry import Module, list_modules, versions_in_use
 from ovota.server.fleet.rollouts import Rollout, Rollouts
 from ovota.server.fleet.status import RolloutStatus
 from ovota.server.store.errors import RepositoryError
 from ovota.server.web.charts import bar_chart, line_chart
-from ovota.server.web.console import require_user
 from ovota.server.web.layout import page
+from ovota.server.web.login import read_form, require_user
 from ovota.server.web.rollout_banner import console_nav, halt_banner
 
 MAX_ROWS = 2000  # the table shows this many modules; the chart counts all
@@ -27,14 +27,16 @@ def _when(timestamp: float) -> str:
 
 
 async def fleet_page(request: web.Request) -> web.Response:
-    user = require_user(request)
-    context = request.app[CONTEXT_KEY]
-    db = context.repo.db
+    user = await require_user(request)
     product = request.query.get("product") or None
     tag = request.query.get("tag") or None
-    modules = list_modules(db, product, tag)
-    versions = versions_in_use(db, product, tag)
-    products = sorted({m.product for m in list_modules(db)})
+
+    def read(desk: Desk) -> tuple[list[Module], list[tuple[str, int]], list[str], str]:
+        db = desk.repo.db
+        products = sorted({m.product for m in list_modules(db)})
+        return list_modules(db, product, tag), versions_in_use(db, product, tag), products, halt_banner(desk.rollouts)
+
+    modules, versions, products, banner = await request.app[CONTEXT_KEY].run(read)
     options = "".join(f"<option{' selected' if p == product else ''}>{escape(p)}</option>" for p in products)
     filters = f"""<form method="get" action="/console/fleet" class="filters">
 <label for="product">Product</label><select id="product" name="product"><option value="">all</option>{options}</select>
@@ -50,7 +52,7 @@ async def fleet_page(request: web.Request) -> web.Response:
     )
     more = f'<p class="hint">Showing {MAX_ROWS} of {len(modules)} modules.</p>' if len(modules) > MAX_ROWS else ""
     chart = bar_chart("Modules per running version", versions) if versions else "<p>No modules seen yet.</p>"
-    body = f"""{console_nav(user)}{halt_banner(context.rollouts)}
+    body = f"""{console_nav(user)}{banner}
 <section aria-labelledby="versions-title"><h2 id="versions-title">Modules per version</h2>{chart}</section>
 <section aria-labelledby="modules-title"><h2 id="modules-title">{len(modules)} modules</h2>{filters}{more}
 <div class="table"><table id="modules"><thead><tr><th>Vehicle</th><th>Product</th><th>Channel</th><th>Version</th>
@@ -108,30 +110,34 @@ def _rollout_section(rollouts: Rollouts, status: RolloutStatus, rollout: Rollout
 
 
 async def rollouts_page(request: web.Request) -> web.Response:
-    user = require_user(request)
-    context = request.app[CONTEXT_KEY]
-    everything = context.rollouts.every()
+    user = await require_user(request)
+
+    def read(desk: Desk) -> tuple[str, str]:
+        sections = (_rollout_section(desk.rollouts, desk.status, r) for r in reversed(desk.rollouts.every()))
+        return "".join(sections), halt_banner(desk.rollouts)
+
+    sections, banner = await request.app[CONTEXT_KEY].run(read)
     notice = ""
     if "error" in request.query:
         notice = f'<p class="error" role="alert">{escape(request.query["error"])}</p>'
     elif "ok" in request.query:
         notice = f'<p class="ok" role="status">{escape(request.query["ok"])}</p>'
-    sections = "".join(_rollout_section(context.rollouts, context.status, r) for r in reversed(everything))
     hint = (
         "<p>No rollouts yet. Start one with <code>ovota rollout start</code> or "
         "<code>ovota release publish … --rollout 1,10,50,100</code>.</p>"
     )
-    body = f"{console_nav(user)}{halt_banner(context.rollouts)}{notice}{sections or hint}"
+    body = f"{console_nav(user)}{banner}{notice}{sections or hint}"
     return web.Response(text=page("Rollouts", body, script="/static/console.js"), content_type="text/html")
 
 
 async def rollout_action(request: web.Request) -> web.Response:
-    require_user(request)
+    await require_user(request)
     context = request.app[CONTEXT_KEY]
-    form = await request.post()
-    product, tag = str(form.get("product", "")), str(form.get("tag", ""))
+    form = await read_form(request)
+    product, tag, action = form.get("product", ""), form.get("tag", ""), request.match_info["action"]
+    now = context.clock.now()
     try:
-        rollout = context.control.act(request.match_info["action"], product, tag, context.clock.now())
+        rollout = await context.run(lambda desk: desk.control.act(action, product, tag, now))
     except RepositoryError as err:
         raise web.HTTPSeeOther(f"/console/rollouts?error={quote(str(err))}") from None
     context.changed()

@@ -9,10 +9,14 @@ from email.utils import formatdate
 from aiohttp import web
 
 from ovota.server.api.releases import channel_json
-from ovota.server.context import CONTEXT_KEY, guarded
+from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.store import deltas
-from ovota.server.store.repository import BIN, VER
+from ovota.server.store.deltas import Delta
+from ovota.server.store.repository import BIN, VER, Channel
+from ovota.server.store.trust import BuildSecurity
 from ovota.server.web import layout
+
+Listed = tuple[Channel, BuildSecurity, list[Delta]]  # a channel, its build's signers, patches to it
 
 
 def _wants_json(request: web.Request) -> bool:
@@ -39,20 +43,27 @@ def _not_found(product: str, tag: str) -> web.Response:
 
 
 async def listing(request: web.Request) -> web.Response:
-    repo = request.app[CONTEXT_KEY].repo
+    context = request.app[CONTEXT_KEY]
     product = request.match_info.get("product")
     tag = request.match_info.get("tag")
-    base = f"{request.scheme}://{request.host}"
-    channels = [c for c in repo.channels() if product in (None, c.product) and tag in (None, c.tag)]
-    if (product or tag) and not channels:
+    as_json = _wants_json(request)
+
+    def read(desk: Desk) -> list[Listed]:
+        repo = desk.repo
+        channels = [c for c in repo.channels() if product in (None, c.product) and tag in (None, c.tag)]
+        return [(c, repo.security(c.build.sha256), deltas.for_target(repo, c.build.sha256) if as_json else [])
+                for c in channels]  # fmt: skip
+
+    listed = await context.run(read)
+    if (product or tag) and not listed:
         return _not_found(product or "", tag or "")
-    if _wants_json(request):
-        return web.json_response(
-            [
-                channel_json(c, base, repo.security(c.build.sha256), deltas.for_target(repo, c.build.sha256))
-                for c in channels
-            ]
-        )
+    if as_json:
+        return web.json_response([channel_json(c, context.public_url, sec, patches) for c, sec, patches in listed])
+    return _html(product, tag, listed)
+
+
+def _html(product: str | None, tag: str | None, listed: list[Listed]) -> web.Response:
+    channels = [c for c, _, _ in listed]
     crumbs = [("firmware/ota", "/firmware/ota/")]
     if product is None:
         products = sorted({c.product for c in channels})
@@ -72,7 +83,7 @@ async def listing(request: web.Request) -> web.Response:
     updated = html.escape(formatdate(c.updated, usegmt=True))
     bin_url = f"/firmware/ota/{product}/{tag}/{BIN}"
     copy = f'<button type="button" class="copy" data-url="{html.escape(bin_url)}">Copy URL</button>'
-    security = repo.security(c.build.sha256)
+    security = listed[0][1]
     signers = "".join(f"<code>{d}</code> " for d in security.signers) or "unsigned"
     rows = [
         [_link(bin_url, BIN) + copy, str(c.build.size), html.escape(c.build.version), updated,

@@ -1,0 +1,88 @@
+"""Logging in to the release console with an API token, and what every console page checks first.
+
+Sessions live in the repository's database (every server process of a cluster knows them) as an HttpOnly,
+SameSite=Strict cookie, Secure under HTTPS; a session ends when it expires, on logout, or when its token is
+revoked. Failed logins are throttled per address, like failed API calls.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from aiohttp import web
+
+from ovota.server.context import CONTEXT_KEY, guarded
+from ovota.server.store.sessions import SESSION_SECONDS, end_session, session_user, start_session
+from ovota.server.store.tokens import authenticate
+from ovota.server.web.layout import page
+
+COOKIE = "ovota_session"
+
+
+def _login_page(error: str = "", status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    body = f"""<section><h2>Log in</h2>{message}
+<form method="post" action="/console/login">
+<label for="token">API token</label>
+<input type="password" id="token" name="token" autocomplete="current-password" required>
+<button type="submit">Log in</button></form>
+<p class="hint">Create a token with <code>ovota token create --repo REPO --name you</code>.</p></section>"""
+    text = page("Release console", body)
+    return web.Response(text=text, content_type="text/html", status=status, headers=headers)
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """An urlencoded or multipart form's text fields; 400 for a body that is not a form of UTF-8 text."""
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError, LookupError, AssertionError):
+        raise web.HTTPBadRequest(text="Bad request: the form is malformed or not UTF-8\n") from None
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return _login_page()
+
+
+async def login(request: web.Request) -> web.Response:
+    context = request.app[CONTEXT_KEY]
+    address = context.address(request)
+    wait = context.throttle.retry_after(address)
+    if wait:
+        return _login_page("Too many failed logins: try again later.", 429, {"Retry-After": str(wait)})
+    token = (await read_form(request)).get("token", "").strip()
+    record = await context.run(lambda desk: authenticate(desk.repo.db, token))
+    if record is None:
+        context.throttle.failed(address)
+        return _login_page("Invalid token.", status=401)
+    secret = await context.run(lambda desk: start_session(desk.repo.db, record.id))
+    response = web.HTTPSeeOther("/console")
+    response.set_cookie(COOKIE, secret, max_age=SESSION_SECONDS, httponly=True, samesite="Strict", path="/console",
+                        secure=context.tls)  # fmt: skip
+    raise response
+
+
+async def logout(request: web.Request) -> web.Response:
+    secret = request.cookies.get(COOKIE, "")
+    await request.app[CONTEXT_KEY].run(lambda desk: end_session(desk.repo.db, secret))
+    response = web.HTTPSeeOther("/console/login")
+    response.del_cookie(COOKIE, path="/console")
+    raise response
+
+
+async def require_user(request: web.Request) -> str:
+    """The logged-in user; a redirect to the login page otherwise, and cross-site POSTs are refused."""
+    origin = request.headers.get("Origin")
+    if request.method == "POST" and origin and origin.split("://", 1)[-1] != request.host:
+        raise web.HTTPForbidden(text="Cross-site request refused\n")
+    secret = request.cookies.get(COOKIE, "")
+    user = await request.app[CONTEXT_KEY].run(lambda desk: session_user(desk.repo.db, secret)) if secret else None
+    if user is None:
+        raise web.HTTPSeeOther("/console/login")
+    return user
+
+
+def add_login_routes(app: web.Application) -> None:
+    app.router.add_get("/console/login", guarded(login_form))
+    app.router.add_post("/console/login", guarded(login))
+    app.router.add_get("/console/logout", guarded(logout))
