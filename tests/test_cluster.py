@@ -133,13 +133,23 @@ def test_rollout_halts_once(tmp_path: Path, cluster_store: Store, ovota: CliRunn
                             notices: tuple[str, list[dict[str, object]]]) -> None:  # fmt: skip
     url, received = notices
     publish(ovota, cluster_store, tmp_path, A)
-    (tmp_path / "b.bin").write_bytes(image(B, SIZE))
-    run = ovota("release", "publish", tmp_path / "b.bin", *cluster_store.args, "--tag", "main",
-                "--rollout", "50,100", "--min-sample", "4", "--halt-failed", "10%", "--grace", "1s",
-                "--notify-url", url)  # fmt: skip
-    assert run.code == 0, run.err
     servers = two_servers(cluster_store, tmp_path)
     try:
+        # The fleet is known before the rollout starts (only such modules count for its health).
+        for n in range(MODULES):
+            headers = {"User-Agent": f"ovms/v3.3-5 (FAIL{n} 3.3.005/ota_0/main (build idf, product v3.3-5))"}
+            assert http(f"{servers[n % 2].url}/firmware/ota/v3.3-5/main/ovms3.ver", headers=headers)[0] == 200
+        deadline = time.monotonic() + 10
+        while len(json.loads(ovota("fleet", "list", *cluster_store.args, "--json").out)) < MODULES:
+            assert time.monotonic() < deadline, "the fleet was not registered"
+            time.sleep(0.2)
+        (tmp_path / "b.bin").write_bytes(image(B, SIZE))
+        run = ovota("release", "publish", tmp_path / "b.bin", *cluster_store.args, "--tag", "main",
+                    "--rollout", "50,100", "--min-sample", "4", "--halt-failed", "10%", "--grace", "1s",
+                    "--notify-url", url)  # fmt: skip
+        assert run.code == 0, run.err
+        time.sleep(1.5)  # both processes hear of the rollout within a second (LISTEN/NOTIFY)
+
         # Every module downloads B through one process, then reports the old version through the other:
         # the update failed everywhere, and both processes see it.
         async def fleet() -> None:

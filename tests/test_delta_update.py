@@ -109,6 +109,14 @@ def test_bad_patch_falls_back_once_to_the_whole_image(
     delta = listing(srv)[0]["deltas"][0]  # type: ignore[index]
     assert isinstance(srv.repo, Path)
     blob = srv.repo / "blobs" / str(delta["sha256"])[:2] / str(delta["sha256"])
+    # The server checks a blob when it first opens it and never serves a damaged one: let it open the patch
+    # (a delta request), then damage it in place, as a bad disk or a bad link could once it was checked.
+    base = str(delta["base_hash"])
+    request = urllib.request.Request(
+        f"{srv.url}/firmware/ota/v3.3-5/main/ovms3.bin", headers={"A-IM": "esp-delta-ota", "If-None-Match": f'"{base}"'}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 226
     data = bytearray(blob.read_bytes())
     data[200] ^= 0x55  # corrupt the patch body in place (the server keeps the file open)
     blob.write_bytes(bytes(data))
