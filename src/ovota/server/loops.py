@@ -89,12 +89,14 @@ class Background:
                 await asyncio.to_thread(self.recorder.prune, self.clock.now(), self.retention)
 
     async def advance_clock(self, when: float) -> None:
-        """Driven clock: flush what happened so far, move time, then make the rollout decisions now due."""
+        """Driven clock: flush what happened so far, move time, then make the rollout decisions now due and
+        delete the download records now past their retention."""
         await self.flush()
         self.clock.advance_to(when)
         async with self.lock:
             await asyncio.to_thread(save_clock, self.repo.db, self.clock)
         await self.evaluate()
+        await self.prune()
 
     async def run(self) -> None:
         """Flush every FLUSH_SECONDS and evaluate every EVALUATE_SECONDS (a driven clock evaluates when moved),

@@ -36,7 +36,7 @@ class Cohorts:
     def known(self, rollout: Rollout) -> list[tuple[str, int]]:
         """(module, hash) for every module on the rollout's channel that votes in it (known before it started)."""
         rows = self.db.execute(
-            "SELECT module, vehicle_id FROM modules WHERE product = ? AND tag = ? AND first_seen <= ?",
+            "SELECT module, vehicle_id FROM modules WHERE product = ? AND tag = ? AND first_seen < ?",
             (rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchall()
         return [(str(m), self.place(rollout.id, str(v))) for m, v in rows]
@@ -44,7 +44,7 @@ class Cohorts:
     def next_threshold(self, db: Database, rollout: Rollout, step: int) -> int:
         """The threshold for ``step``, from the channel's modules as ``db`` (the caller's transaction) sees them."""
         rows = db.execute(
-            "SELECT vehicle_id FROM modules WHERE product = ? AND tag = ? AND vehicle_id != '' AND first_seen <= ?",
+            "SELECT vehicle_id FROM modules WHERE product = ? AND tag = ? AND vehicle_id != '' AND first_seen < ?",
             (rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchall()
         known = sorted(self.place(rollout.id, str(v)) for (v,) in rows)
@@ -54,7 +54,7 @@ class Cohorts:
     def size(self, rollout: Rollout) -> int:
         """Known modules in the cohort so far; recounted only when the fleet or the step changes."""
         (known,) = self.db.execute(
-            "SELECT count(*) FROM modules WHERE product = ? AND tag = ? AND first_seen <= ?",
+            "SELECT count(*) FROM modules WHERE product = ? AND tag = ? AND first_seen < ?",
             (rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchone()
         key = (rollout.id, rollout.threshold, int(known))

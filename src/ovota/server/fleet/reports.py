@@ -22,7 +22,7 @@ def record_download(db: Database, rollout: Rollout, module: str, from_version: s
     a silent one that shows up again is updating again."""
     db.execute(
         "INSERT INTO rollout_modules SELECT ?, ?, ?, ?, ?, ? "
-        "WHERE EXISTS (SELECT 1 FROM modules WHERE module = ? AND first_seen <= ?) "
+        "WHERE EXISTS (SELECT 1 FROM modules WHERE module = ? AND first_seen < ?) "
         "ON CONFLICT (rollout, module) DO UPDATE SET "
         "received = CASE WHEN rollout_modules.state = 'silent' THEN excluded.received "
         "ELSE rollout_modules.received END, "

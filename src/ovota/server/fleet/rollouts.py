@@ -67,7 +67,7 @@ class Rollout:
 
     @property
     def voters_seen_by(self) -> float:
-        """Modules first seen at or before this time vote (their outcomes count for health and steps)."""
+        """Modules first seen before this time vote (their outcomes count for health and steps)."""
         return self.created - self.settings.voters_known_for
 
     def in_cohort(self, vehicle_id: str) -> bool:

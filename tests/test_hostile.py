@@ -1,0 +1,481 @@
+"""The open internet: requests that must not stop, slow or mislead the fleet for anyone else (issue #18).
+
+Each test sends what an attacker or a broken network would, to a real ``ovota server``, and checks that the
+honest modules, the registry, the rollouts and the repository carry on. Numbers refer to the issue's list.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import sqlite3
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from ovota.server.fleet.agent import Agent
+from ovota.server.fleet.control import RolloutControl
+from ovota.server.fleet.events import CheckIn, Download
+from ovota.server.fleet.registry import FleetRecorder
+from ovota.server.fleet.rollouts import Rollouts, parse_settings
+from ovota.server.store.backends import Backends
+from ovota.server.store.repository import Repository
+from tests.conftest import CliRunner
+from tests.hostile import get, rss_kib
+from tests.module_helpers import new_module, run_commands
+from tests.servers import OvotaServer
+from tests.stores import Store
+from tests.test_fleet import A, B, Setup, agent, http_json, make_setup, ver, wait_for
+from tests.test_web_module import ModuleWeb
+
+VER = "/firmware/ota/v3.3-5/main/ovms3.ver"
+BIN = "/firmware/ota/v3.3-5/main/ovms3.bin"
+
+
+@pytest.fixture
+def embedded(tmp_path: Path, ovota: CliRunner) -> Setup:
+    """Build A on main, in a folder (SQLite: the tests hold its write lock and damage its blob files)."""
+    return make_setup(Store("folder", Backends(folder=tmp_path / "repo")), tmp_path, ovota)
+
+
+@pytest.fixture
+def driven(embedded: Setup) -> Iterator[OvotaServer]:
+    server = OvotaServer(embedded.repo, extra=("--driven-clock",))
+    yield server
+    server.stop()
+
+
+def registered(setup: Setup) -> list[str]:
+    return sorted(m["vehicle_id"] for m in json.loads(setup.run("fleet", "list", *setup.repo.args, "--json").out))
+
+
+def no_traceback(server: OvotaServer) -> None:
+    log = server.log
+    assert "Traceback" not in log and "Error handling request" not in log.replace("malformed", ""), log[-3000:]
+
+
+# -- 1 and 10: the registry takes what it can store, in arrival order ------------------------------------------
+
+
+def test_a_poisoned_user_agent_stops_nothing(embedded: Setup) -> None:
+    server = OvotaServer(embedded.repo)
+    try:
+        poison = b"User-Agent: ovms/v3.3-5 (POISON\xff 3.3.006/ota_0/main (build x))"
+        status, _, body = get(server.port, VER, poison)
+        assert status == 200 and body.startswith(A.encode())  # served like any client
+        c1 = "User-Agent: ovms/v3.3-5 (C1\u0085X 3.3.006/ota_0/main (build x))".encode()
+        assert get(server.port, VER, c1)[0] == 200
+        assert ver(server, agent("HONEST")) == A
+        wait_for(lambda: registered(embedded) == ["HONEST"], "the honest module to be registered")
+        assert ver(server, agent("LATER")) == A
+        no_traceback(server)
+    finally:
+        server.stop()  # SIGTERM: the last batch is written
+    assert registered(embedded) == ["HONEST", "LATER"]
+    assert "\x85" not in embedded.run("fleet", "list", *embedded.repo.args).out
+
+
+def test_an_event_that_cannot_be_stored_is_dropped_alone(tmp_path: Path) -> None:
+    """The edge refuses such bytes; if one still reaches a batch, it alone is dropped and the rest written."""
+    repo = Repository(tmp_path / "repo")
+    try:
+        recorder = FleetRecorder(repo)
+        good = [Agent("v3.3-5", f"CAR{n}", A, "ota_0", "main") for n in range(5)]
+        bad = Agent("v3.3-5", "BAD\udcff", A, "ota_0", "main")
+        for n, who in enumerate([*good[:2], bad, *good[2:]]):
+            recorder.check_in(who, "v3.3-5", "main", "10.0.0.1", 1000.0 + n)
+        recorder.anonymous("ovms3.ver")
+        batch = recorder.take()
+        assert batch is not None
+        recorder.write(batch)
+        rows = repo.db.execute("SELECT vehicle_id FROM modules ORDER BY vehicle_id").fetchall()
+        assert [r[0] for r in rows] == [f"CAR{n}" for n in range(5)] and recorder.dropped == 1
+        assert repo.db.execute("SELECT count FROM request_counts").fetchone()[0] == 1
+    finally:
+        repo.close()
+
+
+def test_a_batch_is_applied_in_arrival_order(tmp_path: Path, embedded: Setup) -> None:
+    """A module that receives the new build and then reports the old one after the grace period, both within
+    one batch, has failed (applied kind by kind, it stayed 'updating')."""
+    embedded.run("release", "publish", embedded.builds[B], *embedded.repo.args, "--tag", "edge")
+    repo = Repository(embedded.repo.backends)
+    try:
+        recorder = FleetRecorder(repo)
+        ids = [f"M{n}" for n in range(40)]
+        for vehicle_id in ids:
+            recorder.check_in(Agent("v3.3-5", vehicle_id, A, "ota_0", "main"), "v3.3-5", "main", "10.0.0.1", 1000.0)
+        first = recorder.take()
+        assert first is not None
+        recorder.write(first)
+        settings = parse_settings(steps="50,100", grace="10m")
+        rollout = RolloutControl(Rollouts(repo)).start("v3.3-5", "main", repo.find_build(B), settings, 2000.0)
+        member = next(v for v in ids if rollout.in_cohort(v))
+        who = Agent("v3.3-5", member, A, "ota_0", "main")
+        recorder.download(who, "v3.3-5", "main", "10.0.0.1", rollout.to_build.sha256, 65536, True, 3000.0)
+        recorder.check_in(who, "v3.3-5", "main", "10.0.0.1", 3000.0 + 601)
+        second = recorder.take()
+        assert second is not None and [type(e) for e in second.events] == [Download, CheckIn]
+        recorder.write(second)
+        assert Rollouts(repo).counts(rollout.id).failed == 1
+    finally:
+        repo.close()
+
+
+# -- 2: memory -------------------------------------------------------------------------------------------------
+
+
+def test_unknown_names_do_not_grow_the_server(embedded: Setup) -> None:
+    server = OvotaServer(embedded.repo)
+    try:
+
+        def flood(count: int, start: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            for n in range(start, start + count):
+                conn.request("GET", f"/firmware/ota/{'x' * 3000}{n}/main/ovms3.ver")
+                response = conn.getresponse()
+                assert response.status == 404
+                response.read()
+            conn.close()
+
+        flood(2000, 0)  # the allocator's and caches' first growth
+        before = rss_kib(server.proc.pid)
+        flood(10000, 2000)
+        grown = rss_kib(server.proc.pid) - before
+        # Cached, 10,000 misses of 3 KB names take about 31 MB; bounded, they take nothing.
+        assert grown < 8 * 1024, f"the server grew by {grown} KiB"
+        assert ver(server, agent("HONEST")) == A
+    finally:
+        server.stop()
+
+
+# -- 3: a locked database ---------------------------------------------------------------------------------------
+
+
+def test_a_locked_database_holds_up_nobody(embedded: Setup) -> None:
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci").out.strip()
+    embedded.run("release", "publish", embedded.builds[B], *embedded.repo.args, "--tag", "edge")
+    before = embedded.repo.state()
+    server = OvotaServer(embedded.repo)
+    lock = sqlite3.connect(embedded.repo.backends.folder / "repo.sqlite", isolation_level=None)  # type: ignore[operator]
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        answer: list[tuple[int, Any, float]] = []
+
+        def promote() -> None:
+            started = time.monotonic()
+            status, body = http_json(f"{server.url}/api/v1/promote", "POST", token,
+                                     {"product": "v3.3-5", "from": "edge", "to": "main"})  # fmt: skip
+            answer.append((status, body, time.monotonic() - started))
+
+        writer = threading.Thread(target=promote)
+        writer.start()
+        time.sleep(0.5)  # the promote is waiting for the lock now
+        assert ver(server, agent("WHILE-LOCKED")) == A  # modules are answered meanwhile
+        assert not answer, "the promote finished while the lock was held"
+        writer.join(60)
+        status, body, _ = answer[0]
+        assert status == 503 and "locked" in body["error"], (status, body)
+        assert embedded.repo.state() == before
+        lock.execute("ROLLBACK")
+        status, body = http_json(f"{server.url}/api/v1/promote", "POST", token,
+                                 {"product": "v3.3-5", "from": "edge", "to": "main"})  # fmt: skip
+        assert status == 200 and body["version"] == B
+        no_traceback(server)
+    finally:
+        lock.close()
+        server.stop()
+
+
+# -- 4: forged health --------------------------------------------------------------------------------------------
+
+
+def _advance(server: OvotaServer, seconds: float) -> None:
+    now = float(http_json(f"{server.url}/clock")[1]["now"])
+    status, _ = http_json(f"{server.url}/clock", "POST", body={"to": now + seconds})
+    assert status == 200
+
+
+def test_made_up_vehicle_ids_do_not_vote(embedded: Setup, driven: OvotaServer) -> None:
+    server = driven
+    honest = [f"CAR{n:03d}" for n in range(40)]
+    for vehicle_id in honest:
+        assert ver(server, agent(vehicle_id)) == A
+    _advance(server, 60)
+    embedded.run("release", "publish", embedded.builds[B], *embedded.repo.args, "--tag", "edge")
+    embedded.run("rollout", "start", *embedded.repo.args, "--product", "v3.3-5", "--tag", "main", "--build", B,
+                 "--steps", "50,100", "--min-sample", "5", "--halt-failed", "10%", "--grace", "10m")  # fmt: skip
+
+    def update(vehicle_id: str) -> bool:
+        """The module's .ver and whole .bin; True if it was offered B."""
+        offered = ver(server, agent(vehicle_id)) == B
+        status, _, body = get(server.port, BIN, f"User-Agent: {agent(vehicle_id)}".encode())
+        assert status == 200 and len(body) == 65536
+        return offered
+
+    fakes = [f"FAKE{n:04d}" for n in range(200)]
+    assert sum(update(f) for f in fakes) > 50  # half of them are in the cohort and received B
+    _advance(server, 3600)
+    for fake in fakes:  # all still report the old version after the grace period: "failed", if they counted
+        ver(server, agent(fake))
+    _advance(server, 600)
+    status = embedded.status()
+    assert status["state"] == "running" and status["counts"]["attempted"] == 0, status
+    # The honest modules in the cohort fail the same way: that halts it.
+    members = [h for h in honest if update(h)]
+    assert len(members) >= 5
+    _advance(server, 3600)
+    for member in members:
+        ver(server, agent(member))
+    _advance(server, 600)
+    status = embedded.status()
+    assert status["state"] == "halted" and status["counts"]["failed"] == len(members), status
+
+
+# -- 5: tokens and sessions --------------------------------------------------------------------------------------
+
+
+def _login(server: OvotaServer, token: str) -> str:
+    status, headers, _ = get(server.port, "/console/login", b"Content-Type: application/x-www-form-urlencoded",
+                             method=b"POST", body=f"token={token}".encode())  # fmt: skip
+    assert status == 303, headers
+    return headers["set-cookie"].split(";")[0]
+
+
+def test_tokens_are_listed_and_revoked_and_sessions_end_with_them(embedded: Setup, ovota: CliRunner) -> None:
+    args = embedded.repo.args
+    alice = embedded.run("token", "create", *args, "--name", "alice").out.strip()
+    ci = embedded.run("token", "create", *args, "--name", "ci").out.strip()
+    duplicate = ovota("token", "create", *args, "--name", "ci")
+    assert duplicate.code == 2 and "a token named 'ci' exists" in duplicate.err
+    servers = [OvotaServer(embedded.repo), OvotaServer(embedded.repo)]
+    try:
+        cookie = _login(servers[0], alice)
+        page = get(servers[1].port, "/console", f"Cookie: {cookie}".encode())  # the other process knows it
+        assert page[0] == 200 and b"Logged in as alice" in page[2]
+        assert http_json(f"{servers[1].url}/api/v1/channels", token=ci)[0] == 200
+        listed = embedded.run("token", "list", *args).out
+        assert "alice" in listed and "ci" in listed and "ovota_" not in listed
+        assert [line.split("last used ")[1] != "never" for line in listed.splitlines()] == [False, True]
+        embedded.run("token", "revoke", *args, "alice")
+        assert get(servers[0].port, "/console", f"Cookie: {cookie}".encode())[0] == 303  # to the login page
+        assert http_json(f"{servers[0].url}/api/v1/channels", token=alice)[0] == 401
+        assert http_json(f"{servers[0].url}/api/v1/channels", token=ci)[0] == 200
+        missing = ovota("token", "revoke", *args, "alice")
+        assert missing.code == 2 and "no token named 'alice'" in missing.err
+    finally:
+        for server in servers:
+            server.stop()
+
+
+# -- 6 and 7: names and bytes refused at the edge, never a 500 ----------------------------------------------------
+
+
+def test_look_alike_names_and_bad_bytes_are_refused(embedded: Setup) -> None:
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci").out.strip()
+    before = embedded.repo.state()
+    server = OvotaServer(embedded.repo)
+    auth = f"Authorization: Bearer {token}".encode()
+    image = embedded.builds[B].read_bytes()
+    octet = b"Content-Type: application/octet-stream"
+    try:
+        status, _, body = get(server.port, "/api/v1/publish?tag=main%0A&product=v3.3-5%0A", auth, octet,
+                              method=b"POST", body=image)  # fmt: skip
+        assert status == 400 and b"invalid tag name" in body, body
+        assert get(server.port, "/api/v1/channels", b"Authorization: Bearer ovota_\xff\xfe")[0] == 400
+        assert get(server.port, "/api/v1/channels", auth, b"X-Note: \xff")[0] == 400
+        login = get(server.port, "/console/login", b"Content-Type: application/x-www-form-urlencoded",
+                    method=b"POST", body=b"token=\xff\xfe")  # fmt: skip
+        assert login[0] == 400
+        cookie = f"Cookie: {_login(server, token)}".encode()
+        form = b"multipart/form-data; boundary=XX"
+        parts = b'--XX\r\nContent-Disposition: form-data; name="tag"\r\n\r\nma\xffin\r\n--XX--\r\n'
+        status, _, body = get(server.port, "/console/publish", cookie, b"Content-Type: " + form, method=b"POST",
+                              body=parts)  # fmt: skip
+        assert status == 400 and json.loads(body)["error"] == "a form field is not UTF-8 text"
+        status, _, body = get(server.port, "/console/publish", cookie, b"Content-Type: " + form + b"; charset=bogus",
+                              method=b"POST", body=parts.replace(b"ma\xffin", b"main"))  # fmt: skip
+        assert status == 400, body
+        status, _, body = get(server.port, "/console/publish", cookie, b"Content-Type: text/plain", method=b"POST",
+                              body=b"not a form")  # fmt: skip
+        assert status == 400 and not json.loads(body)["ok"]
+        assert get(server.port, VER, b"If-None-Match: \xff\xfe", b"Range: bytes=\xff-")[0] == 200
+        no_traceback(server)
+    finally:
+        server.stop()
+    assert embedded.repo.state() == before
+
+
+def test_settings_that_are_not_finite_or_not_numbers_are_refused(embedded: Setup) -> None:
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci").out.strip()
+    embedded.run("release", "publish", embedded.builds[B], *embedded.repo.args, "--tag", "edge")
+    server = OvotaServer(embedded.repo)
+    try:
+        start = {"product": "v3.3-5", "tag": "main", "build": B}
+        for bad in ({"step_interval": "1" + "0" * 400 + "d"}, {"min_sample": True}, {"min_sample": 10**30},
+                    {"watch": "nan"}, {"steps": "1e9,100"}, {"surprise": "1"}):  # fmt: skip
+            status, body = http_json(f"{server.url}/api/v1/rollouts", "POST", token, {**start, **bad})
+            assert status == 400 and isinstance(body, dict) and body["error"], (bad, status, body)
+        assert http_json(f"{server.url}/api/v1/rollouts", token=token) == (200, [])
+        assert http_json(f"{server.url}/clock", "POST", body={"to": "NaN"})[0] in (400, 403)
+    finally:
+        server.stop()
+
+
+# -- 8: corrupt or partial blobs ----------------------------------------------------------------------------------
+
+
+def test_a_damaged_blob_is_never_served_nor_pointed_at(embedded: Setup, ovota: CliRunner) -> None:
+    args = embedded.repo.args
+    embedded.run("release", "publish", embedded.builds[B], *args, "--tag", "main")  # main: A then B
+    folder = embedded.repo.backends.folder
+    assert folder is not None
+    r = Repository(folder)
+    try:
+        history = r.history("v3.3-5", "main")
+    finally:
+        r.close()
+    sha_b, sha_a = history[0][0], history[1][0]
+    blob_a = folder / "blobs" / sha_a[:2] / sha_a
+    data = bytearray(blob_a.read_bytes())
+    data[1000] ^= 0xFF  # same size, other bytes: a bad disk, or someone's hand
+    blob_a.write_bytes(bytes(data))
+    before = embedded.repo.state()
+    rollback = ovota("release", "rollback", *args, "--product", "v3.3-5", "--tag", "main")
+    assert rollback.code == 2 and f"blob {sha_a} is damaged" in rollback.err
+    assert embedded.repo.state() == before
+    partial = folder / "blobs" / sha_b[:2] / f".{sha_b}.x1y2z3"
+    partial.write_bytes(b"half a publish")
+    os.utime(partial, (time.time() - 3600, time.time() - 3600))
+    server = OvotaServer(embedded.repo)
+    try:
+        assert not partial.exists()  # removed at start
+        status, headers, _ = get(server.port, f"/firmware/builds/{sha_a}/ovms3.bin")
+        assert status == 503 and headers["retry-after"]
+        assert get(server.port, BIN)[0] == 200  # the channel's own build is fine
+        wait_for(lambda: f"blob {sha_a} is damaged ({blob_a})" in server.log, "the damaged blob to be logged")
+    finally:
+        server.stop()
+    embedded.run("release", "publish", embedded.builds[A], *args, "--tag", "eap")  # the same bytes repair it
+    assert blob_a.read_bytes() == embedded.builds[A].read_bytes()
+    embedded.run("release", "rollback", *args, "--product", "v3.3-5", "--tag", "main")
+    os.remove(folder / "blobs" / sha_b[:2] / sha_b)  # a blob missing on disk
+    server = OvotaServer(embedded.repo)
+    try:
+        status, _, body = get(server.port, f"/firmware/builds/{sha_b}/ovms3.bin")
+        assert status == 503 and b"cannot be read" in body
+        no_traceback(server)
+    finally:
+        server.stop()
+
+
+# -- 9: the smaller holes -----------------------------------------------------------------------------------------
+
+
+def test_logins_are_throttled_and_listings_ignore_host(embedded: Setup) -> None:
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci").out.strip()
+    server = OvotaServer(embedded.repo, extra=("--public-url", "https://ota.example.com"))
+    try:
+        form = b"Content-Type: application/x-www-form-urlencoded"
+        answers = Counter(get(server.port, "/console/login", form, method=b"POST", body=b"token=guess")[0]
+                          for _ in range(12))  # fmt: skip
+        assert answers == {401: 10, 429: 2}
+        status, headers, _ = get(server.port, "/console/login", form, method=b"POST", body=f"token={token}".encode())
+        assert status == 429 and int(headers["retry-after"]) > 0  # the address waits, even with the right token
+        status, _, body = get(server.port, "/firmware/ota/", b"Host: evil.example", b"Accept: application/json")
+        assert status == 200 and b"evil" not in body
+        assert json.loads(body)[0]["url"] == "https://ota.example.com/firmware/ota/v3.3-5/main/ovms3.bin"
+    finally:
+        server.stop()
+
+
+def test_malformed_and_slow_requests_cost_one_line_and_a_bounded_time(embedded: Setup) -> None:
+    server = OvotaServer(embedded.repo, extra=("--idle-timeout", "1"))
+    try:
+        for _ in range(30):
+            status, _, _ = get(server.port, VER, b"Bad Header Without Colon")
+            assert status == 400
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as slow:
+            slow.sendall(b"GET " + VER.encode() + b" HTTP/1.1\r\nHost: x\r\n")  # and never the end of the head
+            assert slow.recv(100) == b""  # closed by the server, not by our 20 s timeout
+        assert ver(server, agent("HONEST")) == A
+        log = server.log
+        assert "Traceback" not in log and log.count("Error handling request") <= 20, log[-2000:]
+    finally:
+        server.stop()
+
+
+def test_download_records_are_pruned_after_their_retention(embedded: Setup) -> None:
+    server = OvotaServer(embedded.repo, extra=("--driven-clock", "--retention", "30d"))
+    try:
+        status, _, _ = get(server.port, BIN, f"User-Agent: {agent('CAR')}".encode())
+        assert status == 200
+        _advance(server, 60)
+        r = Repository(embedded.repo.backends)
+        try:
+            assert r.db.execute("SELECT count(*) FROM downloads").fetchone()[0] == 1
+            _advance(server, 31 * 86400)
+            assert r.db.execute("SELECT count(*) FROM downloads").fetchone()[0] == 0
+            assert r.db.execute("SELECT count(*) FROM modules").fetchone()[0] == 1  # the module stays known
+        finally:
+            r.close()
+    finally:
+        server.stop()
+
+
+def test_under_tls_cookies_are_secure_and_browsers_are_told_to_stay(embedded: Setup, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci").out.strip()
+    pem = str(tmp_path / "server.pem")
+    server = OvotaServer(embedded.repo, extra=("--tls-cert", pem, "--tls-key", pem))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    try:
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+        conn.request("POST", "/console/login", body=f"token={token}",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        response = conn.getresponse()
+        response.read()
+        cookie = response.getheader("Set-Cookie") or ""
+        assert response.status == 303 and "Secure" in cookie and "HttpOnly" in cookie, cookie
+        assert response.getheader("Strict-Transport-Security") == "max-age=31536000"
+        conn.request("GET", VER)
+        response = conn.getresponse()
+        assert response.read().startswith(A.encode()) and response.getheader("Strict-Transport-Security")
+        conn.close()
+    finally:
+        server.stop()
+    plain = OvotaServer(embedded.repo)
+    try:
+        assert "strict-transport-security" not in get(plain.port, VER)[1]
+    finally:
+        plain.stop()
+
+
+def test_the_module_page_refuses_posts_from_other_sites(tmp_path: Path) -> None:
+    flash = new_module(tmp_path / "m.img", version=A, size=65536)
+    web = ModuleWeb(flash)
+    try:
+        setting = b"auto_hour=2&server=evil.example/firmware/ota&tag=main"
+        form = b"Content-Type: application/x-www-form-urlencoded"
+        for source in (b"Origin: https://evil.example", b"Referer: https://evil.example/page",
+                       b"Sec-Fetch-Site: cross-site"):  # fmt: skip
+            status, _, _ = get(web.port, "/api/firmware/settings", form, source, method=b"POST", body=setting)
+            assert status == 403, source
+        assert "evil" not in run_commands(flash, "config get ota server").output
+        own = f"Origin: http://127.0.0.1:{web.port}".encode()
+        status, _, _ = get(web.port, "/api/firmware/settings", form, own, method=b"POST", body=setting)
+        assert status != 403
+    finally:
+        web.stop()
