@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(PY) bench/delta.py
 	bash bench/serve.sh
 	$(PY) bench/ver_cost.py
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

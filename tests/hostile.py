@@ -10,17 +10,25 @@ Answer = tuple[int, dict[str, str], bytes]  # status, headers (lower-case names)
 
 
 def raw_request(port: int, request: bytes, timeout: float = 10) -> Answer:
-    """Send ``request`` as it is, read until the server closes; (status, headers, body). Status 0: the server
-    closed without an answer."""
+    """Send ``request`` as it is and read the answer: until the server closes, or, on a connection it keeps
+    open, until the body its Content-Length announces is in (or ``timeout`` passes with the head read).
+    (status, headers, body); status 0 if the server closed without an answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        chunks = []
+        data = b""
         try:
-            while data := sock.recv(65536):
-                chunks.append(data)
+            while chunk := sock.recv(65536):
+                data += chunk
+                head, found, body = data.partition(b"\r\n\r\n")
+                length = _content_length(head) if found else None
+                if length is not None and len(body) >= length:
+                    break
         except ConnectionResetError:
             pass
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        except TimeoutError:
+            if b"\r\n\r\n" not in data:
+                raise
+    head, _, body = data.partition(b"\r\n\r\n")
     if not head:
         return 0, {}, b""
     lines = head.decode("latin-1").split("\r\n")
@@ -29,6 +37,14 @@ def raw_request(port: int, request: bytes, timeout: float = 10) -> Answer:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return int(lines[0].split()[1]), headers, body
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return None
 
 
 def get(port: int, path: str, *headers: bytes, method: bytes = b"GET", body: bytes = b"") -> Answer:

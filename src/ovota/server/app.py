@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ovota.server.api import MAX_UPLOAD, create_api
 from ovota.server.api.clock import add_clock_routes
@@ -34,7 +35,8 @@ log = logging.getLogger("ovota.server")
 
 class _QuietRequestErrors(logging.Filter):
     """aiohttp logs every malformed request with a traceback; anyone on the internet can send them. One line
-    each instead, at most LOG_BURST per minute, then a count of what was left out."""
+    each instead, at most LOG_BURST per minute, then a count of what was left out. (Errors in handlers keep
+    their tracebacks: they are bugs.)"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,8 +45,9 @@ class _QuietRequestErrors(logging.Filter):
         self._suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.getMessage().startswith("Error handling request"):
-            return True
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True  # anything else is a bug in a handler: its traceback stays
         now = time.monotonic()
         if now - self._window > 60:
             if self._suppressed:
@@ -54,8 +57,7 @@ class _QuietRequestErrors(logging.Filter):
         if self._logged > LOG_BURST:
             self._suppressed += 1
             return False
-        error = record.exc_info[1] if record.exc_info else None
-        record.msg = f"{record.getMessage()}: {type(error).__name__ if error else 'error'}: {error}"
+        record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
         record.args, record.exc_info, record.exc_text = (), None, None
         return True
 

@@ -1,0 +1,274 @@
+"""A soak: two minutes of hostile traffic beside 1,000 honest simulated OVMS modules on one `ovota server`.
+
+Hostile, all at once: `.ver` requests with User-Agents that are not UTF-8, unknown products with 1-3 KB names,
+connections that send their headers one byte a second, API calls and console logins with made-up tokens, and
+a fake fleet of made-up vehicle ids that download the new build and report the old version. Honest: a probe
+that sends OVMS's exact `.ver` request (a new HTTP/1.0 connection each time) every 50 ms, and a 1,000-module
+fleet simulation (`ovota fleet simulate`) through a rollout of a build that fails on 30% of the modules.
+
+Prints the probe's `.ver` latency (p50, p99) and the server's resident memory before, during and after the
+hostile traffic, what the attackers sent, and the rollout's outcome against the same simulation on a server
+that nobody attacks (reference, same run): it must halt at the same step with the same counts.
+``--smoke``: 50 modules, one simulated day and seconds per phase, to check that the bench still runs (CI does this).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ovota.formats.image_builder import build_app_image
+
+A, B = "3.3.006", "3.3.007"
+OVOTA = str(Path(sys.executable).with_name("ovota"))
+VER = "/firmware/ota/v3.3-5/main/ovms3.ver"
+HONEST = "ovms/v3.3-5 (PROBE 3.3.006/ota_0/main (build idf v3.3.4, product v3.3-5))"
+
+
+def ovota(*args: str | Path) -> str:
+    proc = subprocess.run([OVOTA, *map(str, args)], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise SystemExit(f"ovota {' '.join(map(str, args))} failed: {proc.stderr}")
+    return proc.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Server:
+    def __init__(self, repo: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [OVOTA, "server", "--repo", str(repo), "--port", str(self.port), "--driven-clock", "--delta-bases", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("ovota server did not start")
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+async def _exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+class Attack:
+    """The hostile traffic, one task per kind, until ``stop`` is set; counts what it sent."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sent: Counter[str] = Counter()
+        self.stop = asyncio.Event()
+
+    async def _loop(self, kind: str, request: Any, pause: float) -> None:
+        while not self.stop.is_set():
+            try:
+                await _exchange(self.port, request())
+                self.sent[kind] += 1
+            except (OSError, TimeoutError):
+                self.sent[kind + " (failed)"] += 1
+            await asyncio.sleep(pause)
+
+    async def _slow_headers(self, connections: int) -> None:
+        async def one() -> None:
+            while not self.stop.is_set():
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                    self.sent["slow header connections"] += 1
+                    writer.write(f"GET {VER} HTTP/1.1\r\n".encode())
+                    while not self.stop.is_set() and not writer.is_closing():
+                        writer.write(b"X")  # one byte a second, never the end of the head
+                        await writer.drain()
+                        await asyncio.sleep(1)
+                except OSError:
+                    await asyncio.sleep(1)
+
+        await asyncio.gather(*(one() for _ in range(connections)))
+
+    async def run(self) -> None:
+        def poison() -> bytes:
+            return (f"GET {VER} HTTP/1.0\r\nUser-Agent: ovms/v3.3-5 (P".encode() + random.randbytes(2) + b"\xff"
+                    + b" 3.3.006/ota_0/main (build x))\r\n\r\n")  # fmt: skip
+
+        def unknown() -> bytes:
+            name = "".join(random.choices("abcdefghijklmnop", k=random.randint(1000, 3000)))
+            return f"GET /firmware/ota/{name}/main/ovms3.ver HTTP/1.0\r\n\r\n".encode()
+
+        def bad_token() -> bytes:
+            token = f"ovota_{random.randbytes(24).hex()}"
+            return f"GET /api/v1/channels HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+
+        def bad_login() -> bytes:
+            body = f"token=ovota_{random.randbytes(24).hex()}".encode()
+            return (b"POST /console/login HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+
+        async def fake_module() -> None:
+            while not self.stop.is_set():
+                agent = f"ovms/v3.3-5 (FAKE{random.randrange(10**9)} {A}/ota_0/main (build x))"
+                for path in (VER, VER.replace(".ver", ".bin"), VER):
+                    try:
+                        await _exchange(self.port, f"GET {path} HTTP/1.0\r\nUser-Agent: {agent}\r\n\r\n".encode())
+                        self.sent["fake fleet requests"] += 1
+                    except (OSError, TimeoutError):
+                        self.sent["fake fleet requests (failed)"] += 1
+                await asyncio.sleep(0.02)
+
+        await asyncio.gather(
+            self._loop("poisoned User-Agents", poison, 0.005),
+            self._loop("unknown names", unknown, 0.005),
+            self._loop("made-up API tokens", bad_token, 0.02),
+            self._loop("made-up console logins", bad_login, 0.05),
+            self._slow_headers(100),
+            *(fake_module() for _ in range(4)),
+        )
+
+
+def probe(port: int, stop: threading.Event, latencies: list[tuple[float, float]]) -> None:
+    """OVMS's exact `.ver` request every 50 ms on a new connection: (when, seconds to the whole answer)."""
+    request = f"GET {VER} HTTP/1.0\r\nHost: 127.0.0.1\r\nUser-Agent: {HONEST}\r\n\r\n".encode()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(request)
+                while sock.recv(65536):
+                    pass
+            latencies.append((started, time.monotonic() - started))
+        except OSError:
+            latencies.append((started, 30.0))
+        time.sleep(0.05)
+
+
+def rollout_run(work: Path, name: str, modules: int, images: dict[str, Path], attacked: bool,
+                phase: float, days: int) -> dict[str, Any]:  # fmt: skip
+    repo = work / name
+    ovota("release", "publish", images[A], "--repo", repo, "--tag", "main")
+    ovota("token", "create", "--repo", repo, "--name", "ci")
+    server = Server(repo)
+    simulate: list[str | Path] = ["fleet", "simulate", "--server", f"127.0.0.1:{server.port}/firmware/ota",
+                                  "--modules", str(modules), "--version", A]  # fmt: skip
+    result: dict[str, Any] = {"name": name}
+    try:
+        ovota(*simulate, "--days", "1", "--report", work / f"{name}-day0.json")
+        ovota("release", "publish", images[B], "--repo", repo, "--tag", "main", "--rollout", "10,50,100")
+        if attacked:
+            result.update(asyncio.run(_attacked(server, [*simulate, "--days", str(days)], work, name, phase)))
+        else:
+            ovota(*simulate, "--days", str(days), "--fail", f"{B}:0.3", "--report", work / f"{name}.json")
+    finally:
+        server.stop()
+    result["rollout"] = json.loads(
+        ovota("rollout", "status", "--repo", repo, "--product", "v3.3-5", "--tag", "main", "--json")
+    )
+    return result
+
+
+async def _attacked(server: Server, simulate: list[str | Path], work: Path, name: str,
+                    phase: float) -> dict[str, Any]:  # fmt: skip
+    latencies: list[tuple[float, float]] = []
+    stop_probe = threading.Event()
+    prober = threading.Thread(target=probe, args=(server.port, stop_probe, latencies))
+    prober.start()
+    memory: dict[str, list[float]] = {"before": [], "during": [], "after": []}
+
+    async def sample(label: str, seconds: float) -> tuple[float, float]:
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            memory[label].append(rss_mb(server.proc.pid))
+            await asyncio.sleep(0.5)
+        return start, time.monotonic()
+
+    windows = {"before": await sample("before", phase)}
+    attack = Attack(server.port)
+    attacking = asyncio.create_task(attack.run())
+    started = time.monotonic()
+    simulation = asyncio.create_task(asyncio.to_thread(
+        ovota, *simulate, "--fail", f"{B}:0.3", "--report", work / f"{name}.json"
+    ))  # fmt: skip
+    while time.monotonic() - started < 4 * phase or not simulation.done():
+        memory["during"].append(rss_mb(server.proc.pid))
+        await asyncio.sleep(0.5)
+    windows["during"] = (started, time.monotonic())
+    attack.stop.set()
+    await asyncio.wait_for(attacking, 30)
+    await simulation
+    windows["after"] = await sample("after", phase)
+    stop_probe.set()
+    await asyncio.to_thread(prober.join)
+    probe_ms = {}
+    for label, (begin, end) in windows.items():
+        seen = sorted(took for when, took in latencies if begin <= when < end)
+        probe_ms[label] = (statistics.median(seen) * 1000, seen[int(0.99 * (len(seen) - 1))] * 1000, len(seen))
+    return {"probe": probe_ms, "memory": {k: (min(v), max(v)) for k, v in memory.items()}, "sent": attack.sent}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="50 modules, one day, short phases")
+    smoke = parser.parse_args().smoke
+    modules, phase, days = (50, 1.0, 1) if smoke else (1000, 30.0, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        images = {}
+        for version in (A, B):
+            images[version] = work / f"{version}.bin"
+            images[version].write_bytes(build_app_image(version, size=65536, built=datetime(2026, 1, 1, tzinfo=UTC)))
+        alone = rollout_run(work, "alone", modules, images, attacked=False, phase=phase, days=days)
+        attacked = rollout_run(work, "attacked", modules, images, attacked=True, phase=phase, days=days)
+    note = " (smoke run: figures mean nothing)" if smoke else ""
+    print(f"soak: {modules} honest modules, hostile traffic for {4 * phase:.0f} s or more{note}")
+    print(f"{'phase':<8} {'probe .ver p50 ms':>18} {'p99 ms':>8} {'probes':>7} {'server RSS MB (min-max)':>25}")
+    for label in ("before", "during", "after"):
+        p50, p99, count = attacked["probe"][label]
+        low, high = attacked["memory"][label]
+        print(f"{label:<8} {p50:18.1f} {p99:8.1f} {count:7d} {low:12.1f} - {high:6.1f}")
+    print("hostile requests sent: " + ", ".join(f"{k} {v}" for k, v in sorted(attacked["sent"].items())))
+    for run in (alone, attacked):
+        r = run["rollout"]
+        print(f"rollout {run['name']:<9}: {r['state']} at step {r['step']} ({r['percent']}%), counts {r['counts']}")
+    same = all(alone["rollout"][k] == attacked["rollout"][k] for k in ("state", "step", "counts"))
+    before_p99, during_p99 = attacked["probe"]["before"][1], attacked["probe"]["during"][1]
+    print(f"ratio attacked/alone rollout outcome identical: {same}; probe p99 during/before: "
+          f"{during_p99 / before_p99:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
