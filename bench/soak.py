@@ -9,7 +9,7 @@ fleet simulation (`ovota fleet simulate`) through a rollout of a build that fail
 Prints the probe's `.ver` latency (p50, p99) and the server's resident memory before, during and after the
 hostile traffic, what the attackers sent, and the rollout's outcome against the same simulation on a server
 that nobody attacks (reference, same run): it must halt at the same step with the same counts.
-``--smoke``: 50 modules, one simulated day and seconds per phase, to check that the bench still runs (CI does this).
+``--smoke``: 20 modules, one simulated day and seconds per phase, to check that the bench still runs (CI does this).
 """
 
 from __future__ import annotations
@@ -242,9 +242,9 @@ async def _attacked(server: Server, simulate: list[str | Path], work: Path, name
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="50 modules, one day, short phases")
+    parser.add_argument("--smoke", action="store_true", help="20 modules, one day, short phases")
     smoke = parser.parse_args().smoke
-    modules, phase, days = (50, 1.0, 1) if smoke else (1000, 30.0, 3)
+    modules, phase, days = (20, 0.5, 1) if smoke else (1000, 30.0, 3)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         images = {}
