@@ -75,18 +75,33 @@ cluster_start() {
   wait_port "$S3_PORT" "SeaweedFS S3"
   export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-ovota}
   export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-ovota} AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
+  # The bucket is made once and found on every later start; any other answer is shown, not swallowed.
   "$PY" - "$BUCKET" <<'PY'
-import sys, time, boto3
-s3 = boto3.client("s3")
+import sys, time
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+bucket, s3, last = sys.argv[1], boto3.client("s3"), None
 for attempt in range(120):
     try:
-        if sys.argv[1] not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
-            s3.create_bucket(Bucket=sys.argv[1])
+        s3.head_bucket(Bucket=bucket)
         break
-    except Exception:
-        time.sleep(0.5)
+    except ClientError as err:
+        if err.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+            last = err
+        else:
+            try:
+                s3.create_bucket(Bucket=bucket)
+                break
+            except ClientError as made:
+                if made.response["Error"]["Code"] in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    break
+                last = made
+    except BotoCoreError as err:  # not listening yet
+        last = err
+    time.sleep(0.5)
 else:
-    sys.exit("SeaweedFS did not come up")
+    sys.exit(f"SeaweedFS's S3 gateway did not give bucket {bucket}: {last}")
 PY
   export OVOTA_BLOBS="s3://$BUCKET/firmware"
 }
@@ -132,8 +147,10 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   cluster_seed
   cluster_servers
   echo "ovota cluster on http://$HOST:$PORT/firmware/ota/ (nginx -> ovota servers on ports $SERVER_PORTS)"
-  echo "  OVOTA_DB=$OVOTA_DB"
-  echo "  OVOTA_BLOBS=$OVOTA_BLOBS AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL"
+  echo "For the CLI, in another shell:"
+  echo "  export OVOTA_DB=$OVOTA_DB OVOTA_BLOBS=$OVOTA_BLOBS"
+  echo "  export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"
+  echo "  export AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION=$AWS_DEFAULT_REGION"
   echo "Ctrl-C stops PostgreSQL, SeaweedFS, the servers and nginx."
   wait "${cluster_pids[0]}"
 fi

@@ -191,7 +191,10 @@ def test_cohorts_pause_resume_abort_force_and_the_api(setup: Setup) -> None:
         c_build.write_bytes(image("3.3.008", SIZE))
         refused = setup.ovota("release", "publish", c_build, *setup.repo.args, "--tag", "main")
         assert refused.code == 2
-        assert refused.err == "Error: v3.3-5/main has a running rollout (id 1): abort it first, or use --force\n"
+        assert refused.err == (
+            "Error: v3.3-5/main has a running rollout (id 1): abort it first, or force the change (the CLI's --force, "
+            'the API\'s "force": true), which aborts it\n'
+        )
 
         token = setup.run("token", "create", *setup.repo.args, "--name", "ci").out.strip()
         assert http_json(api + "/v3.3-5/main")[0] == 401

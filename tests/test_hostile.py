@@ -27,6 +27,7 @@ from ovota.server.fleet.control import RolloutControl
 from ovota.server.fleet.events import CheckIn, Download
 from ovota.server.fleet.registry import FleetRecorder
 from ovota.server.fleet.rollouts import Rollouts, parse_settings
+from ovota.server.store import channels
 from ovota.server.store.backends import Backends
 from ovota.server.store.repository import Repository
 from tests.conftest import CliRunner
@@ -341,10 +342,10 @@ def test_a_damaged_blob_is_never_served_nor_pointed_at(embedded: Setup, ovota: C
     assert folder is not None
     r = Repository(folder)
     try:
-        history = r.history("v3.3-5", "main")
+        history = channels.history(r.db, "v3.3-5", "main")
     finally:
         r.close()
-    sha_b, sha_a = history[0][0], history[1][0]
+    sha_b, sha_a = history[0].sha256, history[1].sha256
     blob_a = folder / "blobs" / sha_a[:2] / sha_a
     data = bytearray(blob_a.read_bytes())
     data[1000] ^= 0xFF  # same size, other bytes: a bad disk, or someone's hand

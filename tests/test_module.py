@@ -105,9 +105,10 @@ def test_plain_ota_does_not_query_and_exit_code_follows_errors(tmp_path: Path, o
     assert run.code == 1
     assert "Server Available" not in run.out
     assert lines_after(run.out, "ota erase ota_0") == ["Error: Cannot erase currently running partition"]
-    ok = ovota("module", "run", flash, "--", "ota status nocheck", "frobnicate")
-    assert ok.code == 0
-    assert lines_after(ok.out, "frobnicate") == ["Unrecognised command"]
+    typo = ovota("module", "run", flash, "--", "ota status nocheck", "frobnicate")
+    assert typo.code == 1  # a typo in a script must not pass
+    assert lines_after(typo.out, "frobnicate") == ["Unrecognised command"]
+    assert ovota("module", "run", flash, "--", "ota status nocheck").code == 0
 
 
 def test_config_survives_reset_and_reopen(tmp_path: Path, ovota: CliRunner) -> None:

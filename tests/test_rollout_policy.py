@@ -19,6 +19,7 @@ from ovota.server.fleet.policy import (
     parse_duration,
     parse_percent,
     parse_steps,
+    step_halt_reason,
     step_threshold,
 )
 from ovota.server.store.schema import ACTIVE_ROLLOUT_STATES
@@ -79,11 +80,37 @@ def test_halt_arithmetic() -> None:
 
 def test_steps_advance_on_interval_and_evidence() -> None:
     limits = Limits(min_sample=20)
-    assert not may_advance(Counts(updated=30), limits, elapsed=3599, interval=3600)
-    assert may_advance(Counts(updated=30), limits, elapsed=3600, interval=3600)
-    assert not may_advance(Counts(updating=5, updated=10), limits, elapsed=7200, interval=3600)
-    assert may_advance(Counts(updated=10), limits, elapsed=7200, interval=3600)  # everyone reported
-    assert may_advance(Counts(updating=5, updated=15, failed=0, silent=5), limits, elapsed=7200, interval=3600)
+    assert not may_advance(Counts(updated=30), 30, limits, elapsed=3599, interval=3600)
+    assert may_advance(Counts(updated=30), 30, limits, elapsed=3600, interval=3600)
+    assert not may_advance(Counts(updating=5, updated=10), 15, limits, elapsed=7200, interval=3600)
+    assert may_advance(Counts(updated=10), 10, limits, elapsed=7200, interval=3600)  # every one of the step's
+    assert may_advance(Counts(updating=5, updated=15, failed=0, silent=5), 25, limits, elapsed=7200, interval=3600)
+
+
+def test_a_small_step_halts_once_all_its_modules_reported() -> None:
+    limits = Limits(halt_failed=0.05, min_sample=20)
+    assert step_halt_reason(Counts(updating=2, updated=7, failed=1), 10, limits) is None  # not all reported
+    reason = step_halt_reason(Counts(updated=8, failed=2), 10, limits)
+    assert reason == (
+        "failed 2 of 10 updated or failed (20.0%), limit 5.0%; every one of the step's 10 modules reported"
+    )
+    assert step_halt_reason(Counts(updated=10), 10, limits) is None
+    assert step_halt_reason(Counts(updated=20, failed=5), 25, limits) is None  # big enough: the usual rule
+
+
+def test_a_step_widens_only_with_evidence() -> None:
+    limits = Limits(halt_failed=0.05, min_sample=20)
+    # Nobody offered the build has reported (all offline), or the step has nobody at all: it waits.
+    assert not may_advance(Counts(), 10, limits, elapsed=10**6, interval=3600)
+    assert not may_advance(Counts(), 0, limits, elapsed=10**6, interval=3600)
+    assert not may_advance(Counts(updating=10), 10, limits, elapsed=10**6, interval=3600)
+    # 2 of 10 failed is 20% against a 5% limit: too few attempts to halt, but no reason to widen either.
+    assert not may_advance(Counts(updated=8, failed=2), 10, limits, elapsed=10**6, interval=3600)
+    assert may_advance(Counts(updated=10), 10, limits, elapsed=10**6, interval=3600)
+    assert may_advance(Counts(updated=8, failed=2), 10, limits, elapsed=10**6, interval=3600, resumed=True)
+    # With more modules offered than min_sample, min_sample outcomes are enough.
+    assert may_advance(Counts(updating=80, updated=20), 100, limits, elapsed=10**6, interval=3600)
+    assert not may_advance(Counts(updating=81, updated=19), 100, limits, elapsed=10**6, interval=3600)
 
 
 def test_settings_parsing() -> None:

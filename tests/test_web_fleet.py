@@ -1,8 +1,12 @@
-"""The console's Fleet and Rollouts pages in headless Chromium, over a simulated fleet with a halted rollout."""
+"""The console's Fleet, module, Rollouts and Audit pages in headless Chromium, over a simulated fleet: paged and
+searched in the database, who failed, a halt that appears on an open page, read-only tokens, phone widths."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,90 +18,174 @@ from tests.module_helpers import image
 from tests.servers import OvotaServer
 
 A, B = "3.3.006", "3.3.007"
-MODULES = 80
+MODULES = 150
+
+
+@dataclass
+class Fleet:
+    server: OvotaServer
+    repo: Path
+    builds: Path
+    token: str  # admin
+    viewer: str  # read-only
+    ovota: CliRunner
+
+    def simulate(self, days: int, *extra: str) -> None:
+        run = self.ovota("fleet", "simulate", "--server", self.server.base, "--modules", str(MODULES), "--days",
+                         str(days), *extra)  # fmt: skip
+        assert run.code == 0, run.err
 
 
 @pytest.fixture
-def halted(tmp_path: Path, ovota: CliRunner) -> Iterator[tuple[OvotaServer, str]]:
-    """80 simulated modules, and a rollout of B that halted because 40% of modules fall back from it."""
+def fleet(tmp_path: Path, ovota: CliRunner) -> Iterator[Fleet]:
+    """150 simulated modules on A, on a driven clock; B is in the repository."""
     repo = tmp_path / "repo"
     for version in (A, B):
         (tmp_path / f"{version}.bin").write_bytes(image(version, 65536))
     assert ovota("release", "publish", tmp_path / f"{A}.bin", "--repo", repo, "--tag", "main").code == 0
     token = ovota("token", "create", "--repo", repo, "--name", "fleet-manager").out.strip()
+    viewer = ovota("token", "create", "--repo", repo, "--name", "dashboard", "--role", "read").out.strip()
     server = OvotaServer(repo, extra=("--driven-clock",))
     try:
-        simulate = ("fleet", "simulate", "--server", server.base, "--modules", str(MODULES))
-        assert ovota(*simulate, "--days", "1").code == 0
-        run = ovota("release", "publish", tmp_path / f"{B}.bin", "--repo", repo, "--tag", "main",
-                    "--rollout", "10,50,100", "--min-sample", "8")  # fmt: skip
-        assert run.code == 0, run.err
-        assert ovota(*simulate, "--days", "4", "--fail", f"{B}:0.4").code == 0
-        yield server, token
+        setup = Fleet(server, repo, tmp_path, token, viewer, ovota)
+        setup.simulate(1)
+        yield setup
     finally:
         server.stop()
 
 
-def log_in(page: Page, server: OvotaServer, token: str) -> None:
+def start_rollout(fleet: Fleet) -> None:
+    run = fleet.ovota("release", "publish", fleet.builds / f"{B}.bin", "--repo", fleet.repo, "--tag", "main",
+                      "--rollout", "10,50,100", "--min-sample", "8")  # fmt: skip
+    assert run.code == 0, run.err
+
+
+def log_in(page: Page, server: OvotaServer, token: str, name: str = "fleet-manager") -> None:
     page.goto(f"{server.url}/console/login")
     page.get_by_label("API token").fill(token)
     page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_text("Logged in as fleet-manager")).to_be_visible()
+    expect(page.get_by_text(f"Logged in as {name}")).to_be_visible()
 
 
-def test_fleet_page(browser: Browser, halted: tuple[OvotaServer, str]) -> None:
-    server, token = halted
+def test_fleet_page_pages_searches_and_sorts_in_the_database(browser: Browser, fleet: Fleet) -> None:
     page = browser.new_page()
-    log_in(page, server, token)
-    expect(page.get_by_role("alert")).to_contain_text("Rollout 1 of v3.3-5/main halted")
+    log_in(page, fleet.server, fleet.token)
     page.get_by_role("link", name="Fleet").click()
     expect(page.get_by_role("heading", name=f"{MODULES} modules")).to_be_visible()
-    rows = page.locator("#modules tbody tr")
-    expect(rows).to_have_count(MODULES)
-    chart = page.get_by_role("img", name="Modules per running version")
-    expect(chart.locator("g.bar")).to_have_count(2)
-    on_a = int(chart.locator("g.bar").filter(has_text=A).locator("text").last.text_content() or "0")
-    on_b = int(chart.locator("g.bar").filter(has_text=B).locator("text").last.text_content() or "0")
-    assert on_a + on_b == MODULES and 0 < on_b < MODULES // 2
-    page.get_by_label("Filter the table").fill("SIM00007")
-    expect(page.locator("#modules tbody tr:visible")).to_have_count(1)
-    expect(page.locator("#modules tbody tr:visible td").first).to_have_text("SIM00007")
-    page.get_by_label("Filter the table").fill(B)
-    expect(page.locator("#modules tbody tr:visible")).to_have_count(on_b)
-    page.screenshot(path=screenshot_path("server-fleet"), full_page=True)
-    page.get_by_label("Product").select_option("v3.3-5")
-    page.get_by_label("Channel").fill("edge")
+    expect(page.locator("#modules tbody tr")).to_have_count(100)  # one page
+    expect(page.locator("#shown")).to_have_text(f"Showing 1 to 100 of {MODULES}")
+    page.get_by_role("link", name="Next →").click()
+    expect(page.locator("#modules tbody tr")).to_have_count(MODULES - 100)
+    page.get_by_label("Search").fill("SIM00007")
     page.get_by_role("button", name="Show").click()
-    expect(page.get_by_role("heading", name="0 modules")).to_be_visible()
+    expect(page.locator("#modules tbody tr")).to_have_count(1)
+    expect(page.get_by_role("heading", name="1 modules")).to_be_visible()
+    page.goto(f"{fleet.server.url}/console/fleet?sort=vehicle&order=desc")
+    expect(page.locator("#modules tbody tr").first.locator("td").first).to_have_text(f"SIM{MODULES:05d}")
+    chart = page.get_by_role("img", name="Modules per running version")
+    expect(chart.locator("g.bar")).to_have_count(1)
+    page.screenshot(path=screenshot_path("server-fleet"), full_page=True)
+    page.locator("#modules tbody tr").first.get_by_role("link").click()
+    expect(page.get_by_role("heading", name=f"Module SIM{MODULES:05d}")).to_be_visible()
+    expect(page.locator("section").filter(has_text="Versions over time").locator("tbody tr")).to_have_count(1)
 
 
-def test_rollouts_page_shows_the_halt_and_aborts(browser: Browser, halted: tuple[OvotaServer, str]) -> None:
-    server, token = halted
+def test_who_failed_and_the_halt_on_an_open_page(browser: Browser, fleet: Fleet) -> None:
+    start_rollout(fleet)
     page = browser.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
-    log_in(page, server, token)
-    page.get_by_role("link", name="Rollouts").click()
+    log_in(page, fleet.server, fleet.token)
+    page.goto(f"{fleet.server.url}/console/rollouts")
     section = page.locator("#rollout-1")
-    expect(section.locator(".rollout-state")).to_contain_text("State: halted, step 1 of 3 (10%)")
-    expect(section.get_by_role("status")).to_contain_text("Halted: failed ")
-    steps = section.locator("table.steps tbody tr")
-    expect(steps).to_have_count(1)
-    expect(steps.first.locator("td").nth(1)).to_have_text("8")  # the cohort: 10% of 80 modules
-    chart = section.get_by_role("img", name="Rollout 1 over time")
-    expect(chart.locator("polyline")).to_have_count(5)
-    assert chart.locator("polyline.series-failed").get_attribute("points")
+    expect(section.locator(".rollout-state")).to_contain_text("State: running, step 1 of 3 (10%)")
+    expect(section.locator(".settings")).to_contain_text("Steps 10,50,100 · interval 1d · halt at 5% failed")
+    # The fleet runs, and the build falls back on 40% of the modules: the open page shows the halt by itself.
+    fleet.simulate(4, "--fail", f"{B}:0.4")
+    expect(section.locator(".rollout-state")).to_contain_text("State: halted", timeout=15_000)
+    expect(page.locator("#banner .banner")).to_contain_text("Rollout 1 of v3.3-5/main halted", timeout=15_000)
+    expect(section.get_by_role("status")).to_contain_text("Halted 20")  # with its time
+    failed = section.locator("details.who-failed")
+    expect(failed).to_have_attribute("open", "")
+    assert failed.locator("tbody tr").count() >= 1
+    legend = section.get_by_role("list", name="Legend")
+    color = (
+        legend.locator("li")
+        .filter(has_text="failed")
+        .locator(".swatch")
+        .evaluate("element => getComputedStyle(element).backgroundColor")
+    )
+    assert color == "rgb(180, 35, 24)"  # the series' own colour, not the text colour
+    assert section.locator("g.mark-halt").count() == 1 and section.locator("g.mark-step").count() >= 1
     page.screenshot(path=screenshot_path("server-rollout-halted"), full_page=True)
     section.get_by_role("button", name="Abort").click()
     expect(page.get_by_role("status").first).to_have_text("Rollout 1 of v3.3-5/main is now aborted.")
     expect(page.locator("#rollout-1 .rollout-state")).to_contain_text("State: aborted")
-    expect(page.locator(".banner")).to_have_count(0)
+    page.get_by_role("link", name="Audit").click()
+    expect(page.locator("tbody tr").filter(has_text="rollout abort").first).to_contain_text("fleet-manager")
+    expect(page.locator("tbody tr").filter(has_text="rollout halt").first).to_contain_text("server")
 
 
-def test_rollouts_page_on_a_phone(browser: Browser, halted: tuple[OvotaServer, str]) -> None:
-    server, token = halted
+def test_start_a_rollout_from_the_console(browser: Browser, fleet: Fleet) -> None:
+    assert fleet.ovota("release", "publish", fleet.builds / f"{B}.bin", "--repo", fleet.repo, "--tag", "edge").code == 0
+    page = browser.new_page()
+    log_in(page, fleet.server, fleet.token)
+    page.goto(f"{fleet.server.url}/console/rollouts")
+    page.get_by_text("Start a rollout").click()
+    page.get_by_label("Channel", exact=True).select_option("v3.3-5/main")
+    page.get_by_label("Build").select_option(label=next(o for o in page.locator("#build option").all_inner_texts()
+                                                        if o.startswith(B)))  # fmt: skip
+    page.get_by_label("Steps").fill("20,100")
+    page.get_by_label("Step interval").fill("2h")
+    page.get_by_label("Minimum attempts before halting").fill("ten")
+    page.get_by_role("button", name="Start the rollout").click()
+    expect(page.get_by_role("alert")).to_contain_text("invalid minimum sample 'ten'")
+    page.get_by_text("Start a rollout").click()
+    page.get_by_label("Channel", exact=True).select_option("v3.3-5/main")
+    page.get_by_label("Steps").fill("20,100")
+    page.get_by_label("Step interval").fill("2h")
+    page.get_by_role("button", name="Start the rollout").click()
+    expect(page.get_by_role("status").first).to_have_text("Rollout 1 of v3.3-5/main started at 20%.")
+    expect(page.locator("#rollout-1 .settings")).to_contain_text("Steps 20,100 · interval 2h")
+
+
+def test_a_read_only_token_sees_but_cannot_act(browser: Browser, fleet: Fleet) -> None:
+    start_rollout(fleet)
+    page = browser.new_page()
+    log_in(page, fleet.server, fleet.viewer, "dashboard")
+    expect(page.get_by_text("Logged in as dashboard (read)")).to_be_visible()
+    expect(page.locator("#publish")).to_have_count(0)
+    expect(page.get_by_role("button", name="Roll back main")).to_have_count(0)
+    page.goto(f"{fleet.server.url}/console/rollouts")
+    expect(page.locator("#rollout-1 .rollout-state")).to_contain_text("State: running")
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    expect(page.get_by_text("Start a rollout")).to_have_count(0)
+    # Forging the form is refused too.
+    answer = page.request.post(f"{fleet.server.url}/console/rollouts/abort", form={"product": "v3.3-5", "tag": "main"})
+    assert answer.status == 403 and "has the role read" in answer.text()
+
+
+@pytest.mark.parametrize("path", ["/console/rollouts", "/console/fleet", "/console", "/console/audit"])
+def test_console_pages_on_a_phone(browser: Browser, fleet: Fleet, path: str) -> None:
+    start_rollout(fleet)
+    fleet.simulate(2, "--fail", f"{B}:0.4")
     page = browser.new_page(viewport={"width": 390, "height": 844})
-    log_in(page, server, token)
-    page.goto(f"{server.url}/console/rollouts")
-    expect(page.get_by_role("img", name="Rollout 1 over time")).to_be_visible()
-    page.screenshot(path=screenshot_path("server-rollouts-phone"), full_page=True)
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    log_in(page, fleet.server, fleet.token)
+    page.goto(f"{fleet.server.url}{path}")
+    page.screenshot(path=screenshot_path(f"server-{path.strip('/').replace('/', '-')}-phone"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # wide tables scroll inside their box
+    smallest = page.evaluate("""() => Math.min(...[...document.querySelectorAll('svg.chart text')].map((text) =>
+        text.getBoundingClientRect().height).filter((h) => h > 0), 99)""")
+    assert smallest >= 9, f"chart text {smallest} px high"
+
+
+def test_fleet_api_pages_by_key(fleet: Fleet) -> None:
+    url = f"{fleet.server.url}/api/v1/fleet?limit=60"
+    seen: list[str] = []
+    while url:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {fleet.viewer}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["X-Total-Count"] == str(MODULES)
+            seen += [m["vehicle_id"] for m in json.loads(response.read())]
+            link = response.headers.get("Link", "")
+        url = f"{fleet.server.url}{link[1 : link.index('>')]}" if link else ""
+    assert seen == sorted(f"SIM{n:05d}" for n in range(1, MODULES + 1))

@@ -70,15 +70,16 @@ def test_publish_promote_and_download_area(
     page.get_by_role("button", name="Publish").click()
     expect(page.locator("#upload-percent")).to_have_text("100%")
     expect(page.get_by_role("status").first).to_have_text(f"Published {NEW} to v3.3-5/edge.")
-    expect(page.locator("#channel-v3\\.3-5-edge .version")).to_have_text(NEW)
+    expect(page.locator("#channel-v3\\.3-5-edge .version")).to_contain_text(NEW)
+    expect(page.locator("#channel-v3\\.3-5-edge .version details")).to_contain_text("New frobnicator")
     assert ver(srv, "edge") == NEW and ver(srv, "main") == MAIN
     page.screenshot(path=screenshot_path("server-console-published"), full_page=True)
 
     page.get_by_role("button", name="Promote edge → eap").click()
-    expect(page.locator("#channel-v3\\.3-5-eap .version")).to_have_text(NEW)
+    expect(page.locator("#channel-v3\\.3-5-eap .version")).to_contain_text(NEW)
     page.get_by_role("button", name="Promote eap → main").click()
     expect(page.get_by_role("status").first).to_have_text(f"Promoted {NEW} from eap to v3.3-5/main.")
-    expect(page.locator("#channel-v3\\.3-5-main .version")).to_have_text(NEW)
+    expect(page.locator("#channel-v3\\.3-5-main .version")).to_contain_text(NEW)
     assert ver(srv, "main") == NEW
 
     page.goto(f"{srv.url}/firmware/ota/v3.3-5/")
@@ -89,7 +90,7 @@ def test_publish_promote_and_download_area(
 
     page.goto(f"{srv.url}/console")
     page.get_by_role("button", name="Roll back main").click()
-    expect(page.locator("#channel-v3\\.3-5-main .version")).to_have_text(MAIN)
+    expect(page.locator("#channel-v3\\.3-5-main .version")).to_contain_text(MAIN)
     assert ver(srv, "main") == MAIN
 
 
@@ -127,7 +128,8 @@ def test_console_publish_follows_trusted_keys(
     assert ver(srv, "edge") == MAIN
     page.get_by_label("Firmware image (ovms3.bin)").set_input_files(str(tmp_path / "signed.bin"))
     page.get_by_role("button", name="Publish").click()
-    expect(page.locator("#channel-v3\\.3-5-edge .version")).to_have_text(NEW)
+    expect(page.locator("#channel-v3\\.3-5-edge .version")).to_contain_text(NEW)
+    expect(page.locator("#channel-v3\\.3-5-edge .version details")).to_contain_text("New frobnicator")
     page.goto(f"{srv.url}/firmware/ota/v3.3-5/edge/")
     expect(page.get_by_role("cell", name=keys.digest.hex())).to_be_visible()
     expect(page.get_by_role("cell", name="5", exact=True)).to_be_visible()

@@ -17,7 +17,7 @@ from rich.table import Table
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.files import write_atomic
 from ovota.formats import FormatError
-from ovota.server.fleet.registry import list_modules, module_json
+from ovota.server.fleet.modules import list_modules, module_json
 from ovota.server.store.backends import Backends
 from ovota.sim.fleet import FailureModel, Simulation, first_image, first_version, make_fleet, run
 from ovota.sim.http import HttpFailed, Server
@@ -35,7 +35,7 @@ def fleet() -> None:
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
 def list_fleet(repo: Backends, product: str | None, tag: str | None, as_json: bool) -> None:
     """Every registered module: vehicle id, product, channel, version, partition, address, last seen."""
-    with open_repository(repo) as r:
+    with open_repository(repo, create=False) as r:
         modules = list_modules(r.db, product, tag)
     if as_json:
         click.echo(json.dumps([module_json(m) for m in modules], indent=2))
@@ -100,6 +100,9 @@ def simulate(
             )
         simulation.images[start_version] = image
     console = Console()
+    if not console.is_terminal:
+        # Piped or in a file: rich would assume 80 columns and cut the report's headers.
+        console = Console(width=200)
     started = time.monotonic()
     live = Live(console=console, refresh_per_second=4, transient=True) if console.is_terminal else None
 

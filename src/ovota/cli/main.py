@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
 
 from ovota import __version__
+from ovota.cli.audit import audit
 from ovota.cli.delta import delta
 from ovota.cli.fleet import fleet
 from ovota.cli.image import image
@@ -20,12 +22,18 @@ from ovota.cli.server import release, server, token
 from ovota.formats import FormatError
 
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process its pipe's reader ended (128 + SIGPIPE)
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # Its reader went away (`ovota … | head`): stop quietly, as Unix tools do, and keep Python from
+            # complaining when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_BROKEN_PIPE)
         except (FormatError, OSError) as err:
             message = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) and err.strerror else err
             click.echo(f"Error: {message}", err=True)
@@ -49,3 +57,4 @@ main.add_command(rollout)
 main.add_command(fleet)
 main.add_command(delta)
 main.add_command(repo)
+main.add_command(audit)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from ovota.device.console.writer import Writer
 from ovota.device.efuses import efuse_path
 from ovota.device.flash import Flash, FlashError
 from ovota.device.identity import read_identity
-from ovota.device.images import stored_image, verify_partition_image
+from ovota.device.images import stored_file, verify_partition_image
 from ovota.device.layout import read_layout
 from ovota.device.layouts import LAYOUTS
 from ovota.device.module import Module, ModuleError, create_module
@@ -69,6 +71,7 @@ def efuse(flash: Path) -> None:
         click.echo(f"{flash} has no eFuse file ({path.name}): no secure boot, no anti-rollback (as OVMS)")
         return
     fuses = Efuses.from_file_bytes(path.read_bytes())
+    _lock(flash, shared=True)
     try:
         chip = Flash(flash)
     except FlashError as err:
@@ -89,7 +92,27 @@ def efuse(flash: Path) -> None:
     click.echo(f"Anti-rollback:   {'on' if anti_rollback else 'off'}, {counter}")
 
 
+_held: list[int] = []  # lock descriptors, held until the process ends
+
+
+def _lock(flash: Path, shared: bool = False) -> None:
+    """Hold the flash file for this process: one module process (run, shell, web) at a time, or readers (dump,
+    efuse) while none runs. A second one would write the same chip under the first one's feet."""
+    try:
+        fd = os.open(flash, os.O_RDONLY)
+    except OSError:
+        return  # opening the flash itself reports it
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        message = f"{flash} is in use by another ovota module process (module run, shell or web)"
+        raise click.ClickException(message) from None
+    _held.append(fd)
+
+
 def _power_on(flash: Path, sd: Path | None) -> Module:
+    _lock(flash)
     try:
         return Module.open(flash, sd)
     except (ModuleError, NoBootableApp, FlashError, StoreError, FormatError) as err:
@@ -101,7 +124,8 @@ def _power_on(flash: Path, sd: Path | None) -> Module:
 @_sd_option
 @click.argument("commands", nargs=-1, required=True)
 def run(flash: Path, sd: Path | None, commands: tuple[str, ...]) -> None:
-    """Power on, run each console command in order; exit 1 if any printed an Error: line."""
+    """Power on, run each console command in order; exit 1 if any failed (an Error: or Usage: line, or
+    Unrecognised command)."""
     device = _power_on(flash, sd)
     out = Writer(sys.stdout)
     try:
@@ -142,10 +166,12 @@ def shell(flash: Path, sd: Path | None) -> None:
 @click.option("--partition", "label", required=True, help="Partition label, e.g. ota_1, factory, store.")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 def dump(flash: Path, label: str, out: Path) -> None:
-    """Write a partition's bytes to OUT; for an app partition with a valid image, just that image.
+    """Write a partition's bytes to OUT; for an app partition with a valid image, just that image (and its
+    signature sector, if it is signed).
 
     Reads the flash without powering the module on, so nothing on it changes.
     """
+    _lock(flash, shared=True)
     try:
         chip = Flash(flash)
     except FlashError as err:
@@ -156,7 +182,7 @@ def dump(flash: Path, label: str, out: Path) -> None:
         if part is None:
             names = ", ".join(p.name for p in layout.table)
             raise FormatError(f"no partition {label!r} in the table (it has {names})")
-        image = stored_image(chip, part) if part.type == APP else None
+        image = stored_file(chip, part) if part.type == APP else None
         if image is not None:
             data, what = image, f"app image of {len(image)} bytes"
         else:

@@ -23,8 +23,13 @@ def _read_table(path: Path, table_offset: int, md5: bool) -> PartitionTable:
         try:
             text = raw.decode()
         except UnicodeDecodeError:
-            raise FormatError(f"{path} is neither a binary partition table nor UTF-8 CSV text") from None
-        table = PartitionTable.from_csv(text, table_offset, env=os.environ)
+            text = "\x00"
+        if any(ord(c) < 0x20 and c not in "\t\r\n" for c in text):
+            raise FormatError(f"{path} is neither a binary partition table (those start with bytes AA 50) nor CSV text")
+        try:
+            table = PartitionTable.from_csv(text, table_offset, env=os.environ)
+        except FormatError as err:
+            raise FormatError(f"{path}: {err}") from None
     table.verify(table_offset)
     return table
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import getpass
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +39,14 @@ def repo_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def cli_actor() -> str:
+    """The audit log's name for whoever runs the command: ``cli:`` and the OS user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"cli:uid{os.getuid()}"
+
+
 def backends(repo: Path | None, db: str | None, blobs: str | None) -> Backends:
     if repo is not None and (db or blobs):
         raise click.UsageError("give --repo, or --db and --blobs (OVOTA_DB, OVOTA_BLOBS), not both")
@@ -49,12 +59,17 @@ def backends(repo: Path | None, db: str | None, blobs: str | None) -> Backends:
 
 
 @contextmanager
-def open_repository(repo: Path | Backends) -> Iterator[Repository]:
-    """Open the repository; its refusals become one Error: line and exit 2."""
+def open_repository(repo: Path | Backends, create: bool = True) -> Iterator[Repository]:
+    """Open the repository; its refusals become one Error: line and exit 2. ``create=False`` (commands that
+    only read): a repository folder that does not exist is an error, not made."""
+    folder = repo if isinstance(repo, Path) else repo.folder
+    if not create and folder is not None and not (folder / "repo.sqlite").exists():
+        raise FormatError(f"no repository at {folder} (give --repo, or publish a build there first)")
     try:
         r = Repository(repo)
     except DatabaseUnavailable as err:
         raise FormatError(str(err)) from None
+    r.actor = cli_actor()
     try:
         yield r
     except (RepositoryError, PolicyError, DatabaseUnavailable) as err:

@@ -11,6 +11,7 @@ import click
 
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.server.fleet.control import RolloutControl
+from ovota.server.fleet.policy import ModuleState
 from ovota.server.fleet.rollouts import Rollout, Rollouts, parse_settings
 from ovota.server.fleet.status import RolloutStatus
 from ovota.server.store.backends import Backends
@@ -80,7 +81,7 @@ def _channel_options(function: F) -> F:
 @rollout_options
 def start(repo: Backends, product: str, tag: str, build_ref: str, steps: str, **options: Any) -> None:
     """Roll a build out to a channel in steps; the channel keeps its build until the last step."""
-    with open_repository(repo) as r:
+    with open_repository(repo, create=False) as r:
         start_rollout(r, product, tag, r.find_build(build_ref), steps, **options)
 
 
@@ -88,16 +89,34 @@ def start(repo: Backends, product: str, tag: str, build_ref: str, steps: str, **
 @repo_option
 @_channel_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(repo: Backends, product: str, tag: str, as_json: bool) -> None:
-    """The channel's active (else latest) rollout: step, states per step, and why it halted."""
-    with open_repository(repo) as r:
+@click.option("--modules", "which", type=click.Choice(["all", *(s.value for s in ModuleState)]),
+              help="List the rollout's modules in this state (who failed: --modules failed).")  # fmt: skip
+def status(repo: Backends, product: str, tag: str, as_json: bool, which: str | None) -> None:
+    """The channel's active (else latest) rollout: step, states per step, why it halted, and who."""
+    with open_repository(repo, create=False) as r:
         rollouts = Rollouts(r)
-        summary = RolloutStatus(rollouts).summary(rollouts.current(product, tag))
-        if as_json:
-            click.echo(json.dumps(summary, indent=2))
-            return
-        for line in describe(summary):
-            click.echo(line)
+        status = RolloutStatus(rollouts)
+        rollout = rollouts.current(product, tag)
+        summary = status.summary(rollout)
+        modules = None if which is None else status.modules(rollout, None if which == "all" else which)
+    if as_json:
+        if modules is not None:
+            summary["modules"] = [m.__dict__ for m in modules]
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for line in describe(summary):
+        click.echo(line)
+    if modules is not None:
+        click.echo(f"{'Vehicle':<16} {'State':<9} {'From':<24} {'Received':<20} {'Last seen':<20} Address")
+        for m in modules:
+            received = _when(m.received) if m.received else "-"
+            click.echo(f"{m.vehicle_id or m.module:<16} {m.state:<9} {m.from_version:<24} {received:<20} "
+                       f"{_when(m.last_seen):<20} {m.address}")  # fmt: skip
+        click.echo(f"{len(modules)} modules")
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def describe(summary: dict[str, Any]) -> list[str]:
@@ -110,9 +129,10 @@ def describe(summary: dict[str, Any]) -> list[str]:
         f"({summary['percent']}%)",
     ]
     if summary["reason"]:
-        lines.append(f"Halted: {summary['reason']}")
+        at = f" at {_when(summary['reason_at'])} UTC" if summary.get("reason_at") else ""
+        lines.append(f"Halted{at}: {summary['reason']}")
     lines.append(
-        f"Modules: {counts['attempted']} attempted, {counts['updating']} updating, {counts['updated']} updated, "
+        f"Modules now: {counts['attempted']} attempted, {counts['updating']} updating, {counts['updated']} updated, "
         f"{counts['failed']} failed, {counts['silent']} silent"
     )
     lines.append(f"{'Step':<5} {'Percent':>7} {'Cohort':>7} {'Pending':>8} {'Updating':>9} {'Updated':>8} "
@@ -127,7 +147,7 @@ def describe(summary: dict[str, Any]) -> list[str]:
 
 def _change(action: str) -> Callable[..., None]:
     def command(repo: Backends, product: str, tag: str) -> None:
-        with open_repository(repo) as r:
+        with open_repository(repo, create=False) as r:
             changed = RolloutControl(Rollouts(r)).act(action, product, tag, r.clock().now())
             click.echo(f"Rollout {changed.id} of {product}/{tag} is now {changed.state}")
 
@@ -147,7 +167,7 @@ for _action in ("pause", "resume", "abort"):
 @repo_option
 def list_rollouts(repo: Backends) -> None:
     """Every rollout, newest last."""
-    with open_repository(repo) as r:
+    with open_repository(repo, create=False) as r:
         for item in Rollouts(r).every():
             when = datetime.fromtimestamp(item.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
             click.echo(

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import ssl
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,10 @@ def publish(
             click.echo(f"Added {build.version} to the repository (sha256 {build.sha256})")
             start_rollout(r, product, tag, build, steps, **options)
             return
+        started = time.time()
         channel = r.publish(image.read_bytes(), tag, product, text, force)
-        click.echo(
-            f"Published {channel.build.version} to {channel.product}/{channel.tag} (sha256 {channel.build.sha256})"
-        )
+        what = "Published" if channel.updated >= started else "Nothing to do: already published"
+        click.echo(f"{what} {channel.build.version} to {channel.product}/{channel.tag} (sha256 {channel.build.sha256})")
 
 
 @release.command("promote")
@@ -153,7 +154,7 @@ def promote(
     repo: Backends, product: str, source: str, target: str, force: bool, steps: str | None, **options: Any
 ) -> None:
     """Point channel TO at the build channel FROM has (or start a rollout of it)."""
-    with open_repository(repo) as r:
+    with open_repository(repo, create=False) as r:
         if steps:
             start_rollout(r, product, target, r.channel(product, source).build, steps, **options)
             return
@@ -167,7 +168,7 @@ def promote(
 @click.option("--tag", required=True)
 def rollback(repo: Backends, product: str, tag: str) -> None:
     """Point a channel back at its previous build."""
-    with open_repository(repo) as r:
+    with open_repository(repo, create=False) as r:
         channel = r.rollback(product, tag)
         click.echo(f"Rolled back {product}/{tag} to {channel.build.version}")
 
@@ -176,7 +177,7 @@ def rollback(repo: Backends, product: str, tag: str) -> None:
 @repo_option
 def list_channels(repo: Backends) -> None:
     """Show every channel and its current build."""
-    with open_repository(repo) as r:
+    with open_repository(repo, create=False) as r:
         for c in r.channels():
             when = _when(c.updated)
             security = r.security(c.build.sha256)
@@ -208,7 +209,7 @@ def trust(repo: Backends, product: str | None, key_file: Path | None, name: str 
         if product is None or key_file is None:
             raise click.UsageError("give --product and --key (or --list)")
         digest = key_digest(load_public_key(key_file.read_bytes()))
-        added = trust_key(r.db, product, digest, name or key_file.name)
+        added = trust_key(r.db, product, digest, name or key_file.name, r.actor)
         state = "now trusts" if added else "already trusted"
         click.echo(f"{product} {state} key digest {digest.hex()}")
 
@@ -226,8 +227,8 @@ def untrust(repo: Backends, product: str, key_file: Path | None, digest: str | N
         raw = key_digest(load_public_key(key_file.read_bytes())) if key_file else bytes.fromhex(digest or "")
     except ValueError:
         raise click.UsageError(f"--digest {digest!r} is not a hex SHA-256") from None
-    with open_repository(repo) as r:
-        if not untrust_key(r.db, product, raw):
+    with open_repository(repo, create=False) as r:
+        if not untrust_key(r.db, product, raw, r.actor):
             raise click.ClickException(f"{product} does not trust key digest {raw.hex()}")
         left = len(trusted_keys(r.db, product))
         click.echo(f"{product} no longer trusts key digest {raw.hex()} ({left} trusted key(s) left)")
@@ -241,21 +242,24 @@ def token() -> None:
 @token.command("create")
 @repo_option
 @click.option("--name", required=True, help="Who or what uses the token (unique).")
-def create_token(repo: Backends, name: str) -> None:
+@click.option("--role", type=click.Choice(tokens.ROLES), default="admin", show_default=True,
+              help="read: GET APIs and console pages; release: also publish, promote, rollback, rollouts; "
+                   "admin: also tokens and trusted keys.")  # fmt: skip
+def create_token(repo: Backends, name: str, role: str) -> None:
     """Create a token and print it once."""
     with open_repository(repo) as r:
-        click.echo(tokens.create_token(r.db, name))
+        click.echo(tokens.create_token(r.db, name, role, r.actor))
 
 
 @token.command("list")
 @repo_option
 def list_tokens(repo: Backends) -> None:
     """Every token's name, when it was created and last used (never the secret)."""
-    with open_repository(repo) as r:
+    with open_repository(repo, create=False) as r:
         records = tokens.list_tokens(r.db)
     for record in records:
         last = _when(record.last_used) if record.last_used else "never"
-        click.echo(f"{record.name:<24} created {_when(record.created)}  last used {last}")
+        click.echo(f"{record.name:<24} {record.role:<8} created {_when(record.created)}  last used {last}")
     if not records:
         click.echo("No tokens. Create one with `ovota token create --name NAME`.")
 
@@ -265,8 +269,8 @@ def list_tokens(repo: Backends) -> None:
 @click.argument("name")
 def revoke_token(repo: Backends, name: str) -> None:
     """Delete the token called NAME: the API refuses it at once and its console sessions end."""
-    with open_repository(repo) as r:
-        tokens.revoke_token(r.db, name)
+    with open_repository(repo, create=False) as r:
+        tokens.revoke_token(r.db, name, r.actor)
     click.echo(f"Revoked token {name}")
 
 

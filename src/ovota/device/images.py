@@ -19,6 +19,7 @@ from ovota.formats.app_image import (
     AppImage,
 )
 from ovota.formats.partition_table import Partition
+from ovota.formats.signature import read_signatures
 from ovota.formats.version_marker import read_version
 from ovota.formats.versions import escape_bytes
 
@@ -104,6 +105,17 @@ def stored_image(flash: Flash, part: Partition) -> bytes | None:
         return None
     data = flash.read(part.offset, part.size)
     return data[: AppImage.parse(data).length]
+
+
+def stored_file(flash: Flash, part: Partition) -> bytes | None:
+    """The partition's image as the file it was flashed from: the image and, for a signed one, its signature
+    sector (what ``espsecure sign-data`` wrote), if the image is valid."""
+    image = stored_image(flash, part)
+    if image is None:
+        return None
+    data = flash.read(part.offset, part.size)
+    signatures = read_signatures(data, len(image))
+    return image if signatures is None else data[: signatures.end]
 
 
 class PartitionFile(io.RawIOBase):

@@ -12,6 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ovota.server.api import MAX_UPLOAD, create_api
 from ovota.server.api.clock import add_clock_routes
+from ovota.server.api.health import add_health_routes
 from ovota.server.context import CONTEXT_KEY, Context, Desk
 from ovota.server.devices.answers import ChannelAnswers
 from ovota.server.devices.blobs import OpenBlobs
@@ -25,9 +26,11 @@ from ovota.server.store.backends import Backends
 from ovota.server.store.clock import ServerClock
 from ovota.server.store.repository import Repository
 from ovota.server.store.threads import RepositoryThreads
+from ovota.server.web.audit_page import add_audit_page
 from ovota.server.web.console import add_console_routes
-from ovota.server.web.fleet_pages import add_fleet_pages
+from ovota.server.web.fleet_page import add_fleet_page
 from ovota.server.web.listing import add_listing_routes
+from ovota.server.web.rollouts_page import add_rollouts_page
 
 PARTIAL_AGE = 600.0  # a temporary blob file this old belongs to no publish still running
 log = logging.getLogger("ovota.server")
@@ -110,9 +113,12 @@ def create_app(
     devices.add_routes(app)  # first: the router tries resources in order
     add_listing_routes(app)
     add_clock_routes(app)
+    add_health_routes(app)
     app.add_subapp("/api/v1", create_api(context))
     add_console_routes(app)
-    add_fleet_pages(app)
+    add_fleet_page(app)
+    add_rollouts_page(app)
+    add_audit_page(app)
     app.router.add_static("/static", Path(__file__).parent / "web" / "static")
     if tls:
         app.on_response_prepare.append(_strict_transport_security)

@@ -17,6 +17,7 @@ from ovota.server.fleet.control import RolloutControl
 from ovota.server.fleet.rollouts import Rollouts
 from ovota.server.fleet.status import RolloutStatus
 from ovota.server.loops import Background
+from ovota.server.metrics import OPERATOR_SECONDS
 from ovota.server.store.blobstore import BlobUnavailable
 from ovota.server.store.clock import ServerClock
 from ovota.server.store.database import DatabaseUnavailable
@@ -29,6 +30,8 @@ RETRY_AFTER = "5"
 BACKEND_AWAY = (DatabaseUnavailable, BlobUnavailable, Unavailable)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WEB_SECONDS = OPERATOR_SECONDS.labels("web")
+API_SECONDS = OPERATOR_SECONDS.labels("api")
 
 
 @dataclass
@@ -89,9 +92,15 @@ class Context:
     proxies: frozenset[str] = frozenset()
     throttle: Throttle = field(default_factory=Throttle)
 
-    async def run(self, job: Callable[[Desk], R]) -> R:
-        """``job(desk)`` in a database thread."""
-        return await self.threads.run(job)
+    async def run(self, job: Callable[[Desk], R], actor: str = "") -> R:
+        """``job(desk)`` in a database thread, acting as ``actor`` (the audit log's who) when it changes
+        anything."""
+
+        def acting(desk: Desk) -> R:
+            desk.repo.actor = actor
+            return job(desk)
+
+        return await self.threads.run(acting)
 
     def address(self, request: web.Request) -> str:
         return client_address(request, self.proxies)
@@ -142,9 +151,12 @@ def guarded(handler: Handler) -> Handler:
         bad = undecodable(request)
         if bad is not None:
             return web.Response(status=400, text=f"Bad request: {bad} is not UTF-8\n")
+        started = time.perf_counter()
         try:
             return await handler(request)
         except BACKEND_AWAY as err:
             return unavailable(err)
+        finally:
+            WEB_SECONDS.observe(time.perf_counter() - started)
 
     return guarded_handler

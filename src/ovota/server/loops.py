@@ -19,7 +19,9 @@ from ovota.server.fleet.notify import Notifier
 from ovota.server.fleet.registry import DOWNLOADS_RETENTION, BatchFailed, FleetRecorder
 from ovota.server.fleet.rollouts import Decision, Rollouts
 from ovota.server.fleet.status import RolloutStatus
+from ovota.server.metrics import REGISTRY_BATCH_EVENTS, REGISTRY_BATCH_SECONDS, REGISTRY_DROPPED
 from ovota.server.store import deltas
+from ovota.server.store.audit import SERVER
 from ovota.server.store.backends import Backends
 from ovota.server.store.clock import ServerClock, save_clock
 from ovota.server.store.database import DatabaseUnavailable
@@ -40,6 +42,7 @@ class Background:
     def __init__(self, backends: Backends, clock: ServerClock, fleet: bool, changed: Callable[[], None],
                  retention: float = DOWNLOADS_RETENTION) -> None:  # fmt: skip
         self.repo = Repository(backends)
+        self.repo.actor = SERVER  # rollout decisions are the server's own
         self.clock = clock
         self.recorder = FleetRecorder(self.repo) if fleet else None
         rollouts = Rollouts(self.repo)
@@ -57,9 +60,14 @@ class Background:
         batch = self.recorder.take()
         if batch is None:
             return
+        recorder = self.recorder
         async with self.lock:
+            started, dropped = time.perf_counter(), recorder.dropped
             try:
-                await asyncio.to_thread(self.recorder.write, batch)
+                await asyncio.to_thread(recorder.write, batch)
+                REGISTRY_BATCH_EVENTS.observe(len(batch.events))
+                REGISTRY_BATCH_SECONDS.observe(time.perf_counter() - started)
+                REGISTRY_DROPPED.inc(recorder.dropped - dropped)
             except BatchFailed as failed:
                 self.recorder.restore(failed.remaining)
                 raise DatabaseUnavailable(str(failed)) from None

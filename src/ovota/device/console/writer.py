@@ -1,4 +1,5 @@
-"""Console output: lines to a stream, remembering whether any was an ``Error:`` line."""
+"""Console output: lines to a stream, remembering whether any said a command failed: an ``Error:`` line, a
+``Usage:`` line (wrong arguments) or ``Unrecognised command`` (a typo a script must not pass)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Writer:
 
     def write(self, text: str) -> None:
         for line in text.splitlines():
-            if line.startswith("Error:"):
+            if line.startswith(("Error:", "Usage: ")) or line == "Unrecognised command":
                 self.errors += 1
         self.stream.write(text)
         self.stream.flush()

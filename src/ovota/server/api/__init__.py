@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ovota.server.api.admin import add_admin_routes
 from ovota.server.api.fleet import add_fleet_routes
 from ovota.server.api.releases import add_release_routes
 from ovota.server.context import CONTEXT_KEY, Context
@@ -18,4 +19,5 @@ def create_api(context: Context) -> web.Application:
     api[CONTEXT_KEY] = context
     add_release_routes(api)
     add_fleet_routes(api)
+    add_admin_routes(api)
     return api

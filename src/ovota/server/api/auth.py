@@ -8,10 +8,10 @@ from functools import wraps
 
 from aiohttp import web
 
-from ovota.server.context import BACKEND_AWAY, CONTEXT_KEY, Desk, Handler, unavailable, undecodable
+from ovota.server.context import API_SECONDS, BACKEND_AWAY, CONTEXT_KEY, Desk, Handler, unavailable, undecodable
 from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.errors import NotFound, RepositoryError
-from ovota.server.store.tokens import TokenRecord, authenticate, touch
+from ovota.server.store.tokens import TokenRecord, allows, authenticate, touch
 
 
 def api_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -29,10 +29,19 @@ def _check_token(desk: Desk, token: str) -> TokenRecord | None:
     return record
 
 
-def api_handler(handler: Handler) -> Handler:
-    """``handler`` behind the token check, its refusals as JSON: 400 for undecodable headers and what the
-    repository refuses, 401 without a valid token, 404 for what does not exist, 429 for an address that failed
-    to authenticate too often, 503 with Retry-After while a backend is away."""
+ACTOR = "ovota.actor"  # the request's token name, for the handler (request[ACTOR])
+
+
+def actor(request: web.Request) -> str:
+    """Who is acting: the name of the request's token."""
+    return str(request.get(ACTOR, ""))
+
+
+def api_handler(handler: Handler, role: str = "read") -> Handler:
+    """``handler`` behind the token check, for tokens whose role allows ``role``, its refusals as JSON: 400 for
+    undecodable headers and what the repository refuses, 401 without a valid token, 403 for a role that does
+    not allow it, 404 for what does not exist, 429 for an address that failed to authenticate too often, 503
+    with Retry-After while a backend is away."""
 
     @wraps(handler)
     async def api_call(request: web.Request) -> web.StreamResponse:
@@ -47,10 +56,18 @@ def api_handler(handler: Handler) -> Handler:
         try:
             auth = request.headers.get("Authorization", "")
             token = auth[7:].strip() if auth.startswith("Bearer ") else ""
-            if not token or await context.run(lambda desk: _check_token(desk, token)) is None:
+            found = await context.run(lambda desk: _check_token(desk, token)) if token else None
+            if found is None:
                 context.throttle.failed(address)
                 return api_error(401, "missing or invalid API token")
-            return await handler(request)
+            if not allows(found.role, role):
+                return api_error(403, f"token {found.name!r} has the role {found.role}: this needs {role}")
+            request[ACTOR] = found.name
+            started = time.perf_counter()
+            try:
+                return await handler(request)
+            finally:
+                API_SECONDS.observe(time.perf_counter() - started)
         except NotFound as err:
             return api_error(404, str(err))
         except BACKEND_AWAY as err:

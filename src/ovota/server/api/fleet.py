@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ovota.server.api.auth import api_handler
+from ovota.server.api.auth import actor, api_handler
 from ovota.server.context import CONTEXT_KEY, Desk
-from ovota.server.fleet.policy import PolicyError
-from ovota.server.fleet.registry import list_modules, module_json
+from ovota.server.fleet.modules import MAX_PAGE, FleetQuery, module_json, modules_after
+from ovota.server.fleet.policy import ModuleState, PolicyError
 from ovota.server.fleet.rollouts import RolloutSettings, parse_settings
 from ovota.server.store.errors import RepositoryError
 
@@ -21,10 +21,21 @@ SETTINGS = (
 
 
 async def api_fleet(request: web.Request) -> web.Response:
-    """The registry's modules, optionally for one product and tag (vehicle ids: token holders only)."""
-    product, tag = request.query.get("product"), request.query.get("tag")
-    modules = await request.app[CONTEXT_KEY].run(lambda desk: list_modules(desk.repo.db, product, tag))
-    return web.json_response([module_json(m) for m in modules])
+    """The registry's modules by key, ``?limit=`` (default and most 1000) at a time ``after=`` a key, of a
+    ``product`` and ``tag``, whose vehicle id, version or address contains ``q``. ``X-Total-Count`` says how
+    many match; ``Link: <…>; rel="next"`` gives the next page while there is one."""
+    query = FleetQuery(request.query.get("product"), request.query.get("tag"), request.query.get("q", ""))
+    after = request.query.get("after", "")
+    try:
+        limit = int(request.query.get("limit", str(MAX_PAGE)))
+    except ValueError:
+        raise RepositoryError("limit must be a whole number") from None
+    modules, total = await request.app[CONTEXT_KEY].run(lambda desk: modules_after(desk.repo.db, query, after, limit))
+    headers = {"X-Total-Count": str(total)}
+    if len(modules) == limit:
+        following = request.rel_url.update_query({"after": modules[-1].module, "limit": str(limit)})
+        headers["Link"] = f'<{following}>; rel="next"'
+    return web.json_response([module_json(m) for m in modules], headers=headers)
 
 
 async def api_rollouts(request: web.Request) -> web.Response:
@@ -71,7 +82,7 @@ async def api_rollout_start(request: web.Request) -> web.Response:
         rollout = desk.control.start(product, tag, desk.repo.find_build(build_ref), settings, now)
         return desk.status.summary(rollout)
 
-    summary = await context.run(start)
+    summary = await context.run(start, actor(request))
     context.changed()
     return web.json_response(summary, status=201)
 
@@ -82,11 +93,25 @@ async def api_rollout_status(request: web.Request) -> web.Response:
     return web.json_response(summary)
 
 
+async def api_rollout_modules(request: web.Request) -> web.Response:
+    """``?state=failed``: who is in the rollout and how it went for them (vehicle ids: token holders only)."""
+    product, tag, state = request.match_info["product"], request.match_info["tag"], request.query.get("state")
+    if state is not None and state not in {s.value for s in ModuleState}:
+        raise RepositoryError(f"invalid state {state!r}: use {', '.join(s.value for s in ModuleState)}")
+
+    def read(desk: Desk) -> list[dict[str, Any]]:
+        return [m.__dict__ for m in desk.status.modules(desk.rollouts.current(product, tag), state)]
+
+    return web.json_response(await request.app[CONTEXT_KEY].run(read))
+
+
 async def api_rollout_action(request: web.Request) -> web.Response:
     context = request.app[CONTEXT_KEY]
     product, tag, action = request.match_info["product"], request.match_info["tag"], request.match_info["action"]
     now = context.clock.now()
-    summary = await context.run(lambda desk: desk.status.summary(desk.control.act(action, product, tag, now)))
+    summary = await context.run(
+        lambda desk: desk.status.summary(desk.control.act(action, product, tag, now)), actor(request)
+    )
     context.changed()
     return web.json_response(summary)
 
@@ -94,6 +119,7 @@ async def api_rollout_action(request: web.Request) -> web.Response:
 def add_fleet_routes(api: web.Application) -> None:
     api.router.add_get("/fleet", api_handler(api_fleet))
     api.router.add_get("/rollouts", api_handler(api_rollouts))
-    api.router.add_post("/rollouts", api_handler(api_rollout_start))
+    api.router.add_post("/rollouts", api_handler(api_rollout_start, "release"))
     api.router.add_get("/rollouts/{product}/{tag}", api_handler(api_rollout_status))
-    api.router.add_post("/rollouts/{product}/{tag}/{action}", api_handler(api_rollout_action))
+    api.router.add_get("/rollouts/{product}/{tag}/modules", api_handler(api_rollout_modules))
+    api.router.add_post("/rollouts/{product}/{tag}/{action}", api_handler(api_rollout_action, "release"))

@@ -10,8 +10,9 @@ from typing import Any
 import aiohttp
 from aiohttp import BodyPartReader, web
 
-from ovota.server.api.auth import api_handler
+from ovota.server.api.auth import actor, api_handler
 from ovota.server.context import CONTEXT_KEY, Desk
+from ovota.server.store.channels import channel_order
 from ovota.server.store.deltas import Delta
 from ovota.server.store.errors import RepositoryError
 from ovota.server.store.repository import BIN, Channel, publish_on_own_connection
@@ -33,6 +34,7 @@ def channel_json(
         "product": channel.product,
         "tag": channel.tag,
         "version": build.version,
+        "changelog": build.changelog,
         "size": build.size,
         "sha256": build.sha256,
         "updated": formatdate(channel.updated, usegmt=True),
@@ -55,7 +57,8 @@ async def api_channels(request: web.Request) -> web.Response:
 
     def read(desk: Desk) -> list[dict[str, Any]]:
         repo = desk.repo
-        return [channel_json(c, context.public_url, repo.security(c.build.sha256)) for c in repo.channels()]
+        ordered = sorted(repo.channels(), key=lambda c: channel_order(c.product, c.tag))
+        return [channel_json(c, context.public_url, repo.security(c.build.sha256)) for c in ordered]
 
     return web.json_response(await context.run(read))
 
@@ -84,7 +87,8 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
 
 
 async def api_publish(request: web.Request) -> web.Response:
-    """Raw image body with ?tag=&product=&changelog=, or multipart fields image, tag, product, changelog."""
+    """Raw image body with ?tag=&product=&changelog=&force=, or multipart fields image, tag, product,
+    changelog, force (``true`` aborts the channel's active rollout)."""
     data, fields = await read_upload(request)
     if not fields.get("tag"):
         raise RepositoryError("missing tag")
@@ -97,40 +101,47 @@ async def api_publish(request: web.Request) -> web.Response:
         fields.get("product") or None,
         fields.get("changelog", ""),
         context.threads.busy_timeout,
+        actor(request),
+        fields.get("force", "") in ("true", "1", "yes"),
     )
     context.changed()
     return await _channel_answer(request, channel, 201)
 
 
-async def json_fields(request: web.Request, *keys: str) -> list[str]:
-    """The string fields ``keys`` of a JSON object body; RepositoryError otherwise."""
+async def json_object(request: web.Request, *keys: str) -> dict[str, Any]:
+    """A JSON object body with the string fields ``keys`` (and ``force``, a boolean, if present);
+    RepositoryError otherwise."""
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RepositoryError("request body must be JSON") from None
     if not isinstance(body, dict) or any(not isinstance(body.get(k), str) for k in keys):
         raise RepositoryError(f"JSON body must have string fields: {', '.join(keys)}")
-    return [body[k] for k in keys]
+    if not isinstance(body.get("force", False), bool):
+        raise RepositoryError("force must be true or false")
+    return body
 
 
 async def api_promote(request: web.Request) -> web.Response:
-    product, source, target = await json_fields(request, "product", "from", "to")
+    body = await json_object(request, "product", "from", "to")
     context = request.app[CONTEXT_KEY]
-    channel = await context.run(lambda desk: desk.repo.promote(product, source, target))
+    product, source, target, force = body["product"], body["from"], body["to"], body.get("force", False)
+    channel = await context.run(lambda desk: desk.repo.promote(product, source, target, force), actor(request))
     context.changed()
     return await _channel_answer(request, channel)
 
 
 async def api_rollback(request: web.Request) -> web.Response:
-    product, tag = await json_fields(request, "product", "tag")
+    body = await json_object(request, "product", "tag")
     context = request.app[CONTEXT_KEY]
-    channel = await context.run(lambda desk: desk.repo.rollback(product, tag))
+    product, tag, force = body["product"], body["tag"], body.get("force", False)
+    channel = await context.run(lambda desk: desk.repo.rollback(product, tag, force), actor(request))
     context.changed()
     return await _channel_answer(request, channel)
 
 
 def add_release_routes(api: web.Application) -> None:
     api.router.add_get("/channels", api_handler(api_channels))
-    api.router.add_post("/publish", api_handler(api_publish))
-    api.router.add_post("/promote", api_handler(api_promote))
-    api.router.add_post("/rollback", api_handler(api_rollback))
+    api.router.add_post("/publish", api_handler(api_publish, "release"))
+    api.router.add_post("/promote", api_handler(api_promote, "release"))
+    api.router.add_post("/rollback", api_handler(api_rollback, "release"))

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from ovota.server.devices.blobs import OpenBlob
+from ovota.server.metrics import DEVICE_BYTES, device_request
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 TLS_CHUNK = 256 * 1024
@@ -53,8 +54,10 @@ class BlobResponse(web.StreamResponse):
         on_sent: SentCallback | None = None,
         status: int = 200,
         extra: dict[str, str] | None = None,
+        file: str = "bin",
     ) -> None:
-        """``status``: the answer for the whole blob (226 for a delta); a Range still gives 206."""
+        """``status``: the answer for the whole blob (226 for a delta); a Range still gives 206. ``file``: how
+        the request is counted in the metrics (bin, build), once its status is known."""
         super().__init__(
             status=status,
             headers={
@@ -69,6 +72,7 @@ class BlobResponse(web.StreamResponse):
         )
         self._blob = blob
         self._on_sent = on_sent
+        self._file = file
 
     async def _copy(self, blob: OpenBlob, offset: int, count: int) -> None:
         """The body through TLS, which the kernel cannot encrypt: positional reads (the open file is shared by
@@ -82,6 +86,12 @@ class BlobResponse(web.StreamResponse):
             offset += len(chunk)
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await self._send(request)
+        finally:
+            device_request(self._file, self.status)
+
+    async def _send(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         blob = self._blob
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match is not None:
@@ -128,6 +138,7 @@ class BlobResponse(web.StreamResponse):
                 if self._on_sent is not None:
                     self._on_sent(0, False)
                 raise
+            DEVICE_BYTES.inc(count)
             if self._on_sent is not None:
                 self._on_sent(count, offset + count == blob.size)
         finally:

@@ -9,6 +9,7 @@ memory; ``.bin`` whole, by Range, conditionally, or as an esp_delta_ota patch by
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from ovota.server.devices.blobs import OpenBlobs
 from ovota.server.devices.pins import Pins
 from ovota.server.fleet.agent import parse_user_agent
 from ovota.server.fleet.registry import FleetRecorder
+from ovota.server.metrics import SECONDS, device_request
 from ovota.server.store import deltas
 from ovota.server.store.clock import ServerClock
 from ovota.server.store.database import DatabaseUnavailable
@@ -27,6 +29,7 @@ from ovota.server.store.errors import NotFound
 from ovota.server.store.repository import BIN, VER, Build
 
 DELTA_IM = "esp-delta-ota"
+_FILES = {VER: "ver", BIN: "bin"}
 _BASE_TAG = re.compile(r'"([0-9a-fA-F]{64})"')
 
 
@@ -54,10 +57,19 @@ class DeviceFace:
 
     async def ota_file(self, request: web.Request) -> web.StreamResponse:
         """``GET|HEAD /firmware/ota/<product>/<tag>/ovms3.ver|ovms3.bin``; 503 while a backend is away."""
+        started = time.perf_counter()
+        file = _FILES.get(request.match_info["file"], "other")
         try:
-            return await self._answer(request)
+            response = await self._answer(request)
         except BACKEND_AWAY as err:
-            return unavailable(err)
+            response = unavailable(err)
+        except web.HTTPException as err:
+            device_request(file, err.status)
+            raise
+        if not isinstance(response, BlobResponse):  # that one counts itself once it knows its status
+            device_request(file, response.status)
+        SECONDS[file].observe(time.perf_counter() - started)
+        return response
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         product, tag, name = request.match_info["product"], request.match_info["tag"], request.match_info["file"]
@@ -128,4 +140,4 @@ class DeviceFace:
         except NotFound:
             raise web.HTTPNotFound(text=f"Not found: no build {sha256}\n") from None
         blob = await self.blobs.get(build.sha256)
-        return BlobResponse(blob, "public, max-age=31536000, immutable", build.sha256)
+        return BlobResponse(blob, "public, max-age=31536000, immutable", build.sha256, file="build")

@@ -19,7 +19,7 @@ class Cohorts:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._hashes: dict[tuple[int, str], int] = {}  # (rollout, vehicle id) -> cohort hash
-        self._size: tuple[tuple[int, int, int] | None, int] = (None, 0)
+        self._size: tuple[tuple[int, int, int] | None, tuple[int, int]] = (None, (0, 0))
 
     def place(self, rollout_id: int, vehicle_id: str) -> int:
         """The module's place in the rollout's hash space (HASH_SPACE for a module without a vehicle id)."""
@@ -53,13 +53,24 @@ class Cohorts:
 
     def size(self, rollout: Rollout) -> int:
         """Known modules in the cohort so far; recounted only when the fleet or the step changes."""
+        return self._sizes(rollout)[0]
+
+    def step_offered(self, rollout: Rollout) -> int:
+        """Known modules that joined at the current step: those it offers the new build to."""
+        return self._sizes(rollout)[1]
+
+    def _sizes(self, rollout: Rollout) -> tuple[int, int]:
         (known,) = self.db.execute(
             "SELECT count(*) FROM modules WHERE product = ? AND tag = ? AND first_seen < ?",
             (rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchone()
         key = (rollout.id, rollout.threshold, int(known))
         if self._size[0] != key:
-            self._size = (key, sum(1 for _, h in self.known(rollout) if h < rollout.threshold))
+            lower = rollout.thresholds[-2] if len(rollout.thresholds) > 1 else 0
+            places = [h for _, h in self.known(rollout)]
+            cohort = sum(1 for h in places if h < rollout.threshold)
+            step = sum(1 for h in places if lower <= h < rollout.threshold)
+            self._size = (key, (cohort, step))
         return self._size[1]
 
     def current_step_counts(self, rollout: Rollout) -> Counts:

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from ovota.server.fleet.cohorts import Cohorts
 from ovota.server.fleet.policy import HASH_SPACE, Counts, RolloutState
 from ovota.server.fleet.rollouts import COLUMNS, Rollout, RolloutError, Rollouts, RolloutSettings, log_event
+from ovota.server.store.audit import audited
+from ovota.server.store.channels import point_in
 from ovota.server.store.errors import NotFound
 from ovota.server.store.repository import Build, Repository
 
@@ -22,6 +24,10 @@ class RolloutControl:
 
     def start(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float) -> Rollout:
         """Start rolling ``build`` out to the channel's modules, from the build the channel has now."""
+        with audited(self.repo.db, self.repo.actor, "rollout start", f"{product}/{tag}"):
+            return self._start(product, tag, build, settings, now)
+
+    def _start(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float) -> Rollout:
         channel = self.repo.channel(product, tag)
         if channel.build.sha256 == build.sha256:
             raise RolloutError(f"{product}/{tag} already serves {build.version}")
@@ -34,7 +40,7 @@ class RolloutControl:
         with self.repo.transaction() as db:
             cursor = db.execute(
                 f"INSERT INTO rollouts ({COLUMNS.removeprefix('id, ')}) "
-                f"VALUES ({', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?, ?) RETURNING id",
+                f"VALUES ({', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?, ?, 0) RETURNING id",
                 (product, tag, channel.build.sha256, build.sha256, json.dumps(list(settings.steps)),
                  settings.step_interval, settings.limits.halt_failed, settings.limits.halt_silent,
                  settings.limits.min_sample, settings.watch, settings.grace, settings.notify_url,
@@ -47,7 +53,8 @@ class RolloutControl:
             threshold = self.cohorts.next_threshold(db, rollout, 0)
             db.execute("UPDATE rollouts SET thresholds = ? WHERE id = ?", (json.dumps([threshold]), rollout_id))
             first = f"step 1 ({settings.steps[0]}%)"
-            log_event(db, rollout_id, now, f"started: {channel.build.version} -> {build.version}, {first}")
+            actor = self.repo.actor
+            log_event(db, rollout, now, actor, "start", f"started: {channel.build.version} -> {build.version}, {first}")
         started = self.rollouts.get(rollout_id)
         if started.threshold >= HASH_SPACE:  # a single 100% step: nothing to stage
             complete(self.repo, started, now)
@@ -69,10 +76,11 @@ class RolloutControl:
 
     def act(self, action: str, product: str, tag: str, now: float) -> Rollout:
         """``pause``, ``resume`` or ``abort`` by name; NotFound for any other action."""
-        change = {"pause": self.pause, "resume": self.resume, "abort": self.abort}.get(action)
-        if change is None:
-            raise NotFound(f"no rollout action {action!r}: use pause, resume or abort")
-        return change(product, tag, now)
+        with audited(self.repo.db, self.repo.actor, f"rollout {action}", f"{product}/{tag}"):
+            change = {"pause": self.pause, "resume": self.resume, "abort": self.abort}.get(action)
+            if change is None:
+                raise NotFound(f"no rollout action {action!r}: use pause, resume or abort")
+            return change(product, tag, now)
 
     def _set_state(self, product: str, tag: str, allowed: Iterable[RolloutState], state: RolloutState, now: float,
                    message: str) -> Rollout:  # fmt: skip
@@ -83,12 +91,15 @@ class RolloutControl:
             raise RolloutError(f"the rollout of {product}/{tag} is {rollout.state}: cannot {message}")
         with self.repo.transaction() as db:
             baseline = self.rollouts.counts(rollout.id) if rollout.state is RolloutState.HALTED else rollout.baseline
+            # Resuming keeps the step and starts its interval again: the time paused or halted was no evidence.
+            resumed = state is RolloutState.RUNNING
             db.execute(
                 "UPDATE rollouts SET state = ?, updated = ?, baseline = ?, "
-                "reason = CASE WHEN ? THEN '' ELSE reason END WHERE id = ?",
-                (state.value, now, json.dumps(baseline.__dict__), state is RolloutState.RUNNING, rollout.id),
+                "reason = CASE WHEN ? THEN '' ELSE reason END, step_started = CASE WHEN ? THEN ? ELSE step_started END "
+                "WHERE id = ?",
+                (state.value, now, json.dumps(baseline.__dict__), resumed, resumed, now, rollout.id),
             )
-            log_event(db, rollout.id, now, message)
+            log_event(db, rollout, now, self.repo.actor, message, message)
         return self.rollouts.get(rollout.id)
 
 
@@ -107,6 +118,15 @@ def complete(repo: Repository, rollout: Rollout, now: float) -> bool:
              rollout.state.value, rollout.step),
         ).rowcount  # fmt: skip
         if changed:
-            repo.point_in(db, rollout.product, rollout.tag, rollout.to_build, f"rollout {rollout.id}", now)
-            log_event(db, rollout.id, now, f"completed: {rollout.to_build.version} is the channel's build")
+            point_in(
+                db, repo.actor, rollout.product, rollout.tag, rollout.to_build.sha256, f"rollout {rollout.id}", now
+            )
+            log_event(
+                db,
+                rollout,
+                now,
+                repo.actor,
+                "complete",
+                f"completed: {rollout.to_build.version} is the channel's build",
+            )
     return bool(changed)

@@ -11,8 +11,9 @@ import json
 
 from ovota.server.fleet.cohorts import Cohorts
 from ovota.server.fleet.control import complete
-from ovota.server.fleet.policy import Counts, RolloutState, halt_reason, may_advance
+from ovota.server.fleet.policy import Counts, RolloutState, halt_reason, may_advance, step_halt_reason
 from ovota.server.fleet.rollouts import Decision, Rollout, Rollouts, log_event
+from ovota.server.store.audit import SERVER
 
 
 class RolloutDecider:
@@ -32,14 +33,19 @@ class RolloutDecider:
             self._sample(rollout, counts, now)
             if rollout.state is not RolloutState.RUNNING:
                 continue
-            reason = halt_reason(counts.since(rollout.baseline), rollout.settings.limits)
+            limits = rollout.settings.limits
+            step = self.cohorts.current_step_counts(rollout)
+            offered = self.cohorts.step_offered(rollout)
+            resumed = rollout.baseline != Counts()  # resumed after a halt: health is judged afresh from then
+            reason = halt_reason(counts.since(rollout.baseline), limits)
+            if reason is None and not resumed:
+                reason = step_halt_reason(step, offered, limits)
             if reason is not None:
                 if self._transition(rollout, RolloutState.HALTED, now, reason):
                     decisions.append(Decision(self.rollouts.get(rollout.id), "halted", reason))
                 continue
             elapsed = now - rollout.step_started
-            current_step = self.cohorts.current_step_counts(rollout)
-            if not may_advance(current_step, rollout.settings.limits, elapsed, rollout.settings.step_interval):
+            if not may_advance(step, offered, limits, elapsed, rollout.settings.step_interval, resumed):
                 continue
             decision = self._advance(rollout, now)
             if decision is not None:
@@ -60,12 +66,13 @@ class RolloutDecider:
     def _transition(self, rollout: Rollout, state: RolloutState, now: float, reason: str) -> bool:
         with self.repo.transaction() as db:
             changed = db.execute(
-                "UPDATE rollouts SET state = ?, reason = ?, updated = ? WHERE id = ? AND state = ? AND step = ?",
-                (state.value, reason, now, rollout.id, rollout.state.value, rollout.step),
+                "UPDATE rollouts SET state = ?, reason = ?, reason_at = ?, updated = ? "
+                "WHERE id = ? AND state = ? AND step = ?",
+                (state.value, reason, now, now, rollout.id, rollout.state.value, rollout.step),
             ).rowcount
             if changed:
                 where = f"step {rollout.step + 1} ({rollout.percent}%)"
-                log_event(db, rollout.id, now, f"{state.value} at {where}: {reason}")
+                log_event(db, rollout, now, SERVER, "halt", f"{state.value} at {where}: {reason}")
         return bool(changed)
 
     def _advance(self, rollout: Rollout, now: float) -> Decision | None:
@@ -84,7 +91,7 @@ class RolloutDecider:
                  rollout.step),
             ).rowcount  # fmt: skip
             if changed:
-                log_event(db, rollout.id, now, f"step {step + 1} ({percent}%)")
+                log_event(db, rollout, now, SERVER, "advance", f"step {step + 1} ({percent}%)")
         if not changed:
             return None
         return Decision(self.rollouts.get(rollout.id), "advanced", f"step {step + 1} ({percent}%)")

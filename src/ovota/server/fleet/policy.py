@@ -124,13 +124,35 @@ def halt_reason(counts: Counts, limits: Limits) -> str | None:
     return None
 
 
-def may_advance(counts: Counts, limits: Limits, elapsed: float, interval: float) -> bool:
-    """A step advances once its interval has passed and there is evidence from the step's own modules
-    (``counts``): at least ``min_sample`` outcomes, or every one that received the build has reported.
-    (Health itself is checked first: a rollout whose health fails halts instead.)"""
+def step_halt_reason(step: Counts, offered: int, limits: Limits) -> str | None:
+    """Why a step must halt although the rollout has fewer than ``min_sample`` attempts: every one of the
+    ``offered`` modules of a step smaller than ``min_sample`` has an outcome (the evidence is as complete as it
+    will get) and the failed share among them reaches ``halt_failed``. None otherwise."""
+    if not 0 < offered < limits.min_sample or step.outcomes < offered:
+        return None
+    decided = step.updated + step.failed
+    if not decided or step.failed / decided < limits.halt_failed:
+        return None
+    return (
+        f"failed {step.failed} of {decided} updated or failed ({_pct(step.failed / decided)}), limit "
+        f"{_pct(limits.halt_failed)}; every one of the step's {offered} modules reported"
+    )
+
+
+def may_advance(counts: Counts, offered: int, limits: Limits, elapsed: float, interval: float,
+                resumed: bool = False) -> bool:  # fmt: skip
+    """A step widens only with evidence: its interval has passed, at least ``min(min_sample, offered)`` of the
+    step's own modules have an outcome (and at least one: a step whose modules are all offline never widens),
+    ``offered`` being how many of them are offered the new build, and among those outcomes the failed share is
+    below ``halt_failed`` even while there are too few attempts to halt (unless the operator ``resumed`` the
+    rollout after a halt: they have judged those failures). (Health over the whole rollout is checked first: a
+    rollout whose health fails halts instead.)"""
     if elapsed < interval:
         return False
-    return counts.outcomes >= limits.min_sample or counts.updating == 0
+    if counts.outcomes < max(1, min(limits.min_sample, offered)):
+        return False
+    decided = counts.updated + counts.failed
+    return resumed or not (decided and counts.failed / decided >= limits.halt_failed)
 
 
 def _pct(ratio: float) -> str:

@@ -17,25 +17,8 @@ from ovota.server.fleet.agent import Agent
 from ovota.server.fleet.events import CheckIn, Download
 from ovota.server.fleet.reports import apply_reports
 from ovota.server.fleet.rollouts import Rollouts
-from ovota.server.store.database import Database, DatabaseUnavailable
+from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.repository import Repository
-
-
-@dataclass(frozen=True)
-class Module:
-    """A row of the registry."""
-
-    module: str
-    vehicle_id: str
-    product: str
-    tag: str
-    version: str
-    partition: str
-    address: str
-    first_seen: float
-    last_seen: float
-    checkins: int
-
 
 MAX_BUFFERED = 400_000  # events kept while the database cannot be written (about 100 MB at most)
 DOWNLOADS_RETENTION = 30 * 86400.0
@@ -143,6 +126,12 @@ class FleetRecorder:
                   c.at, c.at) for c in checkins],
             )  # fmt: skip
             db.executemany(
+                "INSERT INTO module_versions VALUES (?, ?, ?, ?) ON CONFLICT (module, version) DO UPDATE SET "
+                "last_seen = CASE WHEN excluded.last_seen > module_versions.last_seen THEN excluded.last_seen "
+                "ELSE module_versions.last_seen END",
+                [(c.module, c.agent.version, c.at, c.at) for c in checkins],
+            )
+            db.executemany(
                 "INSERT INTO downloads (module, product, tag, sha256, bytes, completed, at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(d.module, d.product, d.tag, d.sha256, d.sent, int(d.completed), d.at)
@@ -161,28 +150,3 @@ class FleetRecorder:
         rollouts need); the number deleted."""
         with self.repo.transaction() as db:
             return db.execute("DELETE FROM downloads WHERE at < ?", (now - retention,)).rowcount
-
-
-def list_modules(db: Database, product: str | None = None, tag: str | None = None) -> list[Module]:
-    rows = db.execute(
-        "SELECT * FROM modules WHERE (CAST(? AS TEXT) IS NULL OR product = ?) AND (CAST(? AS TEXT) IS NULL OR tag = ?) "
-        "ORDER BY product, tag, module",
-        (product, product, tag, tag),
-    ).fetchall()
-    return [Module(*row) for row in rows]
-
-
-def module_json(module: Module) -> dict[str, object]:
-    """A registry row as JSON (``fleet list --json`` and ``GET /api/v1/fleet``)."""
-    return dict(module.__dict__)
-
-
-def versions_in_use(db: Database, product: str | None = None, tag: str | None = None) -> list[tuple[str, int]]:
-    """(version, modules running it), most modules first."""
-    rows = db.execute(
-        "SELECT version, count(*) AS n FROM modules "
-        "WHERE (CAST(? AS TEXT) IS NULL OR product = ?) AND (CAST(? AS TEXT) IS NULL OR tag = ?) "
-        "GROUP BY version ORDER BY n DESC, version",
-        (product, product, tag, tag),
-    ).fetchall()
-    return [(str(v), int(n)) for v, n in rows]

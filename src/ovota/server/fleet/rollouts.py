@@ -24,6 +24,7 @@ from ovota.server.fleet.policy import (
     parse_percent,
     parse_steps,
 )
+from ovota.server.store.audit import record
 from ovota.server.store.database import Database
 from ovota.server.store.errors import NotFound, RepositoryError
 from ovota.server.store.repository import Build, Repository
@@ -56,6 +57,7 @@ class Rollout:
     baseline: Counts
     created: float
     updated: float
+    reason_at: float = 0.0  # when the reason (a halt's) was given
 
     @property
     def percent(self) -> int:
@@ -92,7 +94,8 @@ class RolloutError(RepositoryError):
 
 COLUMNS = (
     "id, product, tag, from_sha256, to_sha256, steps, step_interval, halt_failed, halt_silent, min_sample, watch, "
-    "grace, notify_url, state, step, step_started, thresholds, reason, baseline, created, updated, voters_known_for"
+    "grace, notify_url, state, step, step_started, thresholds, reason, baseline, created, updated, voters_known_for, "
+    "reason_at"
 )
 MAX_SAMPLE = 1_000_000
 COUNTED = (ModuleState.UPDATING, ModuleState.UPDATED, ModuleState.FAILED, ModuleState.SILENT)
@@ -108,12 +111,14 @@ class Rollouts:
     def row(self, row: tuple[Any, ...]) -> Rollout:
         """A ``SELECT {COLUMNS}`` row as a Rollout."""
         (rid, product, tag, from_sha, to_sha, steps, interval, halt_failed, halt_silent, min_sample, watch, grace,
-         notify_url, state, step, started, thresholds, reason, baseline, created, updated, known_for) = row  # fmt: skip
+         notify_url, state, step, started, thresholds, reason, baseline, created, updated, known_for,
+         reason_at) = row  # fmt: skip
         limits = Limits(halt_failed, halt_silent, min_sample)
         settings = RolloutSettings(tuple(json.loads(steps)), interval, limits, watch, grace, notify_url, known_for)
         return Rollout(
             rid, product, tag, self.repo.build(from_sha), self.repo.build(to_sha), settings, RolloutState(state),
             step, started, tuple(json.loads(thresholds)), reason, Counts(**json.loads(baseline)), created, updated,
+            reason_at,
         )  # fmt: skip
 
     def get(self, rollout_id: int) -> Rollout:
@@ -167,12 +172,12 @@ class Rollouts:
         found = {str(state): int(n) for state, n in rows}
         return Counts(*(found.get(s.value, 0) for s in COUNTED))
 
-    def events(self, rollout_id: int) -> list[tuple[float, str]]:
-        """The rollout's log: (time, message), oldest first."""
+    def events(self, rollout_id: int) -> list[tuple[float, str, str]]:
+        """The rollout's log: (time, message, who), oldest first."""
         rows = self.db.execute(
-            "SELECT at, message FROM rollout_events WHERE rollout = ? ORDER BY at, rowid", (rollout_id,)
+            "SELECT at, message, actor FROM rollout_events WHERE rollout = ? ORDER BY at, rowid", (rollout_id,)
         )
-        return [(float(at), str(message)) for at, message in rows.fetchall()]
+        return [(float(at), str(message), str(actor)) for at, message, actor in rows.fetchall()]
 
     def samples(self, rollout_id: int) -> list[tuple[float, int, int, int, int, int]]:
         """(time, pending, updating, updated, failed, silent) whenever the counts changed, oldest first."""
@@ -183,9 +188,11 @@ class Rollouts:
         return [(float(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows.fetchall()]
 
 
-def log_event(db: Database, rollout_id: int, now: float, message: str) -> None:
-    """Add a line to the rollout's log (inside the caller's transaction)."""
-    db.execute("INSERT INTO rollout_events VALUES (?, ?, ?)", (rollout_id, now, message))
+def log_event(db: Database, rollout: Rollout, now: float, actor: str, action: str, message: str) -> None:
+    """Add a line to the rollout's log, and ``rollout <action>`` to the audit log (in the caller's transaction)."""
+    db.execute("INSERT INTO rollout_events (rollout, at, message, actor) VALUES (?, ?, ?, ?)",
+               (rollout.id, now, message, actor))  # fmt: skip
+    record(db, actor, f"rollout {action}", f"{rollout.product}/{rollout.tag}", f"rollout {rollout.id}: {message}")
 
 
 def parse_settings(

@@ -7,8 +7,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from ovota.server.fleet.cohorts import Cohorts
-from ovota.server.fleet.policy import Counts, ModuleState
+from ovota.server.fleet.policy import HASH_SPACE, Counts, ModuleState
 from ovota.server.fleet.rollouts import COUNTED, Rollout, Rollouts
+
+
+@dataclass(frozen=True)
+class RolloutModule:
+    """A module's part in a rollout: who it is, its state, what it ran before, when it received the new build
+    (None while pending) and when it was last seen."""
+
+    module: str
+    vehicle_id: str
+    state: str
+    from_version: str
+    received: float | None
+    last_seen: float
+    address: str
+    step: int  # the step at which it joined the cohort (1-based)
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,30 @@ class RolloutStatus:
             lower = upper
         return result
 
+    def modules(self, rollout: Rollout, state: str | None = None) -> list[RolloutModule]:
+        """The rollout's modules, by vehicle id: every voter in the cohort so far (pending until it receives the
+        new build), optionally only those in ``state``."""
+        rows = self.rollouts.db.execute(
+            "SELECT m.module, m.vehicle_id, m.version, m.last_seen, m.address, rm.state, rm.from_version, "
+            "rm.received, rm.last_seen FROM modules m LEFT JOIN rollout_modules rm "
+            "ON rm.module = m.module AND rm.rollout = ? WHERE m.product = ? AND m.tag = ? AND m.first_seen < ?",
+            (rollout.id, rollout.product, rollout.tag, rollout.voters_seen_by),
+        ).fetchall()
+        found = []
+        for module, vehicle_id, version, seen, address, in_state, from_version, received, last_seen in rows:
+            place = self.cohorts.place(rollout.id, str(vehicle_id))
+            if place >= rollout.threshold and rollout.threshold < HASH_SPACE:
+                continue  # not (yet) in the cohort
+            step = next(i for i, t in enumerate(rollout.thresholds, 1) if place < t or t >= HASH_SPACE)
+            entry = RolloutModule(
+                str(module), str(vehicle_id), str(in_state or ModuleState.PENDING.value),
+                str(from_version if in_state else version), None if received is None else float(received),
+                float(last_seen if in_state else seen), str(address), step,
+            )  # fmt: skip
+            if state in (None, entry.state):
+                found.append(entry)
+        return sorted(found, key=lambda m: (m.vehicle_id, m.module))
+
     def summary(self, rollout: Rollout) -> dict[str, Any]:
         """The rollout as JSON: what ``rollout status``, the API and the notify URL report."""
         counts = self.rollouts.counts(rollout.id)
@@ -58,6 +97,7 @@ class RolloutStatus:
             "tag": rollout.tag,
             "state": rollout.state.value,
             "reason": rollout.reason,
+            "reason_at": rollout.reason_at or None,
             "from": {"version": rollout.from_build.version, "sha256": rollout.from_build.sha256},
             "to": {"version": rollout.to_build.version, "sha256": rollout.to_build.sha256},
             "step": rollout.step + 1,

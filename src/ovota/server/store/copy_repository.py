@@ -23,8 +23,10 @@ TABLES: tuple[tuple[str, str | None], ...] = (
     ("channels", "product, tag"),
     ("history", "id"),
     ("tokens", "id"),
+    ("sessions", "digest"),
     ("trusted_keys", "product, digest"),
     ("modules", "module"),
+    ("module_versions", "module, version"),
     ("downloads", "id"),
     ("request_counts", "kind"),
     ("rollouts", "id"),
@@ -33,8 +35,9 @@ TABLES: tuple[tuple[str, str | None], ...] = (
     ("rollout_events", None),
     ("deltas", "base_hash, target_sha256"),
     ("meta", "key"),
+    ("audit", "id"),
 )
-IDENTITY_TABLES = ("history", "tokens", "downloads", "rollouts")
+IDENTITY_TABLES = ("history", "tokens", "downloads", "rollouts", "audit")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ovota.formats import FormatError
 from ovota.formats.delta import create_patch, validation_hash
+from ovota.server.store import channels
 from ovota.server.store.backends import Backends
 from ovota.server.store.errors import NotFound
 from ovota.server.store.repository import Build, Repository
@@ -98,9 +99,9 @@ def _recent_builds(repo: Repository, product: str, bases: int) -> list[Build]:
     found: dict[str, Build] = {}
     for (tag,) in rows:
         shas: list[str] = []
-        for sha, _, _, _ in repo.history(product, str(tag)):
-            if sha not in shas:
-                shas.append(sha)
+        for move in channels.history(repo.db, product, str(tag)):
+            if move.sha256 not in shas:
+                shas.append(move.sha256)
         for sha in shas[:bases]:
             try:
                 found.setdefault(sha, repo.build(sha))

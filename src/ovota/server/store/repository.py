@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ovota.server.store import channels
+from ovota.server.store.audit import audited
 from ovota.server.store.backends import Backends
 from ovota.server.store.blobstore import BlobUnavailable, blob_problem
 from ovota.server.store.clock import ServerClock, stored_clock
 from ovota.server.store.database import Database
 from ovota.server.store.errors import NotFound, RepositoryError, Unavailable
 from ovota.server.store.images import check_fits, check_name, default_product, inspect_image
-from ovota.server.store.schema import ACTIVE_ROLLOUT_STATES
 from ovota.server.store.trust import BuildSecurity, check_trusted, image_security, record_security
 
 BIN, VER = "ovms3.bin", "ovms3.ver"  # the files a channel serves at /firmware/ota/<product>/<tag>/
@@ -60,6 +61,7 @@ class Repository:
         self.backends = where if isinstance(where, Backends) else Backends(folder=where)
         self.db = self.backends.open_database(busy_timeout)
         self.blobs = self.backends.open_blobs()
+        self.actor = ""  # who acts through this connection now, for the audit log (store/audit.py)
 
     def close(self) -> None:
         self.db.close()
@@ -149,25 +151,26 @@ class Repository:
     ) -> Channel:
         """Validate and store an image, then point ``product``/``tag`` at it. A channel with an active
         rollout is refused unless ``force``, which aborts the rollout."""
-        check_name("tag", tag)
-        build, product = self.add_build(data, product, changelog)
-        return self._point(product, tag, build, "publish", force)
+        with audited(self.db, self.actor, "publish", f"{product or '(derived)'}/{tag}"):
+            check_name("tag", tag)
+            build, product = self.add_build(data, product, changelog)
+            return self._point(product, tag, build, "publish", force)
 
     def promote(self, product: str, source: str, target: str, force: bool = False) -> Channel:
-        check_name("tag", target)
-        current = self.channel(product, source)
-        return self._point(product, target, current.build, f"promote from {source}", force)
+        with audited(self.db, self.actor, "promote", f"{product}/{target}"):
+            check_name("tag", target)
+            current = self.channel(product, source)
+            return self._point(product, target, current.build, f"promote from {source}", force)
 
-    def rollback(self, product: str, tag: str) -> Channel:
+    def rollback(self, product: str, tag: str, force: bool = False) -> Channel:
         """Point the channel back at the build it had before its current one."""
-        current = self.channel(product, tag)
-        rows = self.db.execute(
-            "SELECT sha256 FROM history WHERE product = ? AND tag = ? ORDER BY id DESC", (product, tag)
-        ).fetchall()
-        previous = next((sha for (sha,) in rows if sha != current.build.sha256), None)
-        if previous is None:
-            raise RepositoryError(f"{product}/{tag} has no earlier build to roll back to")
-        return self._point(product, tag, self.build(previous), "rollback")
+        with audited(self.db, self.actor, "rollback", f"{product}/{tag}"):
+            current = self.channel(product, tag)
+            moves = channels.history(self.db, product, tag)
+            previous = next((m.sha256 for m in moves if m.sha256 != current.build.sha256), None)
+            if previous is None:
+                raise RepositoryError(f"{product}/{tag} has no earlier build to roll back to")
+            return self._point(product, tag, self.build(previous), "rollback", force)
 
     def check_servable(self, build: Build, product: str) -> None:
         """RepositoryError unless the build fits the product's OTA slot, is signed as the product requires, and
@@ -197,31 +200,8 @@ class Repository:
 
     def _point(self, product: str, tag: str, build: Build, action: str, force: bool = False) -> Channel:
         self.check_servable(build, product)
-        now = time.time()
-        with self.transaction() as db:
-            active = db.execute(
-                "SELECT id, state FROM rollouts WHERE product = ? AND tag = ? AND state IN (?, ?, ?)",
-                (product, tag, *ACTIVE_ROLLOUT_STATES),
-            ).fetchone()
-            if active is not None and not force:
-                raise RepositoryError(
-                    f"{product}/{tag} has a {active[1]} rollout (id {active[0]}): abort it first, or use --force"
-                )
-            if active is not None:
-                db.execute("UPDATE rollouts SET state = 'aborted', updated = ? WHERE id = ?", (now, active[0]))
-                db.execute("INSERT INTO rollout_events VALUES (?, ?, ?)", (active[0], now, f"aborted by {action}"))
-            self.point_in(db, product, tag, build, action, now)
+        now = channels.point(self.db, self.actor, product, tag, build.sha256, build.version, action, force)
         return Channel(product, tag, build, now)
-
-    def point_in(self, db: Database, product: str, tag: str, build: Build, action: str, now: float) -> None:
-        """Move the channel inside the caller's transaction, with its history row."""
-        db.execute(
-            "INSERT INTO channels VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (product, tag) DO UPDATE SET sha256 = excluded.sha256, updated = excluded.updated",
-            (product, tag, build.sha256, now),
-        )
-        db.execute("INSERT INTO history (product, tag, sha256, action, at) VALUES (?, ?, ?, ?, ?)",
-                   (product, tag, build.sha256, action, now))  # fmt: skip
 
     def channel(self, product: str, tag: str) -> Channel:
         row = self.db.execute(
@@ -240,23 +220,22 @@ class Repository:
         ).fetchall()
         return [Channel(r[0], r[1], Build(*r[3:]), r[2]) for r in rows]
 
-    def history(self, product: str, tag: str) -> list[tuple[str, str, str, float]]:
-        """(sha256, version, action, time) for a channel, newest first."""
-        rows = self.db.execute(
-            "SELECT h.sha256, b.version, h.action, h.at FROM history h JOIN builds b ON b.sha256 = h.sha256 "
-            "WHERE h.product = ? AND h.tag = ? ORDER BY h.id DESC",
-            (product, tag),
-        ).fetchall()
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
-
 
 def publish_on_own_connection(
-    where: Backends, data: bytes, tag: str, product: str | None = None, changelog: str = "", busy_timeout: float = 30.0
-) -> Channel:
+    where: Backends, data: bytes, tag: str, product: str | None = None, changelog: str = "", busy_timeout: float = 30.0,
+    actor: str = "", force: bool = False,
+) -> Channel:  # fmt: skip
     """``publish`` on a connection of its own, for running in a thread: a server's event loop stays free to
     serve modules while a build is validated, written and (with S3) uploaded and read back."""
     repo = Repository(where, busy_timeout)
+    repo.actor = actor
     try:
-        return repo.publish(data, tag, product, changelog)
+        return repo.publish(data, tag, product, changelog, force)
     finally:
         repo.close()
+
+
+def recent_builds(db: Database, limit: int = 50) -> list[Build]:
+    """The newest builds in the repository, newest first."""
+    rows = db.execute("SELECT * FROM builds ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
+    return [Build(*row) for row in rows]

@@ -184,8 +184,36 @@ ALTER TABLE rollouts ADD COLUMN voters_known_for REAL NOT NULL DEFAULT 0;
 CREATE INDEX downloads_at ON downloads (at)
 """
 
+# Operators: token roles (tokens made before them are admins), the audit log and who acted in channel histories
+# and rollout logs, when a rollout's reason was given, and each module's versions over time.
+_OPERATORS = """
+ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit (at);
+ALTER TABLE history ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+ALTER TABLE rollout_events ADD COLUMN actor TEXT NOT NULL DEFAULT '';
+ALTER TABLE rollouts ADD COLUMN reason_at REAL NOT NULL DEFAULT 0;
+CREATE TABLE module_versions (
+    module TEXT NOT NULL,
+    version TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (module, version)
+);
+CREATE INDEX rollout_modules_module ON rollout_modules (module)
+"""
+
 MIGRATIONS: tuple[tuple[int, tuple[Statement, ...]], ...] = (
     (1, _statements(_INITIAL)),
     (2, tuple(("postgresql", sql) for sql in _NOTIFY_CHANGES)),
     (3, _statements(_OPEN_INTERNET)),
+    (4, _statements(_OPERATORS)),
 )

@@ -24,16 +24,16 @@ def start_session(db: Database, token_id: int) -> str:
     return secret
 
 
-def session_user(db: Database, secret: str) -> str | None:
-    """The name of the token the live session belongs to; None if there is no such session, it expired, or
-    its token was revoked."""
+def session_user(db: Database, secret: str) -> tuple[str, str] | None:
+    """(name, role) of the token the live session belongs to; None if there is no such session, it expired,
+    or its token was revoked."""
     if not _SECRET.fullmatch(secret):
         return None
     row = db.execute(
-        "SELECT t.name FROM sessions s JOIN tokens t ON t.id = s.token WHERE s.digest = ? AND s.expires > ?",
+        "SELECT t.name, t.role FROM sessions s JOIN tokens t ON t.id = s.token WHERE s.digest = ? AND s.expires > ?",
         (_digest(secret), time.time()),
     ).fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 def end_session(db: Database, secret: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ovota.formats.app_image import AppImage
 from ovota.formats.signature import read_signatures
+from ovota.server.store.audit import audited, record
 from ovota.server.store.database import Database
 from ovota.server.store.errors import RepositoryError
 from ovota.server.store.images import check_name
@@ -57,21 +58,26 @@ def trusted_keys(db: Database, product: str | None = None) -> list[TrustedKey]:
     return [TrustedKey(*row) for row in rows]
 
 
-def trust(db: Database, product: str, digest: bytes, name: str) -> bool:
+def trust(db: Database, product: str, digest: bytes, name: str, actor: str = "") -> bool:
     """Trust a key digest for ``product``; False if it already was."""
-    check_name("product", product)
-    with db.transaction():
-        cursor = db.execute(
-            "INSERT INTO trusted_keys (product, digest, name, added) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (product, digest.hex(), name, time.time()),
-        )
+    with audited(db, actor, "trust", product):
+        check_name("product", product)
+        with db.transaction():
+            cursor = db.execute(
+                "INSERT INTO trusted_keys (product, digest, name, added) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (product, digest.hex(), name, time.time()),
+            )
+            if cursor.rowcount == 1:
+                record(db, actor, "trust", product, f"key {digest.hex()} ({name})")
     return cursor.rowcount == 1
 
 
-def untrust(db: Database, product: str, digest: bytes) -> bool:
+def untrust(db: Database, product: str, digest: bytes, actor: str = "") -> bool:
     """Stop trusting a key digest; False if it was not trusted."""
     with db.transaction():
         cursor = db.execute("DELETE FROM trusted_keys WHERE product = ? AND digest = ?", (product, digest.hex()))
+        if cursor.rowcount == 1:
+            record(db, actor, "untrust", product, f"key {digest.hex()}")
     return cursor.rowcount == 1
 
 

@@ -6,7 +6,6 @@ Every action goes through the same Repository calls as the CLI and the API, in a
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote
 
@@ -14,38 +13,42 @@ from aiohttp import web
 
 from ovota.server.api.releases import read_upload
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
+from ovota.server.store import channels
+from ovota.server.store.channels import HistoryEntry, channel_order
 from ovota.server.store.errors import RepositoryError
 from ovota.server.store.repository import Channel, publish_on_own_connection
 from ovota.server.web.layout import page
-from ovota.server.web.login import add_login_routes, read_form, require_user
-from ovota.server.web.rollout_banner import console_nav, halt_banner
+from ovota.server.web.login import Operator, add_login_routes, console_nav, read_form, require_user
+from ovota.server.web.rollout_banner import halt_banner
+from ovota.server.web.text import notice, size, when
 
-CHANNEL_ORDER = ("edge", "eap", "main")
-History = list[tuple[str, str, str, float]]  # (sha256, version, action, time), newest first
+History = list[HistoryEntry]  # newest first
 PROMOTIONS = (("edge", "eap"), ("eap", "main"))
 
 
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _product_section(product: str, channels: dict[str, tuple[Channel, History]]) -> str:
+def _product_section(product: str, moves: dict[str, tuple[Channel, History]], operator: Operator) -> str:
     rows = []
-    for tag in sorted(channels, key=lambda t: (CHANNEL_ORDER.index(t) if t in CHANNEL_ORDER else 9, t)):
-        c, history = channels[tag]
+    release = operator.may("release")
+    for tag in sorted(moves, key=lambda t: channel_order(product, t)):
+        c, history = moves[tag]
         items = "".join(
-            f"<li>{escape(version)} <small>{escape(action)}, {_when(at)}</small></li>"
-            for _, version, action, at in history
+            f"<li>{escape(m.version)} <small>{escape(m.action)} by {escape(m.actor or 'unknown')}, {when(m.at)}"
+            "</small></li>"
+            for m in history
         )
+        changelog = (f"<details><summary>Changelog</summary><pre>{escape(c.build.changelog)}</pre></details>"
+                     if c.build.changelog.strip() else "")  # fmt: skip
         rollback = (
             f'<form method="post" action="/console/rollback" data-confirm="Roll back {escape(product)}/{escape(tag)} '
             f'to its previous build?"><input type="hidden" name="product" value="{escape(product)}">'
             f'<input type="hidden" name="tag" value="{escape(tag)}">'
             f'<button type="submit" class="secondary">Roll back {escape(tag)}</button></form>'
-        )
+            if release else ""
+        )  # fmt: skip
         rows.append(
             f'<tr id="channel-{escape(product)}-{escape(tag)}"><th scope="row">{escape(tag)}</th>'
-            f'<td class="version">{escape(c.build.version)}</td><td>{c.build.size}</td><td>{_when(c.updated)}</td>'
+            f'<td class="version">{escape(c.build.version)}{changelog}</td>'
+            f'<td title="{c.build.size} bytes">{size(c.build.size)}</td><td>{when(c.updated)}</td>'
             f"<td><code>{c.build.sha256[:16]}</code></td><td><details><summary>History</summary><ul>{items}</ul>"
             f"</details></td><td>{rollback}</td></tr>"
         )
@@ -54,33 +57,23 @@ def _product_section(product: str, channels: dict[str, tuple[Channel, History]])
         f'<input type="hidden" name="product" value="{escape(product)}"><input type="hidden" name="from" value="{src}">'
         f'<input type="hidden" name="to" value="{dst}"><button type="submit">Promote {src} → {dst}</button></form>'
         for src, dst in PROMOTIONS
-        if src in channels
+        if src in moves and release
     )
     anchor = f"product-{escape(product)}"
     return f"""<section aria-labelledby="{anchor}"><h2 id="{anchor}">{escape(product)}</h2>
 <div class="table"><table><thead><tr><th>Channel</th><th>Version</th><th>Size</th><th>Updated</th><th>SHA-256</th>
-<th>History</th><th>Rollback</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>
+<th>History</th><th>{"Rollback" if release else ""}</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>
 <div class="actions">{promotions}</div></section>"""
 
 
 def _read_channels(desk: Desk) -> tuple[dict[str, dict[str, tuple[Channel, History]]], str]:
     products: dict[str, dict[str, tuple[Channel, History]]] = {}
     for c in desk.repo.channels():
-        products.setdefault(c.product, {})[c.tag] = (c, desk.repo.history(c.product, c.tag)[:6])
+        products.setdefault(c.product, {})[c.tag] = (c, channels.history(desk.repo.db, c.product, c.tag)[:6])
     return products, halt_banner(desk.rollouts)
 
 
-async def console(request: web.Request) -> web.Response:
-    user = await require_user(request)
-    products, banner = await request.app[CONTEXT_KEY].run(_read_channels)
-    notice = ""
-    if "error" in request.query:
-        notice = f'<p class="error" role="alert">{escape(request.query["error"])}</p>'
-    elif "ok" in request.query:
-        notice = f'<p class="ok" role="status">{escape(request.query["ok"])}</p>'
-    sections = "".join(_product_section(p, products[p]) for p in sorted(products))
-    body = f"""{console_nav(user)}{banner}{notice}
-<section aria-labelledby="publish-title"><h2 id="publish-title">Publish a build</h2>
+PUBLISH_FORM = """<section aria-labelledby="publish-title"><h2 id="publish-title">Publish a build</h2>
 <form id="publish" method="post" action="/console/publish" enctype="multipart/form-data">
 <label for="image">Firmware image (ovms3.bin)</label><input type="file" id="image" name="image" required>
 <label for="tag">Channel</label><select id="tag" name="tag"><option>edge</option><option>eap</option>
@@ -90,7 +83,15 @@ async def console(request: web.Request) -> web.Response:
 <label for="changelog">Changelog</label><textarea id="changelog" name="changelog" rows="4"></textarea>
 <button type="submit">Publish</button>
 <progress id="upload-progress" max="100" value="0" hidden aria-label="Upload progress"></progress>
-<span id="upload-percent"></span><p id="publish-message" role="status"></p></form></section>
+<span id="upload-percent"></span><p id="publish-message" role="status"></p></form></section>"""
+
+
+async def console(request: web.Request) -> web.Response:
+    operator = await require_user(request)
+    products, banner = await request.app[CONTEXT_KEY].run(_read_channels)
+    sections = "".join(_product_section(p, products[p], operator) for p in sorted(products))
+    form = PUBLISH_FORM if operator.may("release") else ""
+    body = f"""{console_nav(operator)}<div id="banner" data-live>{banner}</div>{notice(request)}{form}
 {sections or "<p>No builds published yet.</p>"}"""
     return web.Response(text=page("Release console", body, script="/static/console.js"), content_type="text/html")
 
@@ -100,11 +101,12 @@ def _back(ok: str = "", error: str = "") -> web.HTTPSeeOther:
 
 
 async def promote(request: web.Request) -> web.Response:
-    await require_user(request)
+    operator = await require_user(request, "release")
     form = await read_form(request)
     product, source, target = form.get("product", ""), form.get("from", ""), form.get("to", "")
+    run = request.app[CONTEXT_KEY].run
     try:
-        channel = await request.app[CONTEXT_KEY].run(lambda desk: desk.repo.promote(product, source, target))
+        channel = await run(lambda desk: desk.repo.promote(product, source, target), operator.name)
     except RepositoryError as err:
         raise _back(error=str(err)) from None
     _changed(request)
@@ -112,11 +114,11 @@ async def promote(request: web.Request) -> web.Response:
 
 
 async def rollback(request: web.Request) -> web.Response:
-    await require_user(request)
+    operator = await require_user(request, "release")
     form = await read_form(request)
     product, tag = form.get("product", ""), form.get("tag", "")
     try:
-        channel = await request.app[CONTEXT_KEY].run(lambda desk: desk.repo.rollback(product, tag))
+        channel = await request.app[CONTEXT_KEY].run(lambda desk: desk.repo.rollback(product, tag), operator.name)
     except RepositoryError as err:
         raise _back(error=str(err)) from None
     _changed(request)
@@ -125,13 +127,14 @@ async def rollback(request: web.Request) -> web.Response:
 
 async def publish(request: web.Request) -> web.Response:
     """Multipart upload from the publish form (sent by XMLHttpRequest for its progress events)."""
-    await require_user(request)
+    operator = await require_user(request, "release")
     context = request.app[CONTEXT_KEY]
     try:
         data, fields = await read_upload(request)
         channel = await asyncio.to_thread(
             publish_on_own_connection, context.threads.backends, data, fields.get("tag", ""),
             fields.get("product", "").strip() or None, fields.get("changelog", ""), context.threads.busy_timeout,
+            operator.name,
         )  # fmt: skip
     except RepositoryError as err:
         return web.json_response({"ok": False, "error": str(err)}, status=400)

@@ -11,10 +11,12 @@ from aiohttp import web
 from ovota.server.api.releases import channel_json
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.store import deltas
+from ovota.server.store.channels import channel_order
 from ovota.server.store.deltas import Delta
 from ovota.server.store.repository import BIN, VER, Channel
 from ovota.server.store.trust import BuildSecurity
 from ovota.server.web import layout
+from ovota.server.web.text import size
 
 Listed = tuple[Channel, BuildSecurity, list[Delta]]  # a channel, its build's signers, patches to it
 
@@ -23,11 +25,12 @@ def _wants_json(request: web.Request) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
-def _page(title: str, crumbs: list[tuple[str, str]], head: list[str], rows: list[list[str]]) -> web.Response:
+def _page(title: str, crumbs: list[tuple[str, str]], head: list[str], rows: list[list[str]],
+          after: str = "") -> web.Response:  # fmt: skip
     nav = " / ".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a>' for text, href in crumbs)
     header = "".join(f'<th scope="col">{html.escape(h)}</th>' for h in head)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    table = f'<div class="table"><table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>'
+    table = f'<div class="table"><table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>{after}'
     text = layout.page(
         title, table, nav=f'<nav class="crumbs" aria-label="Breadcrumb">{nav}</nav>', script="/static/listing.js"
     )
@@ -50,7 +53,8 @@ async def listing(request: web.Request) -> web.Response:
 
     def read(desk: Desk) -> list[Listed]:
         repo = desk.repo
-        channels = [c for c in repo.channels() if product in (None, c.product) and tag in (None, c.tag)]
+        channels = sorted((c for c in repo.channels() if product in (None, c.product) and tag in (None, c.tag)),
+                          key=lambda c: channel_order(c.product, c.tag))  # fmt: skip
         return [(c, repo.security(c.build.sha256), deltas.for_target(repo, c.build.sha256) if as_json else [])
                 for c in channels]  # fmt: skip
 
@@ -86,13 +90,16 @@ def _html(product: str | None, tag: str | None, listed: list[Listed]) -> web.Res
     security = listed[0][1]
     signers = "".join(f"<code>{d}</code> " for d in security.signers) or "unsigned"
     rows = [
-        [_link(bin_url, BIN) + copy, str(c.build.size), html.escape(c.build.version), updated,
+        [_link(bin_url, BIN) + copy, f"{size(c.build.size)} ({c.build.size} bytes)", html.escape(c.build.version),
+         updated,
          f"<code>{c.build.sha256}</code>", str(security.secure_version), signers],
         [_link(f"/firmware/ota/{product}/{tag}/{VER}", VER), str(len(c.ver_file)), html.escape(c.build.version),
          updated, "", "", ""],
     ]  # fmt: skip
     head = ["File", "Size", "Version", "Updated", "SHA-256", "Secure version", "Signed by"]
-    return _page(f"{product} / {tag}", crumbs, head, rows)
+    changelog = c.build.changelog.strip()
+    notes = f"<h2>Changelog</h2><pre>{html.escape(changelog)}</pre>" if changelog else ""
+    return _page(f"{product} / {tag}", crumbs, head, rows, notes)
 
 
 async def root(request: web.Request) -> web.Response:

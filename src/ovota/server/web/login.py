@@ -7,13 +7,14 @@ revoked. Failed logins are throttled per address, like failed API calls.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from html import escape
 
 from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, guarded
 from ovota.server.store.sessions import SESSION_SECONDS, end_session, session_user, start_session
-from ovota.server.store.tokens import authenticate
+from ovota.server.store.tokens import allows, authenticate
 from ovota.server.web.layout import page
 
 COOKIE = "ovota_session"
@@ -70,16 +71,41 @@ async def logout(request: web.Request) -> web.Response:
     raise response
 
 
-async def require_user(request: web.Request) -> str:
-    """The logged-in user; a redirect to the login page otherwise, and cross-site POSTs are refused."""
+@dataclass(frozen=True)
+class Operator:
+    """Who is logged in: the token's name and role."""
+
+    name: str
+    role: str
+
+    def may(self, needed: str) -> bool:
+        return allows(self.role, needed)
+
+
+async def require_user(request: web.Request, role: str = "read") -> Operator:
+    """The logged-in operator, whose role must allow ``role``: a redirect to the login page without a session,
+    403 for a role that does not allow it; cross-site POSTs are refused."""
     origin = request.headers.get("Origin")
     if request.method == "POST" and origin and origin.split("://", 1)[-1] != request.host:
         raise web.HTTPForbidden(text="Cross-site request refused\n")
     secret = request.cookies.get(COOKIE, "")
-    user = await request.app[CONTEXT_KEY].run(lambda desk: session_user(desk.repo.db, secret)) if secret else None
-    if user is None:
+    found = await request.app[CONTEXT_KEY].run(lambda desk: session_user(desk.repo.db, secret)) if secret else None
+    if found is None:
         raise web.HTTPSeeOther("/console/login")
-    return user
+    operator = Operator(*found)
+    if not operator.may(role):
+        raise web.HTTPForbidden(text=f"Forbidden: {operator.name} has the role {operator.role}: this needs {role}\n")
+    return operator
+
+
+def console_nav(operator: Operator) -> str:
+    """Who is logged in, and the console's pages."""
+    return (
+        f'<p class="who">Logged in as {escape(operator.name)} ({escape(operator.role)}) · '
+        '<a href="/console">Channels</a> · <a href="/console/fleet">Fleet</a> · '
+        '<a href="/console/rollouts">Rollouts</a> · <a href="/console/audit">Audit</a> · '
+        '<a href="/firmware/ota/">Download area</a> · <a href="/console/logout">Log out</a></p>'
+    )
 
 
 def add_login_routes(app: web.Application) -> None:

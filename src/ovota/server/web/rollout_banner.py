@@ -17,12 +17,3 @@ def halt_banner(rollouts: Rollouts) -> str:
         f'<a href="/console/rollouts#rollout-{r.id}">Review it</a></p>'
         for r in halted
     )
-
-
-def console_nav(user: str) -> str:
-    """Who is logged in, and the console's pages."""
-    return (
-        f'<p class="who">Logged in as {escape(user)} · <a href="/console">Channels</a> · '
-        '<a href="/console/fleet">Fleet</a> · <a href="/console/rollouts">Rollouts</a> · '
-        '<a href="/firmware/ota/">Download area</a> · <a href="/console/logout">Log out</a></p>'
-    )

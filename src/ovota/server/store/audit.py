@@ -1,0 +1,59 @@
+"""The audit log: every state change, who made it, when, to what, and how it ended.
+
+Actors are a token's name (API and console), ``cli:<OS user>`` for the command line, or ``server`` for the
+server's own rollout decisions. A change that happens is recorded in the transaction that makes it, so the log
+and the repository never disagree; a refused one is recorded on its own afterwards (``refused: <reason>``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ovota.server.store.database import Database, DatabaseUnavailable
+from ovota.server.store.errors import RepositoryError
+
+SERVER = "server"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    outcome: str  # "ok", or "refused: <reason>"
+    detail: str
+
+
+def record(db: Database, actor: str, action: str, target: str, detail: str = "", outcome: str = "ok") -> None:
+    """Add an entry, inside the caller's transaction."""
+    db.execute(
+        "INSERT INTO audit (at, actor, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (time.time(), actor or "unknown", action, target, outcome, detail),
+    )
+
+
+@contextlib.contextmanager
+def audited(db: Database, actor: str, action: str, target: str) -> Iterator[None]:
+    """Record a refusal of the change made inside (a RepositoryError), then let it go on; the change itself
+    records its success in its own transaction."""
+    try:
+        yield
+    except RepositoryError as err:
+        with contextlib.suppress(DatabaseUnavailable), db.transaction():
+            record(db, actor, action, target, outcome=f"refused: {err}")
+        raise
+
+
+def entries(db: Database, since: float | None = None, actor: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+    """The newest ``limit`` entries (since a time, by an actor), oldest first."""
+    rows = db.execute(
+        "SELECT id, at, actor, action, target, outcome, detail FROM audit "
+        "WHERE at >= ? AND (CAST(? AS TEXT) IS NULL OR actor = ?) ORDER BY id DESC LIMIT ?",
+        (since or 0.0, actor, actor, limit),
+    ).fetchall()
+    return [AuditEntry(int(r[0]), float(r[1]), *(str(v) for v in r[2:])) for r in reversed(rows)]

@@ -1,0 +1,41 @@
+"""The console's Audit page: who changed what, and when (newest first), filtered by actor."""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ovota.server.context import CONTEXT_KEY, guarded
+from ovota.server.store.audit import entries
+from ovota.server.web.layout import page
+from ovota.server.web.login import console_nav, require_user
+from ovota.server.web.text import when
+
+SHOWN = 500
+
+
+async def audit_page(request: web.Request) -> web.Response:
+    operator = await require_user(request)
+    actor = request.query.get("actor", "").strip() or None
+    found = await request.app[CONTEXT_KEY].run(lambda desk: entries(desk.repo.db, None, actor, SHOWN))
+    rows = "".join(
+        f'<tr class="{"refused" if e.outcome != "ok" else ""}"><td>{when(e.at)}</td>'
+        f'<td><a href="/console/audit?{escape(urlencode({"actor": e.actor}))}">{escape(e.actor)}</a></td>'
+        f"<td>{escape(e.action)}</td><td>{escape(e.target)}</td><td>{escape(e.outcome)}</td><td>{escape(e.detail)}</td>"
+        "</tr>"
+        for e in reversed(found)
+    )
+    filters = f"""<form method="get" action="/console/audit" class="filters"><label for="actor">Actor</label>
+<input type="text" id="actor" name="actor" value="{escape(actor or "")}" placeholder="all">
+<button type="submit">Show</button></form>"""
+    body = f"""{console_nav(operator)}<section id="audit" data-live>{filters}
+<p class="hint">The newest {SHOWN} entries; <code>ovota audit</code> and <code>GET /api/v1/audit</code> give all.</p>
+<div class="table"><table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Outcome</th>
+<th>Detail</th></tr></thead><tbody>{rows}</tbody></table></div></section>"""
+    return web.Response(text=page("Audit log", body, script="/static/console.js"), content_type="text/html")
+
+
+def add_audit_page(app: web.Application) -> None:
+    app.router.add_get("/console/audit", guarded(audit_page))

@@ -1,0 +1,134 @@
+"""The console's Fleet page (which module runs what: searched, sorted and paged in the database, so a page of a
+100,000-module fleet stays small) and a module's own page (its versions, downloads and rollouts)."""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from ovota.server.context import CONTEXT_KEY, Desk, guarded
+from ovota.server.fleet.modules import SORTS, FleetQuery, Module, module_story, page_modules, versions_in_use
+from ovota.server.fleet.modules import downloaded as downloaded_by
+from ovota.server.web.charts import bar_chart
+from ovota.server.web.layout import page
+from ovota.server.web.login import console_nav, require_user
+from ovota.server.web.rollout_banner import halt_banner
+from ovota.server.web.text import size, when
+
+PAGE = 100
+COLUMNS = (("vehicle", "Vehicle"), ("channel", "Channel"), ("version", "Version"), ("", "Partition"),
+           ("address", "Address"), ("first_seen", "First seen"), ("last_seen", "Last seen"),
+           ("checkins", "Check-ins"), ("", "Received"), ("", "Rollout"))  # fmt: skip
+
+
+def _link(params: dict[str, str], **changes: str) -> str:
+    merged = {k: v for k, v in {**params, **changes}.items() if v}
+    return "/console/fleet?" + urlencode(merged)
+
+
+def _header(params: dict[str, str], key: str, label: str) -> str:
+    if not key:
+        return f'<th scope="col">{label}</th>'
+    current, descending = params.get("sort", "vehicle"), params.get("order") == "desc"
+    order = "asc" if current == key and descending else "desc" if current == key else "asc"
+    arrow = (" ▼" if descending else " ▲") if current == key else ""
+    sort = "ascending" if current == key and not descending else "descending" if current == key else "none"
+    return (f'<th scope="col" aria-sort="{sort}"><a href="{escape(_link(params, sort=key, order=order, page=""))}">'
+            f"{label}{arrow}</a></th>")  # fmt: skip
+
+
+def _row(m: Module, received: int, state: str) -> str:
+    who = escape(m.vehicle_id) or f"<small>{escape(m.module)}</small>"
+    return (
+        f'<tr><td><a href="/console/fleet/module/{quote(m.module, safe="")}">{who}</a></td>'
+        f"<td>{escape(m.product)}/{escape(m.tag)}</td><td>{escape(m.version)}</td><td>{escape(m.partition)}</td>"
+        f"<td>{escape(m.address)}</td><td>{when(m.first_seen)}</td><td>{when(m.last_seen)}</td>"
+        f"<td>{m.checkins}</td><td>{size(received) if received else '—'}</td><td>{escape(state) or '—'}</td></tr>"
+    )
+
+
+async def fleet_page(request: web.Request) -> web.Response:
+    operator = await require_user(request)
+    params = {k: request.query.get(k, "") for k in ("product", "tag", "q", "sort", "order", "page")}
+    query = FleetQuery(params["product"] or None, params["tag"] or None, params["q"].strip())
+    sort = params["sort"] if params["sort"] in SORTS else "vehicle"
+    number = max(1, int(params["page"])) if params["page"].isdigit() else 1
+
+    def read(desk: Desk) -> tuple[list[Module], int, list[tuple[str, int]], dict[str, tuple[int, str]], str]:
+        db = desk.repo.db
+        modules, total = page_modules(db, query, sort, params["order"] == "desc", PAGE, (number - 1) * PAGE)
+        extra = downloaded_by(db, [m.module for m in modules])
+        return modules, total, versions_in_use(db, query), extra, halt_banner(desk.rollouts)
+
+    modules, total, versions, extra, banner = await request.app[CONTEXT_KEY].run(read)
+    filters = f"""<form method="get" action="/console/fleet" class="filters">
+<label for="q">Search</label><input type="text" id="q" name="q" value="{escape(params["q"])}"
+ placeholder="vehicle id, version, address">
+<label for="product">Product</label><input type="text" id="product" name="product"
+ value="{escape(params["product"])}" placeholder="all">
+<label for="tag">Channel</label><input type="text" id="tag" name="tag" value="{escape(params["tag"])}"
+ placeholder="all"><button type="submit">Show</button></form>"""
+    first, last = (number - 1) * PAGE + 1, (number - 1) * PAGE + len(modules)
+    pager = []
+    if number > 1:
+        pager.append(f'<a rel="prev" href="{escape(_link(params, page=str(number - 1)))}">← Previous</a>')
+    if last < total:
+        pager.append(f'<a rel="next" href="{escape(_link(params, page=str(number + 1)))}">Next →</a>')
+    shown = f"{first} to {last} of {total}" if modules else f"0 of {total}"
+    rows = "".join(_row(m, *extra[m.module]) for m in modules)
+    head = "".join(_header(params, key, label) for key, label in COLUMNS)
+    chart = bar_chart("Modules per running version", versions) if versions else "<p>No modules seen yet.</p>"
+    body = f"""{console_nav(operator)}<div id="banner" data-live>{banner}</div>
+<section aria-labelledby="versions-title" id="versions" data-live><h2 id="versions-title">Modules per version</h2>
+{chart}</section>
+<section aria-labelledby="modules-title" id="modules-section" data-live>
+<h2 id="modules-title">{total} modules</h2>{filters}<p class="hint" id="shown">Showing {shown}</p>
+<div class="table"><table id="modules"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>
+<nav class="pager" aria-label="Pages">{" ".join(pager)}</nav></section>"""
+    return web.Response(text=page("Fleet", body, script="/static/console.js"), content_type="text/html")
+
+
+async def module_page(request: web.Request) -> web.Response:
+    operator = await require_user(request)
+    key = request.match_info["module"]
+    story = await request.app[CONTEXT_KEY].run(lambda desk: module_story(desk.repo.db, key))
+    if story is None:
+        raise web.HTTPNotFound(text=f"Not found: no module {key}\n")
+    m = story.module
+    facts = (
+        f'<dl class="facts"><dt>Vehicle id</dt><dd>{escape(m.vehicle_id) or "(none)"}</dd>'
+        f"<dt>Channel</dt><dd>{escape(m.product)}/{escape(m.tag)}</dd><dt>Running</dt><dd>{escape(m.version)} "
+        f"on {escape(m.partition)}</dd><dt>Address</dt><dd>{escape(m.address)}</dd><dt>First seen</dt>"
+        f"<dd>{when(m.first_seen)}</dd><dt>Last seen</dt><dd>{when(m.last_seen)}</dd><dt>Check-ins</dt>"
+        f"<dd>{m.checkins}</dd></dl>"
+    )
+    versions = "".join(
+        f"<tr><td>{escape(v)}</td><td>{when(a)}</td><td>{when(b)}</td></tr>" for v, a, b in story.versions
+    )
+    downloads = "".join(
+        f"<tr><td>{when(at)}</td><td>{escape(version) or '(patch)'}</td><td><code>{sha[:12]}</code></td>"
+        f"<td>{size(sent)}</td><td>{'whole' if whole else 'partial'}</td></tr>"
+        for at, sha, version, sent, whole in story.downloads
+    )
+    rollouts = "".join(
+        f'<tr><td><a href="/console/rollouts#rollout-{rid}">{rid}</a></td><td>{escape(version)}</td>'
+        f"<td>{escape(state)}</td><td>{escape(source)}</td><td>{when(received)}</td><td>{when(seen)}</td></tr>"
+        for rid, version, state, source, received, seen in story.rollouts
+    )
+    body = f"""{console_nav(operator)}<section>{facts}</section>
+<section aria-labelledby="versions-title"><h2 id="versions-title">Versions over time</h2><div class="table"><table>
+<thead><tr><th>Version</th><th>First seen</th><th>Last seen</th></tr></thead><tbody>{versions}</tbody></table></div>
+</section><section aria-labelledby="downloads-title"><h2 id="downloads-title">Downloads</h2><div class="table"><table>
+<thead><tr><th>When</th><th>Build</th><th>SHA-256</th><th>Sent</th><th></th></tr></thead><tbody>{downloads}</tbody>
+</table></div></section><section aria-labelledby="rollouts-title"><h2 id="rollouts-title">Rollouts</h2>
+<div class="table"><table><thead><tr><th>Rollout</th><th>To</th><th>State</th><th>From</th><th>Received</th>
+<th>Last seen</th></tr></thead><tbody>{rollouts}</tbody></table></div></section>"""
+    title = f"Module {m.vehicle_id or m.module}"
+    return web.Response(text=page(title, body, script="/static/console.js"), content_type="text/html")
+
+
+def add_fleet_page(app: web.Application) -> None:
+    app.router.add_get("/console/fleet", guarded(fleet_page))
+    app.router.add_get("/console/fleet/module/{module}", guarded(module_page))

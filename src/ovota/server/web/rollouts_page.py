@@ -1,0 +1,199 @@
+"""The console's Rollouts page: start one (every setting), and for each: its state and settings, why it halted
+and when, its steps, a chart with step and halt marks, who is in it and how it went for them, and its log. The
+page refreshes its live parts by itself (console.js), so a halt shows without a reload."""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import quote
+
+from aiohttp import web
+
+from ovota.server.context import CONTEXT_KEY, Desk, guarded
+from ovota.server.fleet.policy import ModuleState, PolicyError, RolloutState
+from ovota.server.fleet.rollouts import Rollout, parse_settings
+from ovota.server.fleet.status import RolloutModule
+from ovota.server.store.channels import channel_order
+from ovota.server.store.errors import RepositoryError
+from ovota.server.store.repository import Build, recent_builds
+from ovota.server.web.charts import line_chart
+from ovota.server.web.layout import page
+from ovota.server.web.login import Operator, console_nav, read_form, require_user
+from ovota.server.web.rollout_banner import halt_banner
+from ovota.server.web.text import duration, notice, when
+
+MAX_LISTED = 200  # modules listed per state; the counts say how many there are
+ACTIONS = {RolloutState.RUNNING: ("pause", "abort"), RolloutState.PAUSED: ("resume", "abort"),
+           RolloutState.HALTED: ("resume", "abort")}  # fmt: skip
+FIELDS = (  # (name, label, default): the settings as on the command line
+    ("steps", "Steps (percent of the channel's modules)", "1,10,50,100"),
+    ("step_interval", "Step interval (at least)", "1d"),
+    ("halt_failed", "Halt at failed / (updated + failed)", "5%"),
+    ("halt_silent", "Halt at silent / attempted", "20%"),
+    ("min_sample", "Minimum attempts before halting", "20"),
+    ("watch", "Silent after no check-in for", "2d"),
+    ("grace", "Failed when still on the old version after", "10m"),
+    ("voters_known_for", "Only modules known this long before the start vote", "0s"),
+    ("notify_url", "Notify URL (JSON POST at each step, halt and completion)", ""),
+)
+
+
+def _settings_line(rollout: Rollout) -> str:
+    s = rollout.settings
+    notify = f" · notify {escape(s.notify_url)}" if s.notify_url else ""
+    return (
+        f'<p class="settings">Steps {",".join(map(str, s.steps))} · interval {duration(s.step_interval)} · halt at '
+        f"{s.limits.halt_failed:.0%} failed or {s.limits.halt_silent:.0%} silent · min. sample {s.limits.min_sample}"
+        f" · silent after {duration(s.watch)} · grace {duration(s.grace)} · voters known for "
+        f"{duration(s.voters_known_for)}{notify}</p>"
+    )
+
+
+def _who(rollout: Rollout, modules: list[RolloutModule]) -> str:
+    parts = []
+    for state in (ModuleState.FAILED, ModuleState.SILENT, ModuleState.UPDATING, ModuleState.UPDATED,
+                  ModuleState.PENDING):  # fmt: skip
+        found = [m for m in modules if m.state == state.value]
+        rows = "".join(
+            f'<tr><td><a href="/console/fleet/module/{quote(m.module, safe="")}">{escape(m.vehicle_id or m.module)}'
+            f"</a></td><td>{escape(m.from_version)}</td><td>{m.step}</td><td>{when(m.received)}</td>"
+            f"<td>{when(m.last_seen)}</td><td>{escape(m.address)}</td></tr>"
+            for m in found[:MAX_LISTED]
+        )
+        more = f'<p class="hint">The first {MAX_LISTED} of {len(found)}.</p>' if len(found) > MAX_LISTED else ""
+        opened = " open" if state in (ModuleState.FAILED, ModuleState.SILENT) and found else ""
+        parts.append(
+            f'<details class="who who-{state.value}"{opened}><summary>{state.value.capitalize()} ({len(found)})'
+            f'</summary>{more}<div class="table"><table><thead><tr><th>Vehicle</th><th>From</th><th>Step</th>'
+            f"<th>Received</th><th>Last seen</th><th>Address</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            "</details>"
+        )
+    return f'<h3>Modules</h3><div class="modules">{"".join(parts)}</div>'
+
+
+def _section(desk: Desk, rollout: Rollout, operator: Operator) -> str:
+    counts = desk.rollouts.counts(rollout.id)
+    steps = desk.status.steps(rollout)
+    step_rows = "".join(
+        f'<tr><th scope="row">{i}</th><td>{s.percent}%</td><td>{s.cohort}</td><td>{s.pending}</td>'
+        f"<td>{s.counts.updating}</td><td>{s.counts.updated}</td><td>{s.counts.failed}</td><td>{s.counts.silent}</td>"
+        "</tr>"
+        for i, s in enumerate(steps, 1)
+    )
+    samples = desk.rollouts.samples(rollout.id)
+    names = ("pending", "updating", "updated", "failed", "silent")
+    series = {name: [int(sample[index]) for sample in samples] for index, name in enumerate(names, start=1)}
+    events = desk.rollouts.events(rollout.id)
+    marks = [(at, message.split(":")[0].split(" (")[0], "halt" if message.startswith("halted") else "step")
+             for at, message, _ in events if message.startswith(("started", "step ", "halted"))]  # fmt: skip
+    chart = line_chart(f"Rollout {rollout.id} over time", [s[0] for s in samples], series, marks)
+    log = "".join(f"<li><small>{when(at)}</small> {escape(message)} <small>({escape(actor or 'unknown')})</small></li>"
+                  for at, message, actor in events)  # fmt: skip
+    reason = ""
+    if rollout.state is RolloutState.HALTED:
+        reason = f'<p class="error" role="status">Halted {when(rollout.reason_at)}: {escape(rollout.reason)}</p>'
+    actions = ""
+    if rollout.state.active and operator.may("release"):
+        actions = "".join(
+            f'<form method="post" action="/console/rollouts/{action}" data-confirm="{action.capitalize()} rollout '
+            f'{rollout.id} of {escape(rollout.product)}/{escape(rollout.tag)}?">'
+            f'<input type="hidden" name="product" value="{escape(rollout.product)}">'
+            f'<input type="hidden" name="tag" value="{escape(rollout.tag)}">'
+            f'<button type="submit" class="{"secondary" if action == "abort" else ""}">{action.capitalize()}</button>'
+            "</form>"
+            for action in ACTIONS[rollout.state]
+        )
+    anchor = f"rollout-{rollout.id}"
+    return f"""<section aria-labelledby="{anchor}-title" id="{anchor}" class="rollout state-{rollout.state.value}"
+ data-live><h2 id="{anchor}-title">Rollout {rollout.id}: {escape(rollout.product)}/{escape(rollout.tag)}
+{escape(rollout.from_build.version)} → {escape(rollout.to_build.version)}</h2>
+<p class="rollout-state">State: <strong>{rollout.state.value}</strong>, step {rollout.step + 1} of
+{len(rollout.settings.steps)} ({rollout.percent}%) · now {counts.attempted} attempted, {counts.updating} updating,
+{counts.updated} updated, {counts.failed} failed, {counts.silent} silent</p>{reason}{_settings_line(rollout)}
+<div class="actions">{actions}</div>
+<div class="table"><table class="steps"><thead><tr><th>Step</th><th>Percent</th><th>Cohort</th><th>Pending</th>
+<th>Updating</th><th>Updated</th><th>Failed</th><th>Silent</th></tr></thead><tbody>{step_rows}</tbody></table></div>
+{chart}{_who(rollout, desk.status.modules(rollout))}<details><summary>Log</summary><ul>{log}</ul></details></section>"""
+
+
+def _start_form(channels: list[tuple[str, str, str]], builds: list[Build]) -> str:
+    channel_options = "".join(
+        f'<option value="{escape(p)}/{escape(t)}">{escape(p)}/{escape(t)} (now {escape(v)})</option>'
+        for p, t, v in channels
+    )
+    build_options = "".join(
+        f'<option value="{b.sha256}">{escape(b.version)} ({b.sha256[:12]})</option>' for b in builds
+    )
+    fields = "".join(
+        f'<label for="{name}">{label}</label><input type="text" id="{name}" name="{name}" value="{escape(default)}">'
+        for name, label, default in FIELDS
+    )
+    return f"""<section aria-labelledby="start-title"><details><summary id="start-title">Start a rollout</summary>
+<form method="post" action="/console/rollouts/start" class="start">
+<label for="channel">Channel</label><select id="channel" name="channel">{channel_options}</select>
+<label for="build">Build</label><select id="build" name="build">{build_options}</select>
+{fields}<button type="submit">Start the rollout</button></form></details></section>"""
+
+
+async def rollouts_page(request: web.Request) -> web.Response:
+    operator = await require_user(request)
+
+    def read(desk: Desk) -> tuple[str, str, str]:
+        sections = "".join(_section(desk, r, operator) for r in reversed(desk.rollouts.every()))
+        form = ""
+        if operator.may("release"):
+            channels = sorted(desk.repo.channels(), key=lambda c: channel_order(c.product, c.tag))
+            listed = [(c.product, c.tag, c.build.version) for c in channels]
+            form = _start_form(listed, recent_builds(desk.repo.db))
+        return sections, halt_banner(desk.rollouts), form
+
+    sections, banner, form = await request.app[CONTEXT_KEY].run(read)
+    hint = ("<p>No rollouts yet. Start one here, with <code>ovota rollout start</code>, or with "
+            "<code>ovota release publish … --rollout 1,10,50,100</code>.</p>")  # fmt: skip
+    body = f'{console_nav(operator)}<div id="banner" data-live>{banner}</div>{notice(request)}{form}{sections or hint}'
+    return web.Response(text=page("Rollouts", body, script="/static/console.js"), content_type="text/html")
+
+
+async def start_rollout(request: web.Request) -> web.Response:
+    operator = await require_user(request, "release")
+    context = request.app[CONTEXT_KEY]
+    form = await read_form(request)
+    product, _, tag = form.get("channel", "").partition("/")
+    now = context.clock.now()
+    try:
+        text = {name: form.get(name, default).strip() for name, _, default in FIELDS}
+        if not text["min_sample"].isdigit():
+            raise RepositoryError(f"invalid minimum sample {text['min_sample']!r}: a whole number")
+        settings = parse_settings(
+            text["steps"], text["step_interval"], text["halt_failed"], text["halt_silent"], int(text["min_sample"]),
+            text["watch"], text["grace"], text["notify_url"], text["voters_known_for"],
+        )  # fmt: skip
+        build = form.get("build", "")
+        rollout = await context.run(lambda desk: desk.control.start(product, tag, desk.repo.find_build(build),
+                                                                     settings, now), operator.name)  # fmt: skip
+    except (RepositoryError, PolicyError) as err:
+        raise web.HTTPSeeOther(f"/console/rollouts?error={quote(str(err))}") from None
+    context.changed()
+    message = f"Rollout {rollout.id} of {rollout.product}/{rollout.tag} started at {rollout.percent}%."
+    raise web.HTTPSeeOther(f"/console/rollouts?ok={quote(message)}#rollout-{rollout.id}")
+
+
+async def rollout_action(request: web.Request) -> web.Response:
+    operator = await require_user(request, "release")
+    context = request.app[CONTEXT_KEY]
+    form = await read_form(request)
+    product, tag, action = form.get("product", ""), form.get("tag", ""), request.match_info["action"]
+    now = context.clock.now()
+    try:
+        rollout = await context.run(lambda desk: desk.control.act(action, product, tag, now), operator.name)
+    except RepositoryError as err:
+        raise web.HTTPSeeOther(f"/console/rollouts?error={quote(str(err))}") from None
+    context.changed()
+    message = f"Rollout {rollout.id} of {rollout.product}/{rollout.tag} is now {rollout.state.value}."
+    raise web.HTTPSeeOther(f"/console/rollouts?ok={quote(message)}#rollout-{rollout.id}")
+
+
+def add_rollouts_page(app: web.Application) -> None:
+    app.router.add_get("/console/rollouts", guarded(rollouts_page))
+    app.router.add_post("/console/rollouts/start", guarded(start_rollout))
+    app.router.add_post("/console/rollouts/{action}", guarded(rollout_action))
