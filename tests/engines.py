@@ -7,6 +7,7 @@ ignore SIGTERM: it is stopped with SIGKILL after a short grace.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import pwd
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +187,15 @@ class SeaweedServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def default_cluster_ports() -> Iterator[None]:
+    """Hold SeaweedFS's ports of ``make cluster`` (19333, 18380, 18888, 18333) for this test process: its
+    script and bench/cluster.sh use them (SeaweedFS would not grow volumes on some other ports we tried)."""
+    with open("/tmp/ovota-make-cluster-ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

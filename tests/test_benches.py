@@ -5,6 +5,7 @@ Only that it completes and prints its comparison is checked here; timings belong
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.engines import default_cluster_ports
 from tests.servers import free_port
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -41,6 +43,9 @@ def test_bench_runs_in_smoke_mode(script: Path) -> None:
     env = {**os.environ, "SMOKE": "1", "NGINX_PORT": str(free_port()), "OVOTA_PORT": str(free_port())}
     env["OVOTA"] = str(Path(sys.executable).with_name("ovota"))
     command = [sys.executable, str(script), "--smoke"] if script.suffix == ".py" else ["bash", str(script)]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    # bench/cluster.sh uses make cluster's SeaweedFS ports, as does tests/test_make_cluster.py: one at a time.
+    holding = default_cluster_ports() if script.name == "cluster.sh" else contextlib.nullcontext()
+    with holding:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ratio" in proc.stdout, proc.stdout

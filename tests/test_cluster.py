@@ -243,6 +243,8 @@ def test_postgres_restart_during_downloads(tmp_path: Path, own_engines: tuple[Po
         auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
         status, headers, body = http(f"{server.url}/api/v1/publish?tag=main", "POST", auth, data)
         assert status == 503 and headers["Retry-After"], body
+        assert http(f"{server.url}/readyz")[0] == 503  # out of the load balancer's rotation
+        assert http(f"{server.url}/healthz")[0] == 200  # but alive
         time.sleep(2)
         postgres.start()
         runner.join(60)
@@ -260,6 +262,7 @@ def test_postgres_restart_during_downloads(tmp_path: Path, own_engines: tuple[Po
         while ver(server) != B:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        assert http(f"{server.url}/readyz")[0] == 200
     finally:
         server.stop()
     listed = json.loads(ovota("fleet", "list", *store.args, "--json").out)

@@ -129,7 +129,6 @@ def test_console_publish_follows_trusted_keys(
     page.get_by_label("Firmware image (ovms3.bin)").set_input_files(str(tmp_path / "signed.bin"))
     page.get_by_role("button", name="Publish").click()
     expect(page.locator("#channel-v3\\.3-5-edge .version")).to_contain_text(NEW)
-    expect(page.locator("#channel-v3\\.3-5-edge .version details")).to_contain_text("New frobnicator")
     page.goto(f"{srv.url}/firmware/ota/v3.3-5/edge/")
     expect(page.get_by_role("cell", name=keys.digest.hex())).to_be_visible()
     expect(page.get_by_role("cell", name="5", exact=True)).to_be_visible()
