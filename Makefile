@@ -58,6 +58,7 @@ bench: $(STAMP)
 	bash bench/serve.sh
 	$(PY) bench/ver_cost.py
 	$(PY) bench/soak.py
+	$(PY) bench/fleet_page.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
