@@ -17,9 +17,13 @@ from rich.table import Table
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.files import write_atomic
 from ovota.formats import FormatError
+from ovota.server.fleet.explain import Explainer, offer_json
 from ovota.server.fleet.modules import list_modules, module_json
+from ovota.server.fleet.policy import PolicyError
+from ovota.server.fleet.rollouts import Rollouts
+from ovota.server.fleet.targeting import parse_schedule
 from ovota.server.store.backends import Backends
-from ovota.sim.fleet import FailureModel, Simulation, first_image, first_version, make_fleet, run
+from ovota.sim.fleet import FailureModel, Simulation, first_image, first_version, make_fleet, parse_hours, run
 from ovota.sim.http import HttpFailed, Server
 
 
@@ -34,18 +38,24 @@ def fleet() -> None:
 @click.option("--tag", help="Only modules following this channel.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of objects.")
 def list_fleet(repo: Backends, product: str | None, tag: str | None, as_json: bool) -> None:
-    """Every registered module: vehicle id, product, channel, version, partition, address, last seen."""
+    """Every registered module: vehicle id, product, channel, version, partition, address, last seen, and the
+    build it is offered now with why (pin, waypoint, assignment, rollout or channel)."""
     with open_repository(repo, create=False) as r:
         modules = list_modules(r.db, product, tag)
+        explainer = Explainer(Rollouts(r), r.clock().now())
+        offers = [explainer.offer(m.product, m.tag, m.vehicle_id, m.version) for m in modules]
     if as_json:
-        click.echo(json.dumps([module_json(m) for m in modules], indent=2))
+        rows = [module_json(m) | offer_json(o) for m, o in zip(modules, offers, strict=True)]
+        click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'Vehicle':<16} {'Product':<8} {'Tag':<6} {'Version':<28} {'Partition':<9} {'Address':<15} Last seen")
-    for m in modules:
+    click.echo(f"{'Vehicle':<16} {'Product':<8} {'Tag':<6} {'Version':<28} {'Partition':<9} {'Address':<15} "
+               f"{'Last seen':<19} {'Offered':<24} Why")  # fmt: skip
+    for m, o in zip(modules, offers, strict=True):
         seen = datetime.fromtimestamp(m.last_seen, UTC).strftime("%Y-%m-%d %H:%M:%S")
         click.echo(
             f"{_shown(m.vehicle_id) or '(none)':<16} {m.product:<8} {m.tag:<6} {_shown(m.version):<28} "
-            f"{_shown(m.partition):<9} {_shown(m.address):<15} {seen}"
+            f"{_shown(m.partition):<9} {_shown(m.address):<15} {seen:<19} {o.version if o else '-':<24} "
+            f"{o.why if o else 'no build on this channel'}"
         )
     click.echo(f"{len(modules)} modules")
 
@@ -69,23 +79,34 @@ def _shown(text: str) -> str:
 @click.option("--version", "start_version", help="The version the fleet runs at the start (default: the channel's).")
 @click.option("--delta", is_flag=True, help="Modules ask for delta patches (ota delta yes); reports bytes saved.")
 @click.option(
+    "--auto-hour",
+    "auto_hour",
+    default="0-23",
+    show_default=True,
+    help="The modules' ota auto.hour, local time: 2 (OVMS's default), a range 0-23, or a list 1,2,3.",
+)
+@click.option("--timezone", default="UTC", show_default=True, help="The fleet's time zone (IANA), for auto.hour.")
+@click.option(
     "--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON."
 )
 def simulate(
     server_url: str, count: int, product: str, tag: str, fail_rules: tuple[str, ...], silent_rules: tuple[str, ...],
-    days: float, id_prefix: str, start_version: str | None, delta: bool, report_path: Path | None,
+    days: float, id_prefix: str, start_version: str | None, delta: bool, auto_hour: str, timezone: str,
+    report_path: Path | None,
 ) -> None:  # fmt: skip
     """Run COUNT simulated OVMS modules against a real server for DAYS days of the server's clock."""
     try:
         server = Server.parse(server_url)
         fail, silent = FailureModel.parse(fail_rules), FailureModel.parse(silent_rules)
-    except ValueError as err:
+        hours = parse_hours(auto_hour)
+        zone = parse_schedule((), timezone).zone
+    except (ValueError, PolicyError) as err:
         raise FormatError(str(err)) from None
     try:
         start_version = start_version or asyncio.run(first_version(server, product, tag))
     except HttpFailed as err:
         raise FormatError(str(err)) from None
-    simulation = Simulation(server, make_fleet(count, start_version, id_prefix), product, tag, start_version,
+    simulation = Simulation(server, make_fleet(count, start_version, id_prefix, hours), product, tag, start_version,
                             fail, silent, delta=delta)  # fmt: skip
     if delta:
         # The fleet's first delta needs its base image: the channel's current one.
@@ -113,7 +134,7 @@ def simulate(
     if live is not None:
         live.start()
     try:
-        asyncio.run(run(simulation, f"http://{server.host}:{server.port}/clock", days, on_tick))
+        asyncio.run(run(simulation, f"http://{server.host}:{server.port}/clock", days, on_tick, zone))
     finally:
         if live is not None:
             live.stop()

@@ -19,6 +19,7 @@ from ovota.cli.parttable import parttable
 from ovota.cli.repo import repo
 from ovota.cli.rollout import rollout
 from ovota.cli.server import release, server, token
+from ovota.cli.targets import add_target_commands
 from ovota.formats import FormatError
 
 EXIT_BAD_INPUT = 2
@@ -58,3 +59,4 @@ main.add_command(fleet)
 main.add_command(delta)
 main.add_command(repo)
 main.add_command(audit)
+add_target_commands(fleet, release)

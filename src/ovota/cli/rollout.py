@@ -39,6 +39,24 @@ def rollout_options(function: F) -> F:
                 show_default=True,
                 help="Only modules first seen this long before the start count for health and steps.",
             ),
+            click.option("--group", "groups", multiple=True, help="Only this group's vehicles (repeatable)."),
+            click.option("--vehicles", multiple=True, help="Only vehicle ids matching this pattern, e.g. 'TEST*'."),
+            click.option("--versions", default="", help="Only modules running these versions, e.g. '<3.3.006'."),
+            click.option(
+                "--window",
+                "windows",
+                multiple=True,
+                help="Offer the build only in this window, e.g. 'Mon-Fri 01:00-05:00' (repeatable).",
+            ),
+            click.option("--timezone", default="UTC", show_default=True, help="The windows' IANA time zone."),
+            click.option("--rate", default="", help="At most this many modules newly offered per period: 100/h."),
+            click.option(
+                "--rate-growth",
+                default=1.0,
+                show_default=True,
+                type=float,
+                help="Multiply the rate by this after each period (exponential rollout).",
+            ),
         ]
     ):
         function = option(function)
@@ -98,7 +116,8 @@ def status(repo: Backends, product: str, tag: str, as_json: bool, which: str | N
         status = RolloutStatus(rollouts)
         rollout = rollouts.current(product, tag)
         summary = status.summary(rollout)
-        modules = None if which is None else status.modules(rollout, None if which == "all" else which)
+        now = r.clock().now()
+        modules = None if which is None else status.modules(rollout, None if which == "all" else which, now)
     if as_json:
         if modules is not None:
             summary["modules"] = [m.__dict__ for m in modules]
@@ -107,11 +126,12 @@ def status(repo: Backends, product: str, tag: str, as_json: bool, which: str | N
     for line in describe(summary):
         click.echo(line)
     if modules is not None:
-        click.echo(f"{'Vehicle':<16} {'State':<9} {'From':<24} {'Received':<20} {'Last seen':<20} Address")
+        click.echo(f"{'Vehicle':<16} {'State':<9} {'From':<24} {'Received':<20} {'Last seen':<20} {'Address':<15} "
+                   "Offered now")  # fmt: skip
         for m in modules:
             received = _when(m.received) if m.received else "-"
             click.echo(f"{m.vehicle_id or m.module:<16} {m.state:<9} {m.from_version:<24} {received:<20} "
-                       f"{_when(m.last_seen):<20} {m.address}")  # fmt: skip
+                       f"{_when(m.last_seen):<20} {m.address:<15} {m.why}")  # fmt: skip
         click.echo(f"{len(modules)} modules")
 
 
@@ -127,6 +147,8 @@ def describe(summary: dict[str, Any]) -> list[str]:
         f"{summary['from']['version']} -> {summary['to']['version']}",
         f"State: {summary['state']}, step {summary['step']} of {len(summary['settings']['steps'])} "
         f"({summary['percent']}%)",
+        f"Target: {summary['target']}; offered {summary['pacing']}"
+        + ("" if summary.get("admitted") is None else f"; {summary['admitted']} modules admitted so far"),
     ]
     if summary["reason"]:
         at = f" at {_when(summary['reason_at'])} UTC" if summary.get("reason_at") else ""

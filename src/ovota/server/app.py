@@ -17,7 +17,7 @@ from ovota.server.context import CONTEXT_KEY, Context, Desk
 from ovota.server.devices.answers import ChannelAnswers
 from ovota.server.devices.blobs import OpenBlobs
 from ovota.server.devices.ota_request import DeviceFace
-from ovota.server.devices.pins import Pins
+from ovota.server.devices.promises import Promises
 from ovota.server.fleet.registry import DOWNLOADS_RETENTION
 from ovota.server.fleet.rollouts import Rollouts
 from ovota.server.loops import Background, DeltaMaker, background_tasks
@@ -31,6 +31,7 @@ from ovota.server.web.console import add_console_routes
 from ovota.server.web.fleet_page import add_fleet_page
 from ovota.server.web.listing import add_listing_routes
 from ovota.server.web.rollouts_page import add_rollouts_page
+from ovota.server.web.targeting_page import add_targeting_page
 
 PARTIAL_AGE = 600.0  # a temporary blob file this old belongs to no publish still running
 log = logging.getLogger("ovota.server")
@@ -103,7 +104,7 @@ def create_app(
     answers = ChannelAnswers(repo, RepositoryThreads(backends, Rollouts, 2, "ovota-devices"))
     background = Background(backends, clock, fleet, answers.invalidate, retention)
     proxies = frozenset(forwarded_by)
-    devices = DeviceFace(clock, answers, background.recorder, Pins(), OpenBlobs(repo), proxies)
+    devices = DeviceFace(clock, answers, background.recorder, Promises(), OpenBlobs(repo), proxies)
     threads = RepositoryThreads(backends, Desk.over, 4, "ovota-operators")
     context = Context(clock, threads, background, answers.invalidate, public_url.rstrip("/"), tls, proxies)
     # No middlewares: aiohttp would run them around every request, the device paths' too. Handlers that
@@ -119,6 +120,7 @@ def create_app(
     add_fleet_page(app)
     add_rollouts_page(app)
     add_audit_page(app)
+    add_targeting_page(app)
     app.router.add_static("/static", Path(__file__).parent / "web" / "static")
     if tls:
         app.on_response_prepare.append(_strict_transport_security)

@@ -79,8 +79,9 @@ class Background:
         """Rollout decisions due now (in a thread), then serve and announce them."""
         async with self.lock:
             decisions = await asyncio.to_thread(self._evaluate_if_leader)
-        if decisions:
+        if decisions or self.decider.admitted:
             self.changed()
+        if decisions:
             self.notifier.announce(decisions)
 
     def _evaluate_if_leader(self) -> list[tuple[Decision, dict[str, Any]]]:

@@ -1,7 +1,8 @@
 """A simulated fleet: N light modules that update themselves as OVMS's daily auto update does.
 
-Each module has a vehicle id, a running version and partition, a tag and a daily check time (its
-``ota auto.hour`` and the phase of its 10-minute ticker). At that time it sends OVMS's exact ``.ver``
+Each module has a vehicle id, a running version and partition, a tag and a daily check time: its
+``ota auto.hour`` on its local clock (the fleet's time zone) and the phase of its 10-minute ticker, so a DST
+change moves its checks as it moves a real module's. At that time it sends OVMS's exact ``.ver``
 request; if ``buildverscmp`` says the server's build is newer it downloads ``.bin``, verifies it with
 the project's image verification, and "reboots": into the new build, or, per the failure model, back
 into the old one (the bootloader's fallback), or it goes silent for good.
@@ -19,6 +20,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -34,6 +37,7 @@ DAY = 86400
 TICK = 600  # OVMS's Ticker600
 BUILD = "idf v3.3.4-854-g9063c8662c May 13 2026 20:13:48"
 CONCURRENCY = 64
+ALL_HOURS = tuple(range(24))
 
 
 def _fraction(*parts: str) -> float:
@@ -72,7 +76,7 @@ class SimModule:
     vehicle_id: str
     version: str
     partition: str
-    check_second: int  # second of the day of its automatic check
+    check_second: int  # second of the local day of its automatic check (auto.hour and ticker phase)
     silent: bool = False
     failed: bool = False  # a new build fell back to the old one at least once
     received: set[str] = field(default_factory=set)  # versions it downloaded completely
@@ -106,6 +110,9 @@ class Stats:
     bytes_saved: int = 0  # whole-image bytes that deltas made unnecessary
     errors: int = 0
     errors_by_kind: Counter[str] = field(default_factory=Counter)
+    offered: int = 0  # check-ins whose ovms3.ver named a newer build
+    updated: int = 0  # modules that booted into a new build
+    failed: int = 0  # modules whose new build fell back to the old one
 
 
 @dataclass
@@ -137,6 +144,7 @@ class Simulation:
                 return self._error("ver")
             if buildverscmp(server_version.version, module.metric(self.product, self.tag)) <= 0:
                 return None
+            self.stats.offered += 1
             base = self.images.get(module.version) if self.delta else None
             extra = {"A-IM": "esp-delta-ota", "If-None-Match": f'"{validation_hash(base).hex()}"'} if base else None
             reply = await ovms_get(self.server, f"{self.base}/ovms3.bin", agent, extra=extra)
@@ -167,7 +175,9 @@ class Simulation:
             module.silent = True
         elif self.fail.hits("fail", module.vehicle_id, new_version):
             module.failed = True  # the bootloader falls back: it keeps running (and reporting) the old build
+            self.stats.failed += 1
         else:
+            self.stats.updated += 1
             module.version = new_version
             module.partition = "ota_1" if module.partition == "ota_0" else "ota_0"
         return None
@@ -202,12 +212,29 @@ def _verified_version(image: bytes) -> str | None:
         return None
 
 
-def make_fleet(count: int, version: str, prefix: str = "SIM") -> list[SimModule]:
-    """``count`` modules on ``version``, with vehicle ids PREFIX00001… and check times spread over the day."""
+def parse_hours(text: str) -> tuple[int, ...]:
+    """``2`` (OVMS's default ``ota auto.hour``), ``0-23`` or ``1,2,3``: the hours modules check at."""
+    hours: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            hours.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        hours = []
+    if not hours or not all(0 <= h <= 23 for h in hours):
+        raise ValueError(f"invalid auto.hour {text!r}: an hour 0-23, a range such as 0-23, or a list such as 1,2,3")
+    return tuple(dict.fromkeys(hours))
+
+
+def make_fleet(
+    count: int, version: str, prefix: str = "SIM", hours: tuple[int, ...] = tuple(range(24))
+) -> list[SimModule]:
+    """``count`` modules on ``version``, with vehicle ids PREFIX00001… and check times spread over ``hours``
+    (their ``ota auto.hour``, local time) and the ticker's ten minutes."""
     modules = []
     for index in range(1, count + 1):
         vehicle_id = f"{prefix}{index:05d}"
-        hour = int(_fraction("hour", vehicle_id) * 24)
+        hour = hours[int(_fraction("hour", vehicle_id) * len(hours))]
         phase = int(_fraction("phase", vehicle_id) * TICK)
         modules.append(SimModule(vehicle_id, version, "ota_0", hour * 3600 + phase))
     return modules
@@ -259,8 +286,10 @@ async def run(
     clock_url: str,
     days: float,
     on_tick: Callable[[float, Simulation], None] | None = None,
+    zone: ZoneInfo | None = None,
 ) -> list[DayReport]:
-    """Run ``days`` simulated days from the server's current time; a report per completed day."""
+    """Run ``days`` simulated days from the server's current time; a report per completed day. Modules check
+    at their local check time in ``zone``."""
     by_tick: dict[int, list[SimModule]] = {}
     for module in simulation.modules:
         by_tick.setdefault(module.check_second // TICK, []).append(module)
@@ -279,7 +308,7 @@ async def run(
         for tick in range(first_tick, last_tick):
             now = tick * TICK
             await clock.reach(now)
-            due = [m for m in by_tick.get(tick % (DAY // TICK), []) if not m.silent]
+            due = [m for m in by_tick.get(_local_tick(now, zone), []) if not m.silent]
             await asyncio.gather(*(check(m) for m in due))
             if on_tick is not None:
                 on_tick(now, simulation)
@@ -288,6 +317,14 @@ async def run(
                 day_start = Stats(**simulation.stats.__dict__)
         await clock.reach(last_tick * TICK)
     return simulation.days
+
+
+def _local_tick(now: float, zone: ZoneInfo | None) -> int:
+    """The ticker period of the local day ``now`` falls in."""
+    if zone is None:
+        return int(now % DAY) // TICK
+    local = datetime.fromtimestamp(now, zone)
+    return (local.hour * 3600 + local.minute * 60 + local.second) // TICK
 
 
 async def first_image(server: Server, product: str, tag: str) -> bytes:

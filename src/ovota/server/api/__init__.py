@@ -9,6 +9,7 @@ from ovota.server.api.admin import add_admin_routes
 from ovota.server.api.auth import api_error
 from ovota.server.api.fleet import add_fleet_routes
 from ovota.server.api.releases import add_release_routes
+from ovota.server.api.targets import add_target_routes
 from ovota.server.context import CONTEXT_KEY, Context
 
 MAX_UPLOAD = 16 * 1024 * 1024
@@ -24,6 +25,7 @@ def create_api(context: Context) -> web.Application:
     api[CONTEXT_KEY] = context
     add_release_routes(api)
     add_fleet_routes(api)
+    add_target_routes(api)
     add_admin_routes(api)
     api.router.add_route("*", "/{anything:.*}", _unknown)  # last: what no route above takes is a JSON 404
     return api

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ovota.server.api.auth import actor, api_handler
 from ovota.server.context import CONTEXT_KEY, Desk
+from ovota.server.fleet.explain import Explainer, offer_json
 from ovota.server.fleet.modules import MAX_PAGE, FleetQuery, module_json, modules_after
 from ovota.server.fleet.policy import ModuleState, PolicyError
 from ovota.server.fleet.rollouts import RolloutSettings, parse_settings
@@ -16,8 +17,9 @@ from ovota.server.store.errors import RepositoryError
 
 SETTINGS = (
     "steps", "step_interval", "halt_failed", "halt_silent", "min_sample", "watch", "grace", "notify_url",
-    "voters_known_for",
+    "voters_known_for", "versions", "timezone", "rate",
 )  # fmt: skip
+LISTS = ("groups", "vehicles", "windows")  # lists of strings
 
 
 async def api_fleet(request: web.Request) -> web.Response:
@@ -30,12 +32,22 @@ async def api_fleet(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", str(MAX_PAGE)))
     except ValueError:
         raise RepositoryError("limit must be a whole number") from None
-    modules, total = await request.app[CONTEXT_KEY].run(lambda desk: modules_after(desk.repo.db, query, after, limit))
+    now = request.app[CONTEXT_KEY].clock.now()
+
+    def read(desk: Desk) -> tuple[list[dict[str, Any]], int, str]:
+        modules, total = modules_after(desk.repo.db, query, after, limit)
+        explainer = Explainer(desk.rollouts, now)
+        rows = [
+            module_json(m) | offer_json(explainer.offer(m.product, m.tag, m.vehicle_id, m.version)) for m in modules
+        ]
+        return rows, total, modules[-1].module if modules else ""
+
+    modules, total, last = await request.app[CONTEXT_KEY].run(read)
     headers = {"X-Total-Count": str(total)}
     if len(modules) == limit:
-        following = request.rel_url.update_query({"after": modules[-1].module, "limit": str(limit)})
+        following = request.rel_url.update_query({"after": last, "limit": str(limit)})
         headers["Link"] = f'<{following}>; rel="next"'
-    return web.json_response([module_json(m) for m in modules], headers=headers)
+    return web.json_response(modules, headers=headers)
 
 
 async def api_rollouts(request: web.Request) -> web.Response:
@@ -45,14 +57,24 @@ async def api_rollouts(request: web.Request) -> web.Response:
 
 def rollout_settings(body: object) -> tuple[str, str, str, RolloutSettings]:
     """(product, tag, build, settings) from a JSON object: product, tag, build (a version or SHA-256 prefix) and
-    the optional settings, written as on the command line (min_sample: a whole number)."""
+    the optional settings, written as on the command line (min_sample: a whole number; groups, vehicles and
+    windows: lists of strings; rate_growth: a number)."""
     if not isinstance(body, dict) or any(not isinstance(body.get(k), str) for k in ("product", "tag", "build")):
         raise RepositoryError("JSON body must have string fields: product, tag, build")
-    unknown = sorted(set(body) - {"product", "tag", "build", *SETTINGS})
+    unknown = sorted(set(body) - {"product", "tag", "build", *SETTINGS, *LISTS, "rate_growth"})
     if unknown:
         raise RepositoryError(f"unknown rollout settings: {', '.join(unknown)}")
     options = {k: body[k] for k in SETTINGS if k in body}
-    for key, value in options.items():
+    for key in LISTS:
+        value = body.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise RepositoryError(f"rollout setting {key} must be a list of strings")
+        options[key] = value
+    growth = body.get("rate_growth", 1.0)
+    if isinstance(growth, bool) or not isinstance(growth, (int, float)):
+        raise RepositoryError("rollout setting rate_growth must be a number")
+    options["rate_growth"] = float(growth)
+    for key, value in ((k, options[k]) for k in SETTINGS if k in options):
         # bool is an int in Python; a JSON true is not a sample size.
         wanted = (
             isinstance(value, int) and not isinstance(value, bool) if key == "min_sample" else isinstance(value, str)
@@ -99,8 +121,10 @@ async def api_rollout_modules(request: web.Request) -> web.Response:
     if state is not None and state not in {s.value for s in ModuleState}:
         raise RepositoryError(f"invalid state {state!r}: use {', '.join(s.value for s in ModuleState)}")
 
+    now = request.app[CONTEXT_KEY].clock.now()
+
     def read(desk: Desk) -> list[dict[str, Any]]:
-        return [m.__dict__ for m in desk.status.modules(desk.rollouts.current(product, tag), state)]
+        return [m.__dict__ for m in desk.status.modules(desk.rollouts.current(product, tag), state, now)]
 
     return web.json_response(await request.app[CONTEXT_KEY].run(read))
 

@@ -1,7 +1,7 @@
 """What each channel answers a module, prepared once per change and kept in memory.
 
-A channel's answer is its build with the ``ovms3.ver`` body and headers built once; during a rollout it is a
-view that gives the new build to the module's cohort and the old one to everyone else. Answers are reloaded
+A channel's answer is its build with the ``ovms3.ver`` body and headers built once; with a rollout, pins,
+waypoints or assignments it is a view that chooses per module (``views``). Answers are reloaded
 when the repository changes: this process says so (``invalidate``), or another process committed (the
 database's change token, looked at every 50 ms at most).
 """
@@ -12,14 +12,12 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from email.utils import formatdate
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
-from ovota.server.fleet.agent import Agent
-from ovota.server.fleet.policy import RolloutState
-from ovota.server.fleet.rollouts import Rollout, Rollouts
+from ovota.server.devices.views import ChannelView, RolloutPart, Served, channel_view, served
+from ovota.server.fleet.admission import admissions
+from ovota.server.fleet.groups import members
+from ovota.server.fleet.overrides import Overrides
+from ovota.server.fleet.rollouts import Rollouts
 from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.errors import NotFound
 from ovota.server.store.images import NAME
@@ -27,55 +25,7 @@ from ovota.server.store.repository import Channel, Repository
 from ovota.server.store.threads import RepositoryThreads
 
 RECHECK_SECONDS = 0.05
-MAX_COHORT_CACHE = 200_000
 MAX_MISSES = 512
-
-
-@dataclass(frozen=True)
-class Served:
-    """What the device paths serve for one channel, prepared once per change."""
-
-    channel: Channel
-    ver_body: bytes
-    ver_etag: str
-    ver_headers: CIMultiDictProxy[str]  # built once: header construction is a large part of a .ver request
-
-
-@dataclass
-class RolloutView:
-    """What a channel with an active rollout serves: the new build to its cohort, the old one to others."""
-
-    rollout: Rollout
-    old: Served
-    new: Served
-    cohort: dict[str, bool]  # vehicle id -> in the current cohort (the hash is computed once per id)
-
-    def choose(self, agent: Agent | None) -> Served:
-        rollout = self.rollout
-        if rollout.state is RolloutState.HALTED:
-            # Modules already running the new build stay on it; nobody else is offered it.
-            return self.new if agent is not None and agent.version == rollout.to_build.version else self.old
-        vehicle_id = agent.vehicle_id if agent is not None else ""
-        member = self.cohort.get(vehicle_id)
-        if member is None:
-            if len(self.cohort) > MAX_COHORT_CACHE:
-                self.cohort.clear()
-            member = self.cohort[vehicle_id] = rollout.in_cohort(vehicle_id)
-        return self.new if member else self.old
-
-
-def served(channel: Channel) -> Served:
-    """The answer for a channel's build."""
-    etag = f'"{channel.build.sha256[:32]}-ver"'
-    headers = CIMultiDict(
-        {
-            "Content-Type": "text/plain; charset=utf-8",
-            "ETag": etag,
-            "Last-Modified": formatdate(channel.updated, usegmt=True),
-            "Cache-Control": "no-cache",
-        }
-    )
-    return Served(channel, channel.ver_file, etag, CIMultiDictProxy(headers))
 
 
 class Missing:
@@ -83,12 +33,7 @@ class Missing:
 
 
 MISSING = Missing()  # the one instance
-Answer = Served | RolloutView | None  # None: no such channel
-
-
-def choose(answer: Served | RolloutView, agent: Agent | None) -> Served:
-    """What the answer gives this module."""
-    return answer.choose(agent) if isinstance(answer, RolloutView) else answer
+Answer = Served | ChannelView | None  # None: no such channel
 
 
 class ChannelAnswers:
@@ -102,7 +47,7 @@ class ChannelAnswers:
         self._version = -1
         self._next_check = 0.0
         self._generation = 0  # counts invalidations, so a load that raced one stays stale
-        self._answers: dict[tuple[str, str], Served | RolloutView] = {}
+        self._answers: dict[tuple[str, str], Served | ChannelView] = {}
         self._stale: set[tuple[str, str]] = set()  # answers to reload (kept while the database is away)
         self._misses: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._loading: dict[tuple[str, str], asyncio.Future[Answer]] = {}
@@ -171,9 +116,11 @@ def _read(rollouts: Rollouts, product: str, tag: str) -> Answer:
         channel = rollouts.repo.channel(product, tag)
     except NotFound:
         return None
-    answer = served(channel)
+    overrides = Overrides(rollouts.repo).load(product, tag)
     rollout = rollouts.active(product, tag)
-    if rollout is None:
-        return answer
-    new = served(Channel(product, tag, rollout.to_build, rollout.updated))
-    return RolloutView(rollout, answer, new, {})
+    part = None
+    if rollout is not None:
+        new = served(Channel(product, tag, rollout.to_build, rollout.updated))
+        admitted = frozenset(admissions(rollouts.db, rollout.id)) if rollout.settings.rate else frozenset()
+        part = RolloutPart(rollout, new, members(rollouts.db, rollout.settings.target.groups), admitted)
+    return channel_view(channel, part, overrides.pins, overrides.waypoints, overrides.assignments)

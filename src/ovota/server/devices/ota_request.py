@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ovota.server.context import BACKEND_AWAY, client_address, guarded, unavailable
-from ovota.server.devices.answers import ChannelAnswers, Missing, choose
+from ovota.server.devices.answers import ChannelAnswers, Missing
 from ovota.server.devices.blob_response import BlobResponse, SentCallback
 from ovota.server.devices.blobs import OpenBlobs
-from ovota.server.devices.pins import Pins
+from ovota.server.devices.promises import Promises
+from ovota.server.devices.views import choose
 from ovota.server.fleet.agent import parse_user_agent
 from ovota.server.fleet.registry import FleetRecorder
 from ovota.server.metrics import SECONDS, device_request
@@ -39,14 +40,14 @@ def _not_found(product: str, tag: str) -> web.Response:
 
 @dataclass
 class DeviceFace:
-    """Answers modules, from the cached channel answers (and their database threads), the ver/bin pins, the
-    open blobs, the fleet registry's recorder (None with ``--no-fleet``) and the server's clock. Its handlers
-    take no middleware: they are the hot path."""
+    """Answers modules, from the cached channel answers (and their database threads), what .ver promised each
+    module, the open blobs, the fleet registry's recorder (None with ``--no-fleet``) and the server's clock. Its
+    handlers take no middleware: they are the hot path."""
 
     clock: ServerClock
     answers: ChannelAnswers
     recorder: FleetRecorder | None
-    pins: Pins
+    promises: Promises
     blobs: OpenBlobs
     proxies: frozenset[str] = frozenset()  # load balancers whose X-Forwarded-For is trusted
 
@@ -80,7 +81,7 @@ class DeviceFace:
             answer = await self.answers.load(product, tag)
         if answer is None:
             return _not_found(product, tag)
-        served = choose(answer, agent)
+        served = choose(answer, agent, self.clock.now())
         if name not in (VER, BIN):
             raise web.HTTPNotFound(text=f"Not found: {name}\n")
         recorder = self.recorder
@@ -91,11 +92,11 @@ class DeviceFace:
             else:
                 recorder.check_in(agent, product, tag, address, self.clock.now())
         if name == VER:
-            self.pins.pin(address, user_agent, product, tag, served)
+            self.promises.promise(address, user_agent, product, tag, served)
             if served.ver_etag in request.headers.get("If-None-Match", ""):
                 return web.Response(status=304, headers=served.ver_headers)
             return web.Response(body=served.ver_body, headers=served.ver_headers)
-        served = self.pins.pinned(address, user_agent, product, tag) or served
+        served = self.promises.promised(address, user_agent, product, tag) or served
         build = served.channel.build
         clock = self.clock
         on_sent: SentCallback | None = None

@@ -1,4 +1,4 @@
-"""Who is in a rollout's steps: cohort hashes of the channel's known modules, and each step's threshold.
+"""Who is in a rollout's steps: cohort hashes of its target's known modules, and each step's threshold.
 
 The rules (``policy.cohort_hash``, ``policy.step_threshold``) are pure; this module applies them to the
 registry's modules. Hashes are computed once per (rollout, vehicle id) and kept in a bounded memo.
@@ -6,6 +6,8 @@ registry's modules. Hashes are computed once per (rollout, vehicle id) and kept 
 
 from __future__ import annotations
 
+from ovota.server.fleet.admission import admissions
+from ovota.server.fleet.groups import members
 from ovota.server.fleet.policy import HASH_SPACE, Counts, cohort_hash, step_threshold
 from ovota.server.fleet.rollouts import COUNTED, Rollout
 from ovota.server.store.database import Database
@@ -19,7 +21,7 @@ class Cohorts:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._hashes: dict[tuple[int, str], int] = {}  # (rollout, vehicle id) -> cohort hash
-        self._size: tuple[tuple[int, int, int] | None, tuple[int, int]] = (None, (0, 0))
+        self._size: tuple[tuple[int, int, int, int] | None, tuple[int, int]] = (None, (0, 0))
 
     def place(self, rollout_id: int, vehicle_id: str) -> int:
         """The module's place in the rollout's hash space (HASH_SPACE for a module without a vehicle id)."""
@@ -33,21 +35,29 @@ class Cohorts:
             found = self._hashes[key] = cohort_hash(rollout_id, vehicle_id)
         return found
 
-    def known(self, rollout: Rollout) -> list[tuple[str, int]]:
-        """(module, hash) for every module on the rollout's channel that votes in it (known before it started)."""
-        rows = self.db.execute(
-            "SELECT module, vehicle_id FROM modules WHERE product = ? AND tag = ? AND first_seen < ?",
-            (rollout.product, rollout.tag, rollout.voters_seen_by),
-        ).fetchall()
-        return [(str(m), self.place(rollout.id, str(v))) for m, v in rows]
+    def known(self, rollout: Rollout, db: Database | None = None, voters: bool = True) -> list[tuple[str, int]]:
+        """(module, hash) for every module of the rollout's target that votes in it (known before it started;
+        with ``voters`` False, every one known), as ``db`` (default: this connection) sees the registry."""
+        rows = (
+            (db or self.db)
+            .execute(
+                "SELECT module, vehicle_id, version FROM modules WHERE product = ? AND tag = ? AND first_seen < ?",
+                (rollout.product, rollout.tag, rollout.voters_seen_by if voters else float("inf")),
+            )
+            .fetchall()
+        )
+        target = rollout.settings.target
+        if target.whole_channel:
+            return [(str(m), self.place(rollout.id, str(v))) for m, v, _ in rows]
+        group = members(db or self.db, target.groups)
+        new_version = rollout.to_build.version
+        return [(str(m), self.place(rollout.id, str(v))) for m, v, version in rows
+                if target.takes(str(v), str(version), group, new_version)]  # fmt: skip
 
     def next_threshold(self, db: Database, rollout: Rollout, step: int) -> int:
-        """The threshold for ``step``, from the channel's modules as ``db`` (the caller's transaction) sees them."""
-        rows = db.execute(
-            "SELECT vehicle_id FROM modules WHERE product = ? AND tag = ? AND vehicle_id != '' AND first_seen < ?",
-            (rollout.product, rollout.tag, rollout.voters_seen_by),
-        ).fetchall()
-        known = sorted(self.place(rollout.id, str(v)) for (v,) in rows)
+        """The threshold for ``step``: that share of the target's known modules (with a vehicle id), as ``db``
+        (the caller's transaction) sees them."""
+        known = sorted(h for _, h in self.known(rollout, db) if h < HASH_SPACE)
         previous = rollout.thresholds[-1] if rollout.thresholds else 0
         return step_threshold(rollout.settings.steps[step], previous, known)
 
@@ -64,12 +74,18 @@ class Cohorts:
             "SELECT count(*) FROM modules WHERE product = ? AND tag = ? AND first_seen < ?",
             (rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchone()
-        key = (rollout.id, rollout.threshold, int(known))
+        (admitted,) = self.db.execute("SELECT count(*) FROM rollout_admissions WHERE rollout = ?",
+                                      (rollout.id,)).fetchone()  # fmt: skip
+        key = (rollout.id, rollout.threshold, int(known), int(admitted))
         if self._size[0] != key:
             lower = rollout.thresholds[-2] if len(rollout.thresholds) > 1 else 0
             places = [h for _, h in self.known(rollout)]
             cohort = sum(1 for h in places if h < rollout.threshold)
             step = sum(1 for h in places if lower <= h < rollout.threshold)
+            if rollout.settings.rate is not None:  # only admitted modules are offered the build
+                placed = [self.place(rollout.id, v) for v in admissions(self.db, rollout.id)]
+                cohort = min(cohort, len(placed))
+                step = sum(1 for h in placed if lower <= h < rollout.threshold)
             self._size = (key, (cohort, step))
         return self._size[1]
 

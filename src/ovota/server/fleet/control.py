@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable
 
 from ovota.server.fleet.cohorts import Cohorts
+from ovota.server.fleet.groups import Groups, members
+from ovota.server.fleet.overrides import assign
 from ovota.server.fleet.policy import HASH_SPACE, Counts, RolloutState
 from ovota.server.fleet.rollouts import COLUMNS, Rollout, RolloutError, Rollouts, RolloutSettings, log_event
 from ovota.server.store.audit import audited
@@ -37,14 +39,16 @@ class RolloutControl:
                 f"{product}/{tag} already has a {existing.state} rollout ({existing.to_build.version}): abort it first"
             )
         self.repo.check_servable(build, product)
+        Groups(self.repo).require(settings.target.groups)
         with self.repo.transaction() as db:
             cursor = db.execute(
                 f"INSERT INTO rollouts ({COLUMNS.removeprefix('id, ')}) "
-                f"VALUES ({', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?, ?, 0) RETURNING id",
+                f"VALUES ({', '.join('?' * 13)}, 0, ?, '[]', '', ?, ?, ?, ?, 0, ?, ?) RETURNING id",
                 (product, tag, channel.build.sha256, build.sha256, json.dumps(list(settings.steps)),
                  settings.step_interval, settings.limits.halt_failed, settings.limits.halt_silent,
                  settings.limits.min_sample, settings.watch, settings.grace, settings.notify_url,
-                 RolloutState.RUNNING.value, now, json.dumps(Counts().__dict__), now, now, settings.voters_known_for),
+                 RolloutState.RUNNING.value, now, json.dumps(Counts().__dict__), now, now, settings.voters_known_for,
+                 settings.target_json(), settings.pacing_json()),
             )  # fmt: skip
             rollout_id = int(cursor.fetchone()[0])
             rollout = self.rollouts.row(
@@ -53,6 +57,12 @@ class RolloutControl:
             threshold = self.cohorts.next_threshold(db, rollout, 0)
             db.execute("UPDATE rollouts SET thresholds = ? WHERE id = ?", (json.dumps([threshold]), rollout_id))
             first = f"step 1 ({settings.steps[0]}%)"
+            if not settings.target.whole_channel:
+                first += f", for {settings.target.describe()}"
+            if settings.schedule.windows:
+                first += f", {settings.schedule.describe()}"
+            if settings.rate:
+                first += f", at most {settings.rate.describe()}"
             actor = self.repo.actor
             log_event(db, rollout, now, actor, "start", f"started: {channel.build.version} -> {build.version}, {first}")
         started = self.rollouts.get(rollout_id)
@@ -104,7 +114,8 @@ class RolloutControl:
 
 
 def complete(repo: Repository, rollout: Rollout, now: float) -> bool:
-    """Make the new build the channel's build; the rollout ends at its last (100%) step. False if another
+    """End the rollout at its last (100%) step: the new build becomes the channel's, or for a targeted rollout
+    the build of each of its target's modules (assignments; the channel keeps its build). False if another
     process changed the rollout first."""
     last = len(rollout.settings.steps) - 1
     thresholds = list(rollout.thresholds)
@@ -117,16 +128,17 @@ def complete(repo: Repository, rollout: Rollout, now: float) -> bool:
             (RolloutState.COMPLETED.value, now, last, json.dumps(thresholds), now, rollout.id,
              rollout.state.value, rollout.step),
         ).rowcount  # fmt: skip
-        if changed:
+        if changed and rollout.settings.target.whole_channel:
             point_in(
                 db, repo.actor, rollout.product, rollout.tag, rollout.to_build.sha256, f"rollout {rollout.id}", now
             )
-            log_event(
-                db,
-                rollout,
-                now,
-                repo.actor,
-                "complete",
-                f"completed: {rollout.to_build.version} is the channel's build",
-            )
+            log_event(db, rollout, now, repo.actor, "complete",
+                      f"completed: {rollout.to_build.version} is the channel's build")  # fmt: skip
+        elif changed:
+            targeted = {m for m, h in Cohorts(db).known(rollout, db, voters=False) if h < HASH_SPACE}
+            targeted |= members(db, rollout.settings.target.groups)
+            count = assign(db, rollout.product, rollout.tag, targeted, rollout.to_build, rollout.id, now)
+            log_event(db, rollout, now, repo.actor, "complete",
+                      f"completed: {count} targeted modules assigned to {rollout.to_build.version}; "
+                      "the channel keeps its build")  # fmt: skip
     return bool(changed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from ovota.server.fleet.admission import admit
 from ovota.server.fleet.cohorts import Cohorts
 from ovota.server.fleet.control import complete
 from ovota.server.fleet.policy import Counts, RolloutState, halt_reason, may_advance, step_halt_reason
@@ -23,10 +24,13 @@ class RolloutDecider:
         self.rollouts = rollouts
         self.repo = rollouts.repo
         self.cohorts = Cohorts(rollouts.db)
+        self.admitted = 0  # modules the last evaluation admitted (rate-limited rollouts): answers to reload
 
     def evaluate(self, now: float) -> list[Decision]:
-        """Mark silent modules, then halt, advance or complete each running rollout as its health says."""
+        """Mark silent modules, admit what rates allow, then halt, advance or complete each running rollout as
+        its health says."""
         decisions = []
+        self.admitted = 0
         for rollout in self.rollouts.tracked(now):
             self._mark_silent(rollout, now)
             counts = self.rollouts.counts(rollout.id)
@@ -44,7 +48,9 @@ class RolloutDecider:
                 if self._transition(rollout, RolloutState.HALTED, now, reason):
                     decisions.append(Decision(self.rollouts.get(rollout.id), "halted", reason))
                 continue
-            elapsed = now - rollout.step_started
+            self._admit(rollout, now)
+            # Steps count window time only: a rollout never widens faster for its windows.
+            elapsed = rollout.settings.schedule.open_seconds(rollout.step_started, now)
             if not may_advance(step, offered, limits, elapsed, rollout.settings.step_interval, resumed):
                 continue
             decision = self._advance(rollout, now)
@@ -62,6 +68,18 @@ class RolloutDecider:
         if self.rollouts.db.execute(f"SELECT 1 FROM rollout_modules {due} LIMIT 1", silent).fetchone():
             with self.repo.transaction() as db:
                 db.execute(f"UPDATE rollout_modules SET state = 'silent' {due}", silent)
+
+    def _admit(self, rollout: Rollout, now: float) -> None:
+        """Let in what a rate-limited rollout's current period allows."""
+        if rollout.settings.rate is None or not rollout.settings.schedule.is_open(now):
+            return
+        candidates = [(m, h) for m, h in self.cohorts.known(rollout, voters=False) if h < rollout.threshold]
+        if candidates:
+            with self.repo.transaction() as db:
+                admitted = admit(db, rollout, candidates, now)
+                self.admitted += admitted
+                if admitted:
+                    log_event(db, rollout, now, SERVER, "admit", f"offered to {admitted} more modules (rate)")
 
     def _transition(self, rollout: Rollout, state: RolloutState, now: float, reason: str) -> bool:
         with self.repo.transaction() as db:

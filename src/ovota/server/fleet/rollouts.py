@@ -8,6 +8,7 @@ operator's changes in ``control``; the server's own decisions in ``decisions``; 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,14 @@ from ovota.server.fleet.policy import (
     parse_percent,
     parse_steps,
 )
+from ovota.server.fleet.targeting import (
+    Rate,
+    Schedule,
+    Target,
+    parse_rate,
+    parse_schedule,
+    parse_target,
+)
 from ovota.server.store.audit import record
 from ovota.server.store.database import Database
 from ovota.server.store.errors import NotFound, RepositoryError
@@ -39,6 +48,17 @@ class RolloutSettings:
     grace: float = 600.0
     notify_url: str = ""
     voters_known_for: float = 0.0  # modules vote if the registry knew them this long before the start
+    target: Target = field(default_factory=Target)
+    schedule: Schedule = field(default_factory=Schedule)
+    rate: Rate | None = None
+
+    def target_json(self) -> str:
+        return json.dumps(self.target.to_json())
+
+    def pacing_json(self) -> str:
+        rate = self.rate
+        return json.dumps({"windows": [w.text for w in self.schedule.windows], "timezone": self.schedule.timezone,
+                           "rate": rate.text if rate else "", "rate_growth": rate.growth if rate else 1.0})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,11 +92,9 @@ class Rollout:
         """Modules first seen before this time vote (their outcomes count for health and steps)."""
         return self.created - self.settings.voters_known_for
 
-    def in_cohort(self, vehicle_id: str) -> bool:
-        """Whether a module is offered the new build at the current step (no id: only at 100%)."""
-        if self.threshold >= HASH_SPACE:
-            return True
-        return bool(vehicle_id) and cohort_hash(self.id, vehicle_id) < self.threshold
+    def place(self, vehicle_id: str) -> int:
+        """The module's place in this rollout's hash space (past its end without a vehicle id)."""
+        return cohort_hash(self.id, vehicle_id) if vehicle_id else HASH_SPACE
 
 
 @dataclass(frozen=True)
@@ -95,7 +113,7 @@ class RolloutError(RepositoryError):
 COLUMNS = (
     "id, product, tag, from_sha256, to_sha256, steps, step_interval, halt_failed, halt_silent, min_sample, watch, "
     "grace, notify_url, state, step, step_started, thresholds, reason, baseline, created, updated, voters_known_for, "
-    "reason_at"
+    "reason_at, target, pacing"
 )
 MAX_SAMPLE = 1_000_000
 COUNTED = (ModuleState.UPDATING, ModuleState.UPDATED, ModuleState.FAILED, ModuleState.SILENT)
@@ -112,9 +130,15 @@ class Rollouts:
         """A ``SELECT {COLUMNS}`` row as a Rollout."""
         (rid, product, tag, from_sha, to_sha, steps, interval, halt_failed, halt_silent, min_sample, watch, grace,
          notify_url, state, step, started, thresholds, reason, baseline, created, updated, known_for,
-         reason_at) = row  # fmt: skip
+         reason_at, target, pacing) = row  # fmt: skip
         limits = Limits(halt_failed, halt_silent, min_sample)
-        settings = RolloutSettings(tuple(json.loads(steps)), interval, limits, watch, grace, notify_url, known_for)
+        aim, pace = json.loads(target), json.loads(pacing)
+        settings = RolloutSettings(
+            tuple(json.loads(steps)), interval, limits, watch, grace, notify_url, known_for,
+            parse_target(aim.get("groups", ()), aim.get("vehicles", ()), aim.get("versions", "")),
+            parse_schedule(pace.get("windows", ()), pace.get("timezone", "UTC")),
+            parse_rate(pace.get("rate", ""), float(pace.get("rate_growth", 1.0))),
+        )  # fmt: skip
         return Rollout(
             rid, product, tag, self.repo.build(from_sha), self.repo.build(to_sha), settings, RolloutState(state),
             step, started, tuple(json.loads(thresholds)), reason, Counts(**json.loads(baseline)), created, updated,
@@ -205,6 +229,13 @@ def parse_settings(
     grace: str = "10m",
     notify_url: str = "",
     voters_known_for: str = "0s",
+    groups: Sequence[str] = (),
+    vehicles: Sequence[str] = (),
+    versions: str = "",
+    windows: Sequence[str] = (),
+    timezone: str = "UTC",
+    rate: str = "",
+    rate_growth: float = 1.0,
 ) -> RolloutSettings:
     """Settings as users write them (CLI options, API fields); PolicyError for anything unusable."""
     if not 1 <= min_sample <= MAX_SAMPLE:
@@ -221,4 +252,7 @@ def parse_settings(
         parse_duration(grace),
         notify_url,
         parse_duration(voters_known_for),
+        parse_target(groups, vehicles, versions),
+        parse_schedule(windows, timezone),
+        parse_rate(rate, rate_growth),
     )

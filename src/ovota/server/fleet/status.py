@@ -3,10 +3,13 @@ that ``rollout status``, the API and the notify URL report."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
+from ovota.server.fleet.admission import admissions
 from ovota.server.fleet.cohorts import Cohorts
+from ovota.server.fleet.explain import Explainer
 from ovota.server.fleet.policy import HASH_SPACE, Counts, ModuleState
 from ovota.server.fleet.rollouts import COUNTED, Rollout, Rollouts
 
@@ -24,6 +27,7 @@ class RolloutModule:
     last_seen: float
     address: str
     step: int  # the step at which it joined the cohort (1-based)
+    why: str = ""  # why it is offered what it is offered now (``precedence``)
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,9 @@ class RolloutStatus:
             lower = upper
         return result
 
-    def modules(self, rollout: Rollout, state: str | None = None) -> list[RolloutModule]:
-        """The rollout's modules, by vehicle id: every voter in the cohort so far (pending until it receives the
-        new build), optionally only those in ``state``."""
+    def modules(self, rollout: Rollout, state: str | None = None, now: float | None = None) -> list[RolloutModule]:
+        """The rollout's modules, by vehicle id: every voter of its target in the cohort so far (pending until it
+        receives the new build), optionally only those in ``state``; with ``now``, why each gets what it gets."""
         rows = self.rollouts.db.execute(
             "SELECT m.module, m.vehicle_id, m.version, m.last_seen, m.address, rm.state, rm.from_version, "
             "rm.received, rm.last_seen FROM modules m LEFT JOIN rollout_modules rm "
@@ -73,7 +77,11 @@ class RolloutStatus:
             (rollout.id, rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchall()
         found = []
+        targeted = None if rollout.settings.target.whole_channel else {m for m, _ in self.cohorts.known(rollout)}
+        explainer = None if now is None else Explainer(self.rollouts, now)
         for module, vehicle_id, version, seen, address, in_state, from_version, received, last_seen in rows:
+            if targeted is not None and module not in targeted:
+                continue
             place = self.cohorts.place(rollout.id, str(vehicle_id))
             if place >= rollout.threshold and rollout.threshold < HASH_SPACE:
                 continue  # not (yet) in the cohort
@@ -83,6 +91,9 @@ class RolloutStatus:
                 str(from_version if in_state else version), None if received is None else float(received),
                 float(last_seen if in_state else seen), str(address), step,
             )  # fmt: skip
+            if explainer is not None:
+                offer = explainer.offer(rollout.product, rollout.tag, str(vehicle_id), str(version))
+                entry = replace(entry, why=f"{offer.version}: {offer.why}" if offer else "")
             if state in (None, entry.state):
                 found.append(entry)
         return sorted(found, key=lambda m: (m.vehicle_id, m.module))
@@ -102,6 +113,9 @@ class RolloutStatus:
             "to": {"version": rollout.to_build.version, "sha256": rollout.to_build.sha256},
             "step": rollout.step + 1,
             "percent": rollout.percent,
+            "target": settings.target.describe(),
+            "pacing": settings.schedule.describe() + (f"; {settings.rate.describe()}" if settings.rate else ""),
+            "admitted": len(admissions(self.rollouts.db, rollout.id)) if settings.rate else None,
             "steps": [
                 {"percent": s.percent, "cohort": s.cohort, "pending": s.pending, **s.counts.__dict__}
                 for s in self.steps(rollout)
@@ -117,6 +131,8 @@ class RolloutStatus:
                 "grace": settings.grace,
                 "notify_url": settings.notify_url,
                 "voters_known_for": settings.voters_known_for,
+                **settings.target.to_json(),
+                **json.loads(settings.pacing_json()),
             },
             "created": rollout.created,
             "updated": rollout.updated,

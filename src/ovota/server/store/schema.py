@@ -211,9 +211,65 @@ CREATE TABLE module_versions (
 CREATE INDEX rollout_modules_module ON rollout_modules (module)
 """
 
+# Targeting and pacing: a rollout's target and pacing (JSON), groups of vehicle ids, pins (a vehicle held on a
+# build), waypoints (builds every module passes through), assignments (where a targeted rollout left its
+# modules), and which modules a rate-limited rollout has admitted (with the window time it did so at).
+_TARGETING = """
+ALTER TABLE rollouts ADD COLUMN target TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE rollouts ADD COLUMN pacing TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE vehicle_groups (
+    name TEXT NOT NULL,
+    vehicle_id TEXT NOT NULL,
+    added REAL NOT NULL,
+    PRIMARY KEY (name, vehicle_id)
+);
+CREATE TABLE vehicle_pins (
+    vehicle_id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL REFERENCES builds(sha256),
+    at REAL NOT NULL,
+    actor TEXT NOT NULL
+);
+CREATE TABLE waypoints (
+    product TEXT NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES builds(sha256),
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    PRIMARY KEY (product, sha256)
+);
+CREATE TABLE assignments (
+    product TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    vehicle_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES builds(sha256),
+    rollout INTEGER NOT NULL REFERENCES rollouts(id),
+    at REAL NOT NULL,
+    PRIMARY KEY (product, tag, vehicle_id)
+);
+CREATE TABLE rollout_admissions (
+    rollout INTEGER NOT NULL REFERENCES rollouts(id),
+    vehicle_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    window_at REAL NOT NULL,
+    PRIMARY KEY (rollout, vehicle_id)
+)
+"""
+_TARGETING_TABLES = ("vehicle_groups", "vehicle_pins", "waypoints", "assignments", "rollout_admissions")
+
 MIGRATIONS: tuple[tuple[int, tuple[Statement, ...]], ...] = (
     (1, _statements(_INITIAL)),
     (2, tuple(("postgresql", sql) for sql in _NOTIFY_CHANGES)),
     (3, _statements(_OPEN_INTERNET)),
     (4, _statements(_OPERATORS)),
+    (
+        5,
+        _statements(_TARGETING)
+        + tuple(
+            (
+                "postgresql",
+                f"CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION ovota_notify_change()",
+            )
+            for table in _TARGETING_TABLES
+        ),
+    ),
 )

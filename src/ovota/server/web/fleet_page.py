@@ -9,8 +9,11 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
+from ovota.server.fleet.explain import Explainer
 from ovota.server.fleet.modules import SORTS, FleetQuery, Module, module_story, page_modules, versions_in_use
 from ovota.server.fleet.modules import downloaded as downloaded_by
+from ovota.server.fleet.precedence import Offer
+from ovota.server.store.repository import Build
 from ovota.server.web.charts import bar_chart
 from ovota.server.web.layout import page
 from ovota.server.web.login import console_nav, require_user
@@ -20,7 +23,7 @@ from ovota.server.web.text import size, when
 PAGE = 100
 COLUMNS = (("vehicle", "Vehicle"), ("channel", "Channel"), ("version", "Version"), ("", "Partition"),
            ("address", "Address"), ("first_seen", "First seen"), ("last_seen", "Last seen"),
-           ("checkins", "Check-ins"), ("", "Received"), ("", "Rollout"))  # fmt: skip
+           ("checkins", "Check-ins"), ("", "Received"), ("", "Rollout"), ("", "Offered now"))  # fmt: skip
 
 
 def _link(params: dict[str, str], **changes: str) -> str:
@@ -39,14 +42,19 @@ def _header(params: dict[str, str], key: str, label: str) -> str:
             f"{label}{arrow}</a></th>")  # fmt: skip
 
 
-def _row(m: Module, received: int, state: str) -> str:
+def _row(m: Module, received: int, state: str, offered: str) -> str:
     who = escape(m.vehicle_id) or f"<small>{escape(m.module)}</small>"
     return (
         f'<tr><td><a href="/console/fleet/module/{quote(m.module, safe="")}">{who}</a></td>'
         f"<td>{escape(m.product)}/{escape(m.tag)}</td><td>{escape(m.version)}</td><td>{escape(m.partition)}</td>"
         f"<td>{escape(m.address)}</td><td>{when(m.first_seen)}</td><td>{when(m.last_seen)}</td>"
-        f"<td>{m.checkins}</td><td>{size(received) if received else '—'}</td><td>{escape(state) or '—'}</td></tr>"
+        f"<td>{m.checkins}</td><td>{size(received) if received else '—'}</td><td>{escape(state) or '—'}</td>"
+        f"<td>{escape(offered)}</td></tr>"
     )
+
+
+def _offered(offer: Offer[Build] | None) -> str:
+    return "—" if offer is None else f"{offer.version} ({offer.why})"
 
 
 async def fleet_page(request: web.Request) -> web.Response:
@@ -56,10 +64,15 @@ async def fleet_page(request: web.Request) -> web.Response:
     sort = params["sort"] if params["sort"] in SORTS else "vehicle"
     number = max(1, int(params["page"])) if params["page"].isdigit() else 1
 
-    def read(desk: Desk) -> tuple[list[Module], int, list[tuple[str, int]], dict[str, tuple[int, str]], str]:
+    now = request.app[CONTEXT_KEY].clock.now()
+
+    def read(desk: Desk) -> tuple[list[Module], int, list[tuple[str, int]], dict[str, tuple[int, str, str]], str]:
         db = desk.repo.db
         modules, total = page_modules(db, query, sort, params["order"] == "desc", PAGE, (number - 1) * PAGE)
-        extra = downloaded_by(db, [m.module for m in modules])
+        received = downloaded_by(db, [m.module for m in modules])
+        explainer = Explainer(desk.rollouts, now)
+        offers = {m.module: _offered(explainer.offer(m.product, m.tag, m.vehicle_id, m.version)) for m in modules}
+        extra = {k: (*v, offers[k]) for k, v in received.items()}
         return modules, total, versions_in_use(db, query), extra, halt_banner(desk.rollouts)
 
     modules, total, versions, extra, banner = await request.app[CONTEXT_KEY].run(read)

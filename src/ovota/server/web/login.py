@@ -103,7 +103,8 @@ def console_nav(operator: Operator) -> str:
     return (
         f'<p class="who">Logged in as {escape(operator.name)} ({escape(operator.role)}) · '
         '<a href="/console">Channels</a> · <a href="/console/fleet">Fleet</a> · '
-        '<a href="/console/rollouts">Rollouts</a> · <a href="/console/audit">Audit</a> · '
+        '<a href="/console/rollouts">Rollouts</a> · <a href="/console/targeting">Targeting</a> · '
+        '<a href="/console/audit">Audit</a> · '
         '<a href="/firmware/ota/">Download area</a> · <a href="/console/logout">Log out</a></p>'
     )
 

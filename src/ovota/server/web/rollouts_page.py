@@ -35,6 +35,13 @@ FIELDS = (  # (name, label, default): the settings as on the command line
     ("grace", "Failed when still on the old version after", "10m"),
     ("voters_known_for", "Only modules known this long before the start vote", "0s"),
     ("notify_url", "Notify URL (JSON POST at each step, halt and completion)", ""),
+    ("groups", "Only these groups (names, comma-separated; empty: the whole channel)", ""),
+    ("vehicles", "Only vehicle ids matching (patterns such as TEST*, comma-separated)", ""),
+    ("versions", "Only modules running (e.g. <3.3.006 or >=3.3.005,<3.3.007)", ""),
+    ("windows", "Only in these windows (e.g. Mon-Fri 01:00-05:00; several separated by ;)", ""),
+    ("timezone", "Windows' time zone (IANA)", "UTC"),
+    ("rate", "At most this many modules newly offered per period (e.g. 100/h)", ""),
+    ("rate_growth", "Multiply the rate by this after each period", "1"),
 )
 
 
@@ -45,7 +52,8 @@ def _settings_line(rollout: Rollout) -> str:
         f'<p class="settings">Steps {",".join(map(str, s.steps))} · interval {duration(s.step_interval)} · halt at '
         f"{s.limits.halt_failed:.0%} failed or {s.limits.halt_silent:.0%} silent · min. sample {s.limits.min_sample}"
         f" · silent after {duration(s.watch)} · grace {duration(s.grace)} · voters known for "
-        f"{duration(s.voters_known_for)}{notify}</p>"
+        f"{duration(s.voters_known_for)}{notify}<br>For {escape(s.target.describe())} · offered "
+        f"{escape(s.schedule.describe())}{escape(f' · at most {s.rate.describe()}' if s.rate else '')}</p>"
     )
 
 
@@ -57,7 +65,7 @@ def _who(rollout: Rollout, modules: list[RolloutModule]) -> str:
         rows = "".join(
             f'<tr><td><a href="/console/fleet/module/{quote(m.module, safe="")}">{escape(m.vehicle_id or m.module)}'
             f"</a></td><td>{escape(m.from_version)}</td><td>{m.step}</td><td>{when(m.received)}</td>"
-            f"<td>{when(m.last_seen)}</td><td>{escape(m.address)}</td></tr>"
+            f"<td>{when(m.last_seen)}</td><td>{escape(m.address)}</td><td>{escape(m.why)}</td></tr>"
             for m in found[:MAX_LISTED]
         )
         more = f'<p class="hint">The first {MAX_LISTED} of {len(found)}.</p>' if len(found) > MAX_LISTED else ""
@@ -65,14 +73,16 @@ def _who(rollout: Rollout, modules: list[RolloutModule]) -> str:
         parts.append(
             f'<details class="who who-{state.value}"{opened}><summary>{state.value.capitalize()} ({len(found)})'
             f'</summary>{more}<div class="table"><table><thead><tr><th>Vehicle</th><th>From</th><th>Step</th>'
-            f"<th>Received</th><th>Last seen</th><th>Address</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            f"<th>Received</th><th>Last seen</th><th>Address</th><th>Offered now</th></tr></thead><tbody>{rows}"
+            "</tbody></table></div>"
             "</details>"
         )
     return f'<h3>Modules</h3><div class="modules">{"".join(parts)}</div>'
 
 
-def _section(desk: Desk, rollout: Rollout, operator: Operator) -> str:
+def _section(desk: Desk, rollout: Rollout, operator: Operator, now: float) -> str:
     counts = desk.rollouts.counts(rollout.id)
+    modules = desk.status.modules(rollout, now=now if rollout.state.active else None)
     steps = desk.status.steps(rollout)
     step_rows = "".join(
         f'<tr><th scope="row">{i}</th><td>{s.percent}%</td><td>{s.cohort}</td><td>{s.pending}</td>'
@@ -113,7 +123,7 @@ def _section(desk: Desk, rollout: Rollout, operator: Operator) -> str:
 <div class="actions">{actions}</div>
 <div class="table"><table class="steps"><thead><tr><th>Step</th><th>Percent</th><th>Cohort</th><th>Pending</th>
 <th>Updating</th><th>Updated</th><th>Failed</th><th>Silent</th></tr></thead><tbody>{step_rows}</tbody></table></div>
-{chart}{_who(rollout, desk.status.modules(rollout))}<details><summary>Log</summary><ul>{log}</ul></details></section>"""
+{chart}{_who(rollout, modules)}<details><summary>Log</summary><ul>{log}</ul></details></section>"""
 
 
 def _start_form(channels: list[tuple[str, str, str]], builds: list[Build]) -> str:
@@ -138,8 +148,10 @@ def _start_form(channels: list[tuple[str, str, str]], builds: list[Build]) -> st
 async def rollouts_page(request: web.Request) -> web.Response:
     operator = await require_user(request)
 
+    now = request.app[CONTEXT_KEY].clock.now()
+
     def read(desk: Desk) -> tuple[str, str, str]:
-        sections = "".join(_section(desk, r, operator) for r in reversed(desk.rollouts.every()))
+        sections = "".join(_section(desk, r, operator, now) for r in reversed(desk.rollouts.every()))
         form = ""
         if operator.may("release"):
             channels = sorted(desk.repo.channels(), key=lambda c: channel_order(c.product, c.tag))
@@ -164,9 +176,15 @@ async def start_rollout(request: web.Request) -> web.Response:
         text = {name: form.get(name, default).strip() for name, _, default in FIELDS}
         if not text["min_sample"].isdigit():
             raise RepositoryError(f"invalid minimum sample {text['min_sample']!r}: a whole number")
+        try:
+            growth = float(text["rate_growth"] or "1")
+        except ValueError:
+            raise RepositoryError(f"invalid rate growth {text['rate_growth']!r}: a number such as 2") from None
         settings = parse_settings(
             text["steps"], text["step_interval"], text["halt_failed"], text["halt_silent"], int(text["min_sample"]),
-            text["watch"], text["grace"], text["notify_url"], text["voters_known_for"],
+            text["watch"], text["grace"], text["notify_url"], text["voters_known_for"], _split(text["groups"], ","),
+            _split(text["vehicles"], ","), text["versions"], _split(text["windows"], ";"), text["timezone"] or "UTC",
+            text["rate"], growth,
         )  # fmt: skip
         build = form.get("build", "")
         rollout = await context.run(lambda desk: desk.control.start(product, tag, desk.repo.find_build(build),
@@ -176,6 +194,10 @@ async def start_rollout(request: web.Request) -> web.Response:
     context.changed()
     message = f"Rollout {rollout.id} of {rollout.product}/{rollout.tag} started at {rollout.percent}%."
     raise web.HTTPSeeOther(f"/console/rollouts?ok={quote(message)}#rollout-{rollout.id}")
+
+
+def _split(text: str, separator: str) -> list[str]:
+    return [part.strip() for part in text.split(separator) if part.strip()]
 
 
 async def rollout_action(request: web.Request) -> web.Response:

@@ -1,0 +1,122 @@
+"""A paced rollout of a 10,000-module fleet, per simulated hour, against the pace it was configured with.
+
+The fleet lives in Europe/Berlin and checks daily at its ``ota auto.hour`` (spread over the night, 00-05 local),
+as the simulator's modules do (OVMS's exact requests, real downloads, image verification, 2% of modules fall
+back from the new build). It checks in for a day, then B is rolled out with ``--window 'Mon-Sun 01:00-05:00'
+--timezone Europe/Berlin --rate R/h`` and steps 5,25,100 (interval 2h of window time), and the fleet runs for
+four days on a driven clock. Per simulated hour it prints: local time, whether the window was open, modules newly
+admitted (the server's rate decisions) against the rate, modules offered B at their check-in, updated and failed.
+
+Reference in the same run: the same fleet and days with an unpaced rollout (same steps, no window, no rate):
+wall time and check-ins per second side by side. ``--smoke``: 300 modules, one day, 64 KiB images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fleet import A, B, BUILT, Server, ovota  # noqa: I001  (the fleet bench's server and CLI helpers)
+
+from ovota.formats.image_builder import build_app_image
+from ovota.sim.fleet import FailureModel, Simulation, make_fleet, run
+from ovota.sim.http import Server as Target
+
+ZONE = ZoneInfo("Europe/Berlin")
+WINDOW = "Mon-Sun 01:00-05:00"
+HOURS = (0, 1, 2, 3, 4, 5)  # auto.hour of the fleet's modules, local time
+
+
+def admitted(repo: Path) -> int:
+    with sqlite3.connect(f"file:{repo / 'repo.sqlite'}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT count(*) FROM rollout_admissions").fetchone()[0])
+
+
+def one_run(work: Path, name: str, modules: int, days: int, images: dict[str, Path], paced: bool,
+            rate: int) -> dict[str, Any]:  # fmt: skip
+    repo = work / name
+    ovota("release", "publish", images[A], "--repo", repo, "--tag", "main")
+    ovota("release", "publish", images[B], "--repo", repo, "--tag", "edge")
+    server = Server(repo)
+    target = Target.parse(f"127.0.0.1:{server.port}/firmware/ota")
+    clock = f"http://127.0.0.1:{server.port}/clock"
+    fleet = make_fleet(modules, A, "CAR", HOURS)
+    try:
+        asyncio.run(run(Simulation(target, fleet, "v3.3-5", "main", A), clock, 1, zone=ZONE))  # learn the fleet
+        pacing = ["--window", WINDOW, "--timezone", "Europe/Berlin", "--rate", f"{rate}/h"] if paced else []
+        ovota("rollout", "start", "--repo", repo, "--product", "v3.3-5", "--tag", "main", "--build", B,
+              "--steps", "5,25,100", "--step-interval", "2h", "--min-sample", "20", *pacing)  # fmt: skip
+        simulation = Simulation(target, fleet, "v3.3-5", "main", A, fail=FailureModel({B: 0.02}))
+        last = {"admitted": 0, "offered": 0, "updated": 0, "failed": 0}
+        by_hour: dict[int, dict[str, Any]] = {}
+
+        def on_tick(now: float, sim: Simulation) -> None:
+            # The tick's requests are done: what changed since the last tick belongs to this tick's hour.
+            seen = {"admitted": admitted(repo) if paced else 0, "offered": sim.stats.offered,
+                    "updated": sim.stats.updated, "failed": sim.stats.failed}  # fmt: skip
+            local = datetime.fromtimestamp(now, ZONE)
+            bucket = by_hour.setdefault(int(now // 3600), {
+                "local": f"{local:%a %H}:00", "open": 1 <= local.hour < 5, **dict.fromkeys(last, 0)})  # fmt: skip
+            for key, value in seen.items():
+                bucket[key] += value - last[key]
+            last.update(seen)
+
+        start = time.monotonic()
+        asyncio.run(run(simulation, clock, days, on_tick, ZONE))
+        wall = time.monotonic() - start
+        status = ovota("rollout", "status", "--repo", repo, "--product", "v3.3-5", "--tag", "main")
+    finally:
+        server.stop()
+    hours = [by_hour[h] for h in sorted(by_hour)]
+    return {"name": name, "wall": wall, "checkins": simulation.stats.checkins, "hours": hours,
+            "updated": simulation.stats.updated, "status": status.splitlines()[1]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="300 modules, one day, 64 KiB images")
+    parser.add_argument("--modules", type=int, default=10_000)
+    parser.add_argument("--rate", type=int, default=500, help="modules newly offered per hour")
+    args = parser.parse_args()
+    modules, days, size = (300, 1, 65536) if args.smoke else (args.modules, 4, 256 * 1024)
+    rate = max(1, args.rate * modules // args.modules) if args.smoke else args.rate
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        images = {}
+        for version in (A, B):
+            images[version] = work / f"{version}.bin"
+            images[version].write_bytes(build_app_image(version, size=size, built=BUILT))
+        smoke = " (smoke run: timings mean nothing)" if args.smoke else ""
+        print(f"pacing: {modules} modules in Europe/Berlin checking at auto.hour 0-5, window {WINDOW}, "
+              f"rate {rate}/h, steps 5,25,100{smoke}")  # fmt: skip
+        paced = one_run(work, "paced", modules, days, images, True, rate)
+        plain = one_run(work, "unpaced", modules, days, images, False, rate)
+        print(f"{'Hour (local)':<13} {'Window':<7} {'Admitted':>8} {'Allowed':>8} {'Offered':>8} {'Updated':>8} "
+              f"{'Failed':>7}")  # fmt: skip
+        for h in paced["hours"]:
+            if h["admitted"] or h["offered"] or h["updated"] or h["open"]:
+                allowed = rate if h["open"] else 0
+                print(f"{h['local']:<13} {'open' if h['open'] else '-':<7} {h['admitted']:>8} {allowed:>8} "
+                      f"{h['offered']:>8} {h['updated']:>8} {h['failed']:>7}")  # fmt: skip
+        over = [h for h in paced["hours"] if h["admitted"] > (rate if h["open"] else 0)]
+        outside = sum(h["offered"] for h in paced["hours"] if not h["open"])
+        print(f"hours over the configured pace: {len(over)}; offers outside the window: {outside}")
+        for r in (paced, plain):
+            print(f"{r['name']:<8} {r['wall']:6.1f} s  {r['checkins']:>7} check-ins "
+                  f"{r['checkins'] / r['wall']:6.0f}/s  {r['updated']:>6} updated  {r['status']}")  # fmt: skip
+        ratio = (paced["checkins"] / paced["wall"]) / (plain["checkins"] / plain["wall"])
+        print(f"ratio paced / unpaced rollout: check-ins/s {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Groups: named sets of vehicle ids that rollouts target. Every change is audited in its transaction."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Collection, Iterable
+
+from ovota.server.fleet.agent import MAX_VEHICLE_ID
+from ovota.server.fleet.targeting import GROUP_NAME
+from ovota.server.store.audit import audited, record
+from ovota.server.store.database import Database
+from ovota.server.store.errors import NotFound, RepositoryError
+from ovota.server.store.repository import Repository
+
+MAX_GROUP = 1_000_000
+
+
+class GroupError(RepositoryError):
+    pass
+
+
+def check_group_name(name: str) -> str:
+    if not GROUP_NAME.fullmatch(name):
+        raise GroupError(f"invalid group name {name!r}: letters, digits, '.', '_', '-', at most 64 characters")
+    return name
+
+
+def check_vehicle_id(vehicle_id: str) -> str:
+    """A vehicle id as OVMS modules send it: printable, no surrounding spaces, at most 64 characters."""
+    valid = 0 < len(vehicle_id) <= MAX_VEHICLE_ID and vehicle_id.isprintable()
+    if not valid or vehicle_id.strip() != vehicle_id:
+        raise GroupError(f"invalid vehicle id {vehicle_id[:80]!r}: 1 to {MAX_VEHICLE_ID} printable characters")
+    return vehicle_id
+
+
+def ids_from_csv(text: str) -> list[str]:
+    """Vehicle ids from a CSV file: the first column of each row; a header row named ``vehicle_id`` or
+    ``vehicle`` is skipped, as are empty rows and ``#`` comments."""
+    ids: list[str] = []
+    for row in csv.reader(io.StringIO(text)):
+        if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+            continue
+        value = row[0].strip()
+        if not ids and value.lower() in ("vehicle_id", "vehicle", "vehicle id", "id"):
+            continue
+        ids.append(value)
+    return ids
+
+
+def members(db: Database, names: Collection[str]) -> frozenset[str]:
+    """The vehicle ids in any of the groups ``names``."""
+    found: set[str] = set()
+    for name in names:
+        rows = db.execute("SELECT vehicle_id FROM vehicle_groups WHERE name = ?", (name,)).fetchall()
+        found.update(str(v) for (v,) in rows)
+    return frozenset(found)
+
+
+class Groups:
+    """Groups in a repository; changes recorded as ``repo.actor``."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.db = repo.db
+
+    def add(self, name: str, vehicle_ids: Iterable[str], now: float) -> int:
+        """Add vehicles to a group (made on first use); how many were new to it."""
+        with audited(self.db, self.repo.actor, "group add", name):
+            check_group_name(name)
+            ids = list(dict.fromkeys(check_vehicle_id(v) for v in vehicle_ids))
+            if not ids:
+                raise GroupError("no vehicle ids given")
+            if len(ids) > MAX_GROUP:
+                raise GroupError(f"too many vehicle ids: at most {MAX_GROUP} per group")
+            with self.repo.transaction() as db:
+                before = self._size(db, name)
+                for vehicle_id in ids:
+                    db.execute("INSERT INTO vehicle_groups VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                               (name, vehicle_id, now))  # fmt: skip
+                added = self._size(db, name) - before
+                record(db, self.repo.actor, "group add", name, f"{added} added, {len(ids) - added} already in it")
+        return added
+
+    def remove(self, name: str, vehicle_ids: Collection[str] = ()) -> int:
+        """Remove vehicles from a group, or the whole group without ``vehicle_ids``; how many left it."""
+        with audited(self.db, self.repo.actor, "group remove", name):
+            check_group_name(name)
+            with self.repo.transaction() as db:
+                if not self._size(db, name):
+                    raise NotFound(f"no group {name!r}")
+                if vehicle_ids:
+                    removed = 0
+                    for vehicle_id in dict.fromkeys(vehicle_ids):
+                        removed += db.execute("DELETE FROM vehicle_groups WHERE name = ? AND vehicle_id = ?",
+                                              (name, vehicle_id)).rowcount  # fmt: skip
+                else:
+                    removed = db.execute("DELETE FROM vehicle_groups WHERE name = ?", (name,)).rowcount
+                detail = f"{removed} removed" + ("" if vehicle_ids else " (the group)")
+                record(db, self.repo.actor, "group remove", name, detail)
+        return removed
+
+    def sizes(self) -> list[tuple[str, int]]:
+        """(name, size) of every group, by name."""
+        rows = self.db.execute("SELECT name, count(*) FROM vehicle_groups GROUP BY name ORDER BY name").fetchall()
+        return [(str(n), int(c)) for n, c in rows]
+
+    def show(self, name: str) -> list[str]:
+        check_group_name(name)
+        rows = self.db.execute("SELECT vehicle_id FROM vehicle_groups WHERE name = ? ORDER BY vehicle_id",
+                               (name,)).fetchall()  # fmt: skip
+        if not rows:
+            raise NotFound(f"no group {name!r}")
+        return [str(v) for (v,) in rows]
+
+    def require(self, names: Collection[str]) -> None:
+        """GroupError naming the first of ``names`` that is no group (a rollout cannot target it)."""
+        for name in names:
+            if not self._size(self.db, name):
+                raise GroupError(f"no group {name!r}: add vehicles to it first (ovota fleet group add)")
+
+    @staticmethod
+    def _size(db: Database, name: str) -> int:
+        return int(db.execute("SELECT count(*) FROM vehicle_groups WHERE name = ?", (name,)).fetchone()[0])
