@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(PY) bench/ver_cost.py
 	$(PY) bench/soak.py
 	$(PY) bench/fleet_page.py
+	$(PY) bench/pacing.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -120,7 +120,7 @@ def test_a_batch_is_applied_in_arrival_order(tmp_path: Path, embedded: Setup) ->
         recorder.write(first)
         settings = parse_settings(steps="50,100", grace="10m")
         rollout = RolloutControl(Rollouts(repo)).start("v3.3-5", "main", repo.find_build(B), settings, 2000.0)
-        member = next(v for v in ids if rollout.in_cohort(v))
+        member = next(v for v in ids if rollout.place(v) < rollout.threshold)
         who = Agent("v3.3-5", member, A, "ota_0", "main")
         recorder.download(who, "v3.3-5", "main", "10.0.0.1", rollout.to_build.sha256, 65536, True, 3000.0)
         recorder.check_in(who, "v3.3-5", "main", "10.0.0.1", 3000.0 + 601)

@@ -14,8 +14,8 @@ from ovota.server.fleet.targeting import parse_rate, parse_schedule, parse_targe
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def at(zone: ZoneInfo, *fields: int) -> float:
-    return datetime(*fields, tzinfo=zone).timestamp()  # type: ignore[arg-type]
+def at(zone: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, tzinfo=zone).timestamp()
 
 
 def test_a_window_is_open_on_its_days_in_its_time_zone() -> None:

@@ -21,7 +21,7 @@ class Cohorts:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._hashes: dict[tuple[int, str], int] = {}  # (rollout, vehicle id) -> cohort hash
-        self._size: tuple[tuple[int, int, int, int] | None, tuple[int, int]] = (None, (0, 0))
+        self._size: tuple[tuple[int, int, int, int] | None, tuple[int, int, int]] = (None, (0, 0, 0))
 
     def place(self, rollout_id: int, vehicle_id: str) -> int:
         """The module's place in the rollout's hash space (HASH_SPACE for a module without a vehicle id)."""
@@ -69,7 +69,12 @@ class Cohorts:
         """Known modules that joined at the current step: those it offers the new build to."""
         return self._sizes(rollout)[1]
 
-    def _sizes(self, rollout: Rollout) -> tuple[int, int]:
+    def step_waiting(self, rollout: Rollout) -> int:
+        """Known modules of the current step that a rate has not admitted yet (0 without a rate): a step widens
+        only once all of its modules were offered the build, so a rate never makes a rollout widen faster."""
+        return self._sizes(rollout)[2]
+
+    def _sizes(self, rollout: Rollout) -> tuple[int, int, int]:
         (known,) = self.db.execute(
             "SELECT count(*) FROM modules WHERE product = ? AND tag = ? AND first_seen < ?",
             (rollout.product, rollout.tag, rollout.voters_seen_by),
@@ -79,14 +84,17 @@ class Cohorts:
         key = (rollout.id, rollout.threshold, int(known), int(admitted))
         if self._size[0] != key:
             lower = rollout.thresholds[-2] if len(rollout.thresholds) > 1 else 0
-            places = [h for _, h in self.known(rollout)]
-            cohort = sum(1 for h in places if h < rollout.threshold)
-            step = sum(1 for h in places if lower <= h < rollout.threshold)
+            known = self.known(rollout)
+            cohort = sum(1 for _, h in known if h < rollout.threshold)
+            step = sum(1 for _, h in known if lower <= h < rollout.threshold)
+            waiting = 0
             if rollout.settings.rate is not None:  # only admitted modules are offered the build
-                placed = [self.place(rollout.id, v) for v in admissions(self.db, rollout.id)]
+                admitted = set(admissions(self.db, rollout.id))
+                placed = [self.place(rollout.id, v) for v in admitted]
                 cohort = min(cohort, len(placed))
+                waiting = sum(1 for m, h in known if lower <= h < rollout.threshold and m not in admitted)
                 step = sum(1 for h in placed if lower <= h < rollout.threshold)
-            self._size = (key, (cohort, step))
+            self._size = (key, (cohort, step, waiting))
         return self._size[1]
 
     def current_step_counts(self, rollout: Rollout) -> Counts:

@@ -51,6 +51,8 @@ class RolloutDecider:
             self._admit(rollout, now)
             # Steps count window time only: a rollout never widens faster for its windows.
             elapsed = rollout.settings.schedule.open_seconds(rollout.step_started, now)
+            if self.cohorts.step_waiting(rollout):
+                continue
             if not may_advance(step, offered, limits, elapsed, rollout.settings.step_interval, resumed):
                 continue
             decision = self._advance(rollout, now)
