@@ -8,7 +8,7 @@ four days on a driven clock. Per simulated hour it prints: local time, whether t
 admitted (the server's rate decisions) against the rate, modules offered B at their check-in, updated and failed.
 
 Reference in the same run: the same fleet and days with an unpaced rollout (same steps, no window, no rate):
-wall time and check-ins per second side by side. ``--smoke``: 300 modules, one day, 64 KiB images.
+wall time and check-ins per second side by side. ``--smoke``: 100 modules, half a day, 64 KiB images.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def admitted(repo: Path) -> int:
         return int(db.execute("SELECT count(*) FROM rollout_admissions").fetchone()[0])
 
 
-def one_run(work: Path, name: str, modules: int, days: int, images: dict[str, Path], paced: bool,
+def one_run(work: Path, name: str, modules: int, days: float, images: dict[str, Path], paced: bool,
             rate: int) -> dict[str, Any]:  # fmt: skip
     repo = work / name
     ovota("release", "publish", images[A], "--repo", repo, "--tag", "main")
@@ -84,11 +84,11 @@ def one_run(work: Path, name: str, modules: int, days: int, images: dict[str, Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="300 modules, one day, 64 KiB images")
+    parser.add_argument("--smoke", action="store_true", help="100 modules, half a day, 64 KiB images")
     parser.add_argument("--modules", type=int, default=10_000)
     parser.add_argument("--rate", type=int, default=500, help="modules newly offered per hour")
     args = parser.parse_args()
-    modules, days, size = (300, 1, 65536) if args.smoke else (args.modules, 4, 256 * 1024)
+    modules, days, size = (100, 0.5, 65536) if args.smoke else (args.modules, 4, 256 * 1024)
     rate = max(1, args.rate * modules // args.modules) if args.smoke else args.rate
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -248,3 +248,14 @@ def test_the_api_targets_and_paces(site: Setup, driven: OvotaServer) -> None:
     assert [p["vehicle_id"] for p in http_json(f"{api}/pins", token=dashboard)[1]] == ["CAR3"]
     assert http_json(f"{api}/pins/CAR3", "DELETE", ci)[0] == 200 and ver(driven, agent("CAR3")) == A
     assert http_json(f"{api}/waypoints/v3.3-5", "POST", ci, {"build": "9.9.9"})[0] == 404
+
+
+def test_the_simulator_checks_at_auto_hour_in_its_time_zone(site: Setup, driven: OvotaServer) -> None:
+    site.run("fleet", "simulate", "--server", driven.base, "--modules", "20", "--days", "1", "--auto-hour", "2",
+             "--timezone", "America/New_York")  # fmt: skip
+    modules = fleet(site)
+    assert len(modules) == 20
+    zone = ZoneInfo("America/New_York")
+    assert {datetime.fromtimestamp(m["last_seen"], zone).hour for m in modules.values()} == {2}
+    bad = site.ovota("fleet", "simulate", "--server", driven.base, "--auto-hour", "25")
+    assert bad.code == 2 and "invalid auto.hour '25'" in bad.err
