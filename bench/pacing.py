@@ -4,7 +4,7 @@ The fleet lives in Europe/Berlin and checks daily at its ``ota auto.hour`` (spre
 as the simulator's modules do (OVMS's exact requests, real downloads, image verification, 2% of modules fall
 back from the new build). It checks in for a day, then B is rolled out with ``--window 'Mon-Sun 01:00-05:00'
 --timezone Europe/Berlin --rate R/h`` and steps 5,25,100 (interval 2h of window time), and the fleet runs for
-four days on a driven clock. Per simulated hour it prints: local time, whether the window was open, modules newly
+five days on a driven clock. Per simulated hour it prints: local time, whether the window was open, modules newly
 admitted (the server's rate decisions) against the rate, modules offered B at their check-in, updated and failed.
 
 Reference in the same run: the same fleet and days with an unpaced rollout (same steps, no window, no rate):
@@ -37,9 +37,12 @@ WINDOW = "Mon-Sun 01:00-05:00"
 HOURS = (0, 1, 2, 3, 4, 5)  # auto.hour of the fleet's modules, local time
 
 
-def admitted(repo: Path) -> int:
+def admitted(repo: Path) -> tuple[int, str]:
+    """Modules admitted so far, and the rollout's state."""
     with sqlite3.connect(f"file:{repo / 'repo.sqlite'}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT count(*) FROM rollout_admissions").fetchone()[0])
+        (count,) = db.execute("SELECT count(*) FROM rollout_admissions").fetchone()
+        (state,) = db.execute("SELECT state FROM rollouts ORDER BY id DESC LIMIT 1").fetchone()
+    return int(count), str(state)
 
 
 def one_run(work: Path, name: str, modules: int, days: float, images: dict[str, Path], paced: bool,
@@ -62,13 +65,15 @@ def one_run(work: Path, name: str, modules: int, days: float, images: dict[str, 
 
         def on_tick(now: float, sim: Simulation) -> None:
             # The tick's requests are done: what changed since the last tick belongs to this tick's hour.
-            seen = {"admitted": admitted(repo) if paced else 0, "offered": sim.stats.offered,
-                    "updated": sim.stats.updated, "failed": sim.stats.failed}  # fmt: skip
+            count, state = admitted(repo)
+            seen = {"admitted": count, "offered": sim.stats.offered, "updated": sim.stats.updated,
+                    "failed": sim.stats.failed}  # fmt: skip
             local = datetime.fromtimestamp(now, ZONE)
             bucket = by_hour.setdefault(int(now // 3600), {
                 "local": f"{local:%a %H}:00", "open": 1 <= local.hour < 5, **dict.fromkeys(last, 0)})  # fmt: skip
             for key, value in seen.items():
                 bucket[key] += value - last[key]
+            bucket["state"] = state  # at the end of the hour
             last.update(seen)
 
         start = time.monotonic()
@@ -88,7 +93,7 @@ def main() -> None:
     parser.add_argument("--modules", type=int, default=10_000)
     parser.add_argument("--rate", type=int, default=500, help="modules newly offered per hour")
     args = parser.parse_args()
-    modules, days, size = (100, 0.5, 65536) if args.smoke else (args.modules, 4, 256 * 1024)
+    modules, days, size = (100, 0.5, 65536) if args.smoke else (args.modules, 5, 256 * 1024)
     rate = max(1, args.rate * modules // args.modules) if args.smoke else args.rate
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -102,15 +107,17 @@ def main() -> None:
         paced = one_run(work, "paced", modules, days, images, True, rate)
         plain = one_run(work, "unpaced", modules, days, images, False, rate)
         print(f"{'Hour (local)':<13} {'Window':<7} {'Admitted':>8} {'Allowed':>8} {'Offered':>8} {'Updated':>8} "
-              f"{'Failed':>7}")  # fmt: skip
+              f"{'Failed':>7}  Rollout")  # fmt: skip
         for h in paced["hours"]:
             if h["admitted"] or h["offered"] or h["updated"] or h["open"]:
                 allowed = rate if h["open"] else 0
                 print(f"{h['local']:<13} {'open' if h['open'] else '-':<7} {h['admitted']:>8} {allowed:>8} "
-                      f"{h['offered']:>8} {h['updated']:>8} {h['failed']:>7}")  # fmt: skip
+                      f"{h['offered']:>8} {h['updated']:>8} {h['failed']:>7}  {h['state']}")  # fmt: skip
         over = [h for h in paced["hours"] if h["admitted"] > (rate if h["open"] else 0)]
-        outside = sum(h["offered"] for h in paced["hours"] if not h["open"])
-        print(f"hours over the configured pace: {len(over)}; offers outside the window: {outside}")
+        running = [h for h in paced["hours"] if h["state"] != "completed"]
+        outside = sum(h["offered"] for h in running if not h["open"])
+        print(f"hours over the configured pace: {len(over)}; offers outside the window while the rollout ran: "
+              f"{outside}")  # fmt: skip
         for r in (paced, plain):
             print(f"{r['name']:<8} {r['wall']:6.1f} s  {r['checkins']:>7} check-ins "
                   f"{r['checkins'] / r['wall']:6.0f}/s  {r['updated']:>6} updated  {r['status']}")  # fmt: skip

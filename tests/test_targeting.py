@@ -138,7 +138,7 @@ def test_a_closed_window_offers_nobody_then_opens(site: Setup, driven: OvotaServ
     advance(driven, 60)
     window = _window_from(driven, "America/New_York", 3, 2)
     site.run("rollout", "start", *args, *CHANNEL, "--build", B, "--steps", "50,100", "--window", window,
-             "--timezone", "America/New_York", "--step-interval", "3h", "--min-sample", "1")  # fmt: skip
+             "--timezone", "America/New_York", "--step-interval", "2h", "--min-sample", "1")  # fmt: skip
     advance(driven, 1)
     assert set(offers(driven, cars).values()) == {A}  # closed: nobody is offered the build
     assert sum("outside its windows" in m["why"] for m in fleet(site).values()) == 5  # the step's half
@@ -146,12 +146,16 @@ def test_a_closed_window_offers_nobody_then_opens(site: Setup, driven: OvotaServ
     opened = [car for car, version in offers(driven, cars).items() if version == B]
     assert len(opened) == 5
     update(driven, opened[0])
-    advance(driven, 2 * 3600 + 60)  # the window closed again: only modules already on the build get it
-    assert ver(driven, agent(opened[0], B)) == B and ver(driven, agent(opened[1])) == A
-    advance(driven, 20 * 3600)  # a day of wall time, two hours of window time: less than the step's 3h
+    advance(driven, 600)  # over 3 h since the start, under 2 h of window time: the step's interval has not passed
     assert site.status()["step"] == 1
-    advance(driven, 4 * 3600)  # an hour or more into the next day's window: 3h of window time
-    assert site.status()["state"] == "completed"
+    advance(driven, 2 * 3600)  # the window closed after 2 h of window time, with an outcome: the last step
+    status = site.status()
+    assert (status["state"], status["step"]) == ("running", 2)
+    assert ver(driven, agent(opened[0], B)) == B and ver(driven, agent(opened[1])) == A  # closed: nobody new
+    advance(driven, 20 * 3600)  # a day of wall time and no window time: the 100% step has not run yet
+    assert site.status()["state"] == "running"
+    advance(driven, 2 * 3600)  # into the next night's window
+    assert set(offers(driven, cars).values()) == {B}
 
 
 def test_a_rate_offers_at_most_n_per_period_and_grows(site: Setup, driven: OvotaServer) -> None:
@@ -177,6 +181,14 @@ def test_a_rate_offers_at_most_n_per_period_and_grows(site: Setup, driven: Ovota
     assert len([v for v in offers(driven, cars).values() if v == B]) == 15  # the step's half of 30, no more
     status = site.status()
     assert status["step"] == 1 and status["state"] == "running" and status["admitted"] == 15
+    # A paced rollout's 100% step is paced too: a single-step rollout at 5/h does not complete at its start.
+    site.run("rollout", "abort", *args, *CHANNEL)
+    site.run("release", "publish", site.builds[C], *args, "--tag", "edge")
+    site.run("rollout", "start", *args, *CHANNEL, "--build", C, "--steps", "100", "--rate", "5/h")
+    advance(driven, 60)
+    assert list(offers(driven, cars).values()).count(C) == 5 and site.status()["state"] == "running"
+    advance(driven, 3600)
+    assert list(offers(driven, cars).values()).count(C) == 10
 
 
 def test_waypoints_pins_and_their_precedence(site: Setup, driven: OvotaServer) -> None:

@@ -1,9 +1,10 @@
 """Rate-limited rollouts: which modules the server has let in, a period's worth at a time.
 
 With ``--rate N/h`` a module of the current step is offered the build only once admitted. One decider per
-cluster admits, in cohort-hash order, the step's known target modules not yet admitted, while a window is open
-and up to what the current period (of window time) allows; the device path serves from the admitted set. So
-the rate holds however many server processes answer, and a module once admitted stays admitted.
+cluster admits, in cohort-hash order, the step's known target modules not yet admitted, while a window is open,
+so that no period of window time (an hour for ``/h``, sliding) admits more than its allowance; the device path
+serves from the admitted set. So the rate holds however many server processes answer, and a module once admitted
+stays admitted.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ def admit(db: Database, rollout: Rollout, candidates: Sequence[tuple[str, int]],
     if rate is None or not schedule.is_open(now):
         return 0
     window_at = schedule.open_seconds(rollout.created, now)
-    period = rate.period_of(window_at)
+    # A sliding period: whatever hour (of window time) one looks at, it admitted at most the allowance.
     (used,) = db.execute(
-        "SELECT count(*) FROM rollout_admissions WHERE rollout = ? AND window_at >= ?",
-        (rollout.id, period * rate.period),
+        "SELECT count(*) FROM rollout_admissions WHERE rollout = ? AND window_at > ?",
+        (rollout.id, window_at - rate.period),
     ).fetchone()
-    room = rate.allowance(period) - int(used)
+    room = rate.allowance(rate.period_of(window_at)) - int(used)
     if room <= 0:
         return 0
     already = set(admissions(db, rollout.id))

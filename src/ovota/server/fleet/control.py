@@ -66,7 +66,7 @@ class RolloutControl:
             actor = self.repo.actor
             log_event(db, rollout, now, actor, "start", f"started: {channel.build.version} -> {build.version}, {first}")
         started = self.rollouts.get(rollout_id)
-        if started.threshold >= HASH_SPACE:  # a single 100% step: nothing to stage
+        if started.threshold >= HASH_SPACE and not settings.paced:  # a single 100% step: nothing to stage
             complete(self.repo, started, now)
             return self.rollouts.get(rollout_id)
         return started

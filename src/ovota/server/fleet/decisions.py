@@ -96,9 +96,11 @@ class RolloutDecider:
         return bool(changed)
 
     def _advance(self, rollout: Rollout, now: float) -> Decision | None:
-        step = rollout.step + 1
+        last = len(rollout.settings.steps) - 1
+        step = min(rollout.step + 1, last)
         percent = rollout.settings.steps[step]
-        if percent >= 100:
+        # A paced rollout runs its 100% step too, at its rate and in its windows, and completes after it.
+        if rollout.step == last or (percent >= 100 and not rollout.settings.paced):
             if complete(self.repo, rollout, now):
                 return Decision(self.rollouts.get(rollout.id), "completed", f"{rollout.to_build.version} reached 100%")
             return None

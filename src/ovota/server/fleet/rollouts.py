@@ -52,6 +52,11 @@ class RolloutSettings:
     schedule: Schedule = field(default_factory=Schedule)
     rate: Rate | None = None
 
+    @property
+    def paced(self) -> bool:
+        """Whether windows or a rate pace the rollout (its last step then runs like the others)."""
+        return self.rate is not None or bool(self.schedule.windows)
+
     def target_json(self) -> str:
         return json.dumps(self.target.to_json())
 

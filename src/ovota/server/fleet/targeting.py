@@ -8,7 +8,7 @@ Windows. ``Mon-Fri 01:00-05:00`` in the rollout's time zone (IANA, default UTC);
 its start runs past midnight into the next day. A rollout with windows offers its build to nobody new while
 every window is closed, and its step interval and rate count only the time some window was open.
 
-Rate. ``N/h`` (``/m``, ``/d``): at most N modules are newly offered the build per period of (window) time;
+Rate. ``N/h`` (``/m``, ``/d``): at most N modules are newly offered the build in any period of window time;
 with a growth factor F, period k allows N·F^k.
 """
 
