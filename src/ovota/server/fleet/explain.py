@@ -24,10 +24,11 @@ class _Channel:
 
 
 def offer_json(offer: Offer[Build] | None) -> dict[str, str]:
-    """An offer's fields in the fleet's JSON: ``offered`` (version), ``offered_sha256`` and ``why``."""
+    """An offer's fields in the fleet's JSON: ``offered`` (its version) and ``why`` (a 1,000-module API page stays
+    small; the version names the build)."""
     if offer is None:
-        return {"offered": "", "offered_sha256": "", "why": "no build on this channel"}
-    return {"offered": offer.version, "offered_sha256": offer.item.sha256, "why": offer.why}
+        return {"offered": "", "why": "no build on this channel"}
+    return {"offered": offer.version, "why": offer.why}
 
 
 class Explainer:
