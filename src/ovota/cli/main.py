@@ -9,24 +9,29 @@ from typing import Any
 import click
 
 from ovota import __version__
-from ovota.cli.audit import audit
-from ovota.cli.delta import delta
-from ovota.cli.fleet import fleet
-from ovota.cli.image import image
-from ovota.cli.module import module
-from ovota.cli.otadata import otadata
-from ovota.cli.parttable import parttable
-from ovota.cli.repo import repo
-from ovota.cli.rollout import rollout
-from ovota.cli.server import release, server, token
-from ovota.cli.targets import add_target_commands
+from ovota.cli.lazy import LazyGroup
 from ovota.formats import FormatError
+
+COMMANDS = {  # each command's module is imported when that command runs
+    "image": "ovota.cli.image:image",
+    "parttable": "ovota.cli.parttable:parttable",
+    "otadata": "ovota.cli.otadata:otadata",
+    "module": "ovota.cli.module:module",
+    "server": "ovota.cli.server:server",
+    "release": "ovota.cli.server:release",
+    "token": "ovota.cli.server:token",
+    "rollout": "ovota.cli.rollout:rollout",
+    "fleet": "ovota.cli.fleet:fleet",
+    "delta": "ovota.cli.delta:delta",
+    "repo": "ovota.cli.repo:repo",
+    "audit": "ovota.cli.audit:audit",
+}
 
 EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a process its pipe's reader ended (128 + SIGPIPE)
 
 
-class _Group(click.Group):
+class _Group(LazyGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -41,22 +46,7 @@ class _Group(click.Group):
             sys.exit(EXIT_BAD_INPUT)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ovota")
 def main() -> None:
     """Build, inspect and verify ESP32 firmware and flash structures; run OTA updates."""
-
-
-main.add_command(image)
-main.add_command(parttable)
-main.add_command(otadata)
-main.add_command(module)
-main.add_command(server)
-main.add_command(release)
-main.add_command(token)
-main.add_command(rollout)
-main.add_command(fleet)
-main.add_command(delta)
-main.add_command(repo)
-main.add_command(audit)
-add_target_commands(fleet, release)

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from aiohttp import web
 
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.cli.rollout import rollout_options, start_rollout
+from ovota.cli.targets import waypoint
 from ovota.formats.signature import key_digest, load_public_key
-from ovota.server.app import create_app
 from ovota.server.fleet.policy import PolicyError, parse_duration
 from ovota.server.store import tokens
 from ovota.server.store.backends import Backends
@@ -71,6 +70,11 @@ def server(
 ) -> None:  # fmt: skip
     """Serve firmware to modules, the download area and the release API (HTTPS with --tls-cert/--tls-key;
     unchanged OVMS modules only speak plain HTTP, so serve them on a second, plain server)."""
+    # Imported here, before the workers fork: the other commands of this module need neither aiohttp nor the app.
+    from aiohttp import web
+
+    from ovota.server.app import create_app
+
     if driven_clock and (workers > 1 or time_scale != 1):
         raise click.UsageError("--driven-clock works with one worker and no --time-scale")
     if public_url and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[!-~]*)?", public_url):
@@ -276,3 +280,6 @@ def revoke_token(repo: Backends, name: str) -> None:
 
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+release.add_command(waypoint)

@@ -166,7 +166,4 @@ def waypoint(repo: Backends, product: str, build_ref: str | None, remove: bool, 
     click.echo(f"{'Removed' if remove else 'Added'} waypoint {build.version} for {product}")
 
 
-def add_target_commands(fleet: click.Group, release: click.Group) -> None:
-    for command in (group, pin, unpin, pins, assignments, unassign):
-        fleet.add_command(command)
-    release.add_command(waypoint)
+FLEET_COMMANDS = (group, pin, unpin, pins, assignments, unassign)
