@@ -73,6 +73,15 @@ class Server:
         self.proc.wait(timeout=30)
 
 
+def write_images(work: Path, size: int) -> dict[str, Path]:
+    """Builds A and B of ``size`` bytes in ``work``: version -> file."""
+    images = {}
+    for version in (A, B):
+        images[version] = work / f"{version}.bin"
+        images[version].write_bytes(build_app_image(version, size=size, built=BUILT))
+    return images
+
+
 def one_run(work: Path, name: str, modules: int, days: int, images: dict[str, Path], rollout: bool,
             fail: str | None) -> dict[str, Any]:  # fmt: skip
     repo = work / name
@@ -121,10 +130,7 @@ def main() -> None:
     days = 2 if args.smoke else 8  # the smoke run only checks that the bench still runs
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        images = {}
-        for version in (A, B):
-            images[version] = work / f"{version}.bin"
-            images[version].write_bytes(build_app_image(version, size=size, built=BUILT))
+        images = write_images(work, size)
         smoke = " (smoke run: timings mean nothing)" if args.smoke else ""
         print(f"fleet: {modules} modules, images of {size} bytes{smoke}")
         runs = [

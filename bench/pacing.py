@@ -26,9 +26,8 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet import A, B, BUILT, Server, ovota  # noqa: I001  (the fleet bench's server and CLI helpers)
+from fleet import A, B, Server, ovota, write_images
 
-from ovota.formats.image_builder import build_app_image
 from ovota.sim.fleet import FailureModel, Simulation, make_fleet, run
 from ovota.sim.http import Server as Target
 
@@ -97,10 +96,7 @@ def main() -> None:
     rate = max(1, args.rate * modules // args.modules) if args.smoke else args.rate
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        images = {}
-        for version in (A, B):
-            images[version] = work / f"{version}.bin"
-            images[version].write_bytes(build_app_image(version, size=size, built=BUILT))
+        images = write_images(work, size)
         smoke = " (smoke run: timings mean nothing)" if args.smoke else ""
         print(f"pacing: {modules} modules in Europe/Berlin checking at auto.hour 0-5, window {WINDOW}, "
               f"rate {rate}/h, steps 5,25,100{smoke}")  # fmt: skip

@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,23 +31,13 @@ from typing import Any
 
 from ovota.formats.image_builder import build_app_image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fleet import Server, ovota
+
 A, B = "3.3.006", "3.3.007"
-OVOTA = str(Path(sys.executable).with_name("ovota"))
 VER = "/firmware/ota/v3.3-5/main/ovms3.ver"
 HONEST = "ovms/v3.3-5 (PROBE 3.3.006/ota_0/main (build idf v3.3.4, product v3.3-5))"
-
-
-def ovota(*args: str | Path) -> str:
-    proc = subprocess.run([OVOTA, *map(str, args)], capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise SystemExit(f"ovota {' '.join(map(str, args))} failed: {proc.stderr}")
-    return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
@@ -58,26 +45,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-class Server:
-    def __init__(self, repo: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [OVOTA, "server", "--repo", str(repo), "--port", str(self.port), "--driven-clock", "--delta-bases", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise SystemExit("ovota server did not start")
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 async def _exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
