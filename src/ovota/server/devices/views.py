@@ -12,7 +12,7 @@ from email.utils import formatdate
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ovota.server.fleet.agent import Agent
-from ovota.server.fleet.precedence import Offer, precedence, rollout_offers
+from ovota.server.fleet.precedence import Offer, precedence, rollout_or_channel
 from ovota.server.fleet.rollouts import Rollout
 from ovota.server.store.repository import Build, Channel
 
@@ -78,13 +78,8 @@ class ChannelView:
         below = Offer(self.channel, self.channel.channel.build.version, "channel")
         part = self.rollout
         if part is not None:
-            offered, why = rollout_offers(part.rollout, vehicle_id, version, part.members, part.admitted, now,
-                                          part.place)  # fmt: skip
-            below = (
-                Offer(part.new, part.rollout.to_build.version, why)
-                if offered
-                else Offer(below.item, below.version, f"channel ({why})")
-            )
+            below = rollout_or_channel(below, (part.rollout, part.new), vehicle_id, version, part.members,
+                                       part.admitted, now, part.place)  # fmt: skip
         if agent is None:
             return below
         return precedence(version, self.pins.get(vehicle_id), self.waypoints, self.assignments.get(vehicle_id), below)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ovota.server.fleet.admission import admissions
 from ovota.server.fleet.groups import members
 from ovota.server.fleet.overrides import ChannelOverrides, Overrides
-from ovota.server.fleet.precedence import Offer, precedence, rollout_offers
+from ovota.server.fleet.precedence import Offer, precedence, rollout_or_channel
 from ovota.server.fleet.rollouts import Rollout, Rollouts
 from ovota.server.store.errors import NotFound
 from ovota.server.store.repository import Build
@@ -45,13 +45,9 @@ class Explainer:
         channel = self._channel(product, tag)
         if channel is None:
             return None
-        below = Offer(channel.build, channel.build.version, "channel")
-        rollout = channel.rollout
-        if rollout is not None:
-            offered, why = rollout_offers(rollout, vehicle_id, version, channel.members, channel.admitted, self.now,
-                                          rollout.place)  # fmt: skip
-            new = rollout.to_build
-            below = Offer(new, new.version, why) if offered else Offer(below.item, below.version, f"channel ({why})")
+        rollout = None if channel.rollout is None else (channel.rollout, channel.rollout.to_build)
+        below = rollout_or_channel(Offer(channel.build, channel.build.version, "channel"), rollout, vehicle_id, version,
+                                   channel.members, channel.admitted, self.now)  # fmt: skip
         overrides = channel.overrides
         pin = overrides.pins.get(vehicle_id)
         assigned = overrides.assignments.get(vehicle_id)

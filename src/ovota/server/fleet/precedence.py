@@ -48,6 +48,21 @@ def rollout_offers(rollout: Rollout, vehicle_id: str, version: str, members: Col
     return True, f"{name}, step {rollout.step + 1} ({rollout.percent}%)"
 
 
+def rollout_or_channel(channel: Offer[T], rollout: tuple[Rollout, T] | None, vehicle_id: str, version: str,
+                       members: Collection[str], admitted: Collection[str], now: float,
+                       place: Callable[[str], int] | None = None) -> Offer[T]:  # fmt: skip
+    """What the module is offered below pins, waypoints and assignments: the rollout's build (``rollout``: the
+    rollout and its build's item) when the rollout offers it to this module, else the channel's, with the
+    rollout's reason. ``place``: the module's cohort hash (default: computed)."""
+    if rollout is None:
+        return channel
+    active, new = rollout
+    offered, why = rollout_offers(active, vehicle_id, version, members, admitted, now, place or active.place)
+    if offered:
+        return Offer(new, active.to_build.version, why)
+    return Offer(channel.item, channel.version, f"channel ({why})")
+
+
 def precedence(version: str, pin: Offer[T] | None, waypoints: Sequence[Offer[T]], assignment: Offer[T] | None,
                below: Offer[T]) -> Offer[T]:  # fmt: skip
     """The offer for a module running ``version``: its pin; else the oldest waypoint between its version and
