@@ -1,4 +1,5 @@
-"""Targeting and pacing rules without I/O: windows (time zones, midnight, DST), versions, rates, precedence."""
+"""Targeting and pacing rules without I/O: windows (time zones, midnight, DST), versions, rates (the precedence of
+pins, waypoints, assignments, rollouts and channels: tests/test_offer.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ovota.server.fleet.policy import PolicyError
-from ovota.server.fleet.precedence import Offer, precedence
 from ovota.server.fleet.targeting import parse_rate, parse_schedule, parse_target, parse_versions
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -94,35 +94,3 @@ def test_rates_and_their_growth() -> None:
     for bad, growth in (("0/h", 1.0), ("100", 1.0), ("100/y", 1.0), ("10/h", 0.5), ("", 2.0)):
         with pytest.raises(PolicyError):
             parse_rate(bad, growth)
-
-
-# The precedence table: pin > waypoint > targeted assignment > rollout cohort > channel.
-CHANNEL = Offer("channel-3.3.008", "3.3.008", "channel")
-ROLLOUT = Offer("rollout-3.3.009", "3.3.009", "rollout 1, step 1 (10%)")
-ASSIGNED = Offer("assigned-3.3.010", "3.3.010", "assigned")
-PIN = Offer("pin-3.3.001", "3.3.001", "pinned")
-WAYPOINT = Offer("waypoint-3.3.007", "3.3.007", "waypoint 3.3.007")
-
-
-@pytest.mark.parametrize(
-    ("version", "pin", "waypoint", "assigned", "below", "expected"),
-    [
-        ("3.3.005", PIN, WAYPOINT, ASSIGNED, ROLLOUT, PIN),  # a pin beats everything
-        ("3.3.005", None, WAYPOINT, ASSIGNED, ROLLOUT, WAYPOINT),  # older than the waypoint: through it first
-        ("3.3.007", None, WAYPOINT, ASSIGNED, ROLLOUT, ASSIGNED),  # at the waypoint: its assignment
-        ("3.3.007", None, WAYPOINT, None, ROLLOUT, ROLLOUT),  # no assignment: the rollout's cohort
-        ("3.3.007", None, WAYPOINT, None, CHANNEL, CHANNEL),  # outside the cohort: the channel
-        ("3.3.005", None, Offer("w", "3.3.009", "waypoint 3.3.009"), None, CHANNEL, CHANNEL),  # not on the way
-    ],
-)
-def test_precedence(version: str, pin: Offer[str] | None, waypoint: Offer[str], assigned: Offer[str] | None,
-                    below: Offer[str], expected: Offer[str]) -> None:  # fmt: skip
-    assert precedence(version, pin, (waypoint,), assigned, below) == expected
-
-
-def test_waypoints_are_passed_in_order() -> None:
-    first, second = Offer("a", "3.3.006", "waypoint"), Offer("b", "3.3.008", "waypoint")
-    target = Offer("c", "3.3.010", "channel")
-    assert precedence("3.3.004", None, (first, second), None, target) is first
-    assert precedence("3.3.006", None, (first, second), None, target) is second
-    assert precedence("3.3.008", None, (first, second), None, target) is target

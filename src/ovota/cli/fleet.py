@@ -32,7 +32,7 @@ def list_fleet(repo: Backends, product: str | None, tag: str | None, as_json: bo
     with open_repository(repo, create=False) as r:
         modules = list_modules(r.db, product, tag)
         explainer = Explainer(Rollouts(r), r.clock().now())
-        offers = [explainer.offer(m.product, m.tag, m.vehicle_id, m.version) for m in modules]
+        offers = [explainer.of(m) for m in modules]
     if as_json:
         rows = [module_json(m) | offer_json(o) for m, o in zip(modules, offers, strict=True)]
         click.echo(json.dumps(rows, indent=2))

@@ -57,6 +57,7 @@ def rollout_options(function: F) -> F:
                 type=float,
                 help="Multiply the rate by this after each period (exponential rollout).",
             ),
+            click.option("--allow-empty", is_flag=True, help="Start a targeted rollout even if it matches no module."),
         ]
     ):
         function = option(function)
@@ -65,11 +66,15 @@ def rollout_options(function: F) -> F:
 
 def start_rollout(r: Repository, product: str, tag: str, build: Build, steps: str, **options: Any) -> Rollout:
     """Start a rollout with the CLI's settings and print what started."""
+    allow_empty = options.pop("allow_empty", False)
     settings = parse_settings(steps=steps, **options)
-    rollout = RolloutControl(Rollouts(r)).start(product, tag, build, settings, r.clock().now())
+    control = RolloutControl(Rollouts(r))
+    rollout = control.start(product, tag, build, settings, r.clock().now(), allow_empty)
+    matched = control.matching(product, tag, build, settings)
     click.echo(
         f"Rollout {rollout.id} of {product}/{tag}: {rollout.from_build.version} -> {build.version}, "
-        f"steps {','.join(map(str, settings.steps))}, now {rollout.state} at {rollout.percent}%"
+        f"steps {','.join(map(str, settings.steps))}, now {rollout.state} at {rollout.percent}%; "
+        f"matches {matched} known module{'s' if matched != 1 else ''}"
     )
     return rollout
 

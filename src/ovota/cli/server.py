@@ -20,6 +20,8 @@ from ovota.formats.signature import key_digest, load_public_key
 from ovota.server.fleet.policy import PolicyError, parse_duration
 from ovota.server.store import tokens
 from ovota.server.store.backends import Backends
+from ovota.server.store.product_rules import min_secure_version as get_min_secure_version
+from ovota.server.store.product_rules import set_min_secure_version
 from ovota.server.store.repository import Repository
 from ovota.server.store.trust import trust as trust_key
 from ovota.server.store.trust import trusted_keys
@@ -126,11 +128,12 @@ def release() -> None:
 @click.option("--product", help="Product directory (default: v3.3-5 for 3.3.006 and later, else v3.3).")
 @click.option("--changelog", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Changelog text.")
 @click.option("--force", is_flag=True, help="Publish even if the channel has a rollout (which is aborted).")
+@click.option("--new-channel", is_flag=True, help="Make the channel if it is none of main, eap, edge and is new.")
 @click.option("--rollout", "steps", help="Roll the build out in steps (e.g. 1,10,50,100) instead of at once.")
 @rollout_options
 def publish(
-    image: Path, repo: Backends, tag: str, product: str | None, changelog: Path | None, force: bool, steps: str | None,
-    **options: Any,
+    image: Path, repo: Backends, tag: str, product: str | None, changelog: Path | None, force: bool,
+    new_channel: bool, steps: str | None, **options: Any,
 ) -> None:  # fmt: skip
     """Validate IMAGE and make it the current build of a channel (or start a rollout of it)."""
     with open_repository(repo) as r:
@@ -141,7 +144,7 @@ def publish(
             start_rollout(r, product, tag, build, steps, **options)
             return
         started = time.time()
-        channel = r.publish(image.read_bytes(), tag, product, text, force)
+        channel = r.publish(image.read_bytes(), tag, product, text, force, new_channel)
         what = "Published" if channel.updated >= started else "Nothing to do: already published"
         click.echo(f"{what} {channel.build.version} to {channel.product}/{channel.tag} (sha256 {channel.build.sha256})")
 
@@ -152,17 +155,19 @@ def publish(
 @click.option("--from", "source", required=True)
 @click.option("--to", "target", required=True)
 @click.option("--force", is_flag=True, help="Promote even if channel TO has a rollout (which is aborted).")
+@click.option("--new-channel", is_flag=True, help="Make channel TO if it is none of main, eap, edge and is new.")
 @click.option("--rollout", "steps", help="Roll the build out to TO in steps (e.g. 1,10,50,100).")
 @rollout_options
 def promote(
-    repo: Backends, product: str, source: str, target: str, force: bool, steps: str | None, **options: Any
-) -> None:
+    repo: Backends, product: str, source: str, target: str, force: bool, new_channel: bool, steps: str | None,
+    **options: Any,
+) -> None:  # fmt: skip
     """Point channel TO at the build channel FROM has (or start a rollout of it)."""
     with open_repository(repo, create=False) as r:
         if steps:
             start_rollout(r, product, target, r.channel(product, source).build, steps, **options)
             return
-        channel = r.promote(product, source, target, force)
+        channel = r.promote(product, source, target, force, new_channel)
         click.echo(f"Promoted {channel.build.version} from {product}/{source} to {product}/{target}")
 
 
@@ -190,6 +195,19 @@ def list_channels(repo: Backends) -> None:
                 f"{c.product:<10} {c.tag:<8} {c.build.version:<32} {c.build.size:>9} {when} {c.build.sha256[:16]} "
                 f"sv{security.secure_version} {signer}"
             )
+
+
+@release.command("min-secure-version")
+@repo_option
+@click.option("--product", required=True)
+@click.argument("level", type=int, required=False)
+def min_secure_version(repo: Backends, product: str, level: int | None) -> None:
+    """Never offer PRODUCT's modules a build below secure version LEVEL again (anti-rollback); without LEVEL,
+    show it."""
+    with open_repository(repo, create=level is not None) as r:
+        if level is not None:
+            set_min_secure_version(r.db, product, level, r.actor)
+        click.echo(f"{product}: builds below secure version {get_min_secure_version(r.db, product)} are never offered")
 
 
 @release.command("trust")

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ovota.cli.repo_access import open_repository, repo_option
+from ovota.server.fleet.failures import retry as retry_failed
 from ovota.server.fleet.groups import Groups, ids_from_csv
 from ovota.server.fleet.overrides import Overrides
 from ovota.server.store.backends import Backends
@@ -143,6 +144,20 @@ def unassign(repo: Backends, vehicle_id: str, product: str | None, tag: str | No
     click.echo(f"Removed {removed} assignment{'s' if removed != 1 else ''} of {vehicle_id}")
 
 
+@click.command("retry")
+@repo_option
+@click.argument("vehicle_id")
+@click.option("--build", "build_ref", help="Only this build (a version or SHA-256 prefix); default: every one.")
+def retry(repo: Backends, vehicle_id: str, build_ref: str | None) -> None:
+    """Offer VEHICLE_ID the builds it failed on again (a module without a vehicle id: '@ADDRESS')."""
+    with open_repository(repo, create=False) as r:
+        build = r.find_build(build_ref) if build_ref else None
+        cleared = retry_failed(r, vehicle_id, build, r.clock().now())
+    for failure in cleared:
+        click.echo(f"Retrying {failure.version} ({failure.sha256[:12]}) for {vehicle_id}: it failed on it "
+                   f"{_when(failure.at)} ({failure.reason})")  # fmt: skip
+
+
 @click.command("waypoint")
 @repo_option
 @click.option("--product", required=True, help="Product, e.g. v3.3-5.")
@@ -166,4 +181,4 @@ def waypoint(repo: Backends, product: str, build_ref: str | None, remove: bool, 
     click.echo(f"{'Removed' if remove else 'Added'} waypoint {build.version} for {product}")
 
 
-FLEET_COMMANDS = (group, pin, unpin, pins, assignments, unassign)
+FLEET_COMMANDS = (group, pin, unpin, pins, assignments, unassign, retry)

@@ -30,6 +30,7 @@ from ovota.server.web.audit_page import add_audit_page
 from ovota.server.web.console import add_console_routes
 from ovota.server.web.fleet_page import add_fleet_page
 from ovota.server.web.listing import add_listing_routes
+from ovota.server.web.module_page import add_module_page
 from ovota.server.web.rollouts_page import add_rollouts_page
 from ovota.server.web.targeting_page import add_targeting_page
 
@@ -118,6 +119,7 @@ def create_app(
     app.add_subapp("/api/v1", create_api(context))
     add_console_routes(app)
     add_fleet_page(app)
+    add_module_page(app)
     add_rollouts_page(app)
     add_audit_page(app)
     add_targeting_page(app)

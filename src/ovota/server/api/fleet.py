@@ -37,9 +37,7 @@ async def api_fleet(request: web.Request) -> web.Response:
     def read(desk: Desk) -> tuple[list[dict[str, Any]], int, str]:
         modules, total = modules_after(desk.repo.db, query, after, limit)
         explainer = Explainer(desk.rollouts, now)
-        rows = [
-            module_json(m) | offer_json(explainer.offer(m.product, m.tag, m.vehicle_id, m.version)) for m in modules
-        ]
+        rows = [module_json(m) | offer_json(explainer.of(m)) for m in modules]
         return rows, total, modules[-1].module if modules else ""
 
     modules, total, last = await request.app[CONTEXT_KEY].run(read)
@@ -96,13 +94,17 @@ async def api_rollout_start(request: web.Request) -> web.Response:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RepositoryError("request body must be JSON") from None
+    allow_empty = body.pop("allow_empty", False) if isinstance(body, dict) else False
+    if not isinstance(allow_empty, bool):
+        raise RepositoryError("allow_empty must be true or false")
     product, tag, build_ref, settings = rollout_settings(body)
     context = request.app[CONTEXT_KEY]
     now = context.clock.now()
 
     def start(desk: Desk) -> dict[str, Any]:
-        rollout = desk.control.start(product, tag, desk.repo.find_build(build_ref), settings, now)
-        return desk.status.summary(rollout)
+        build = desk.repo.find_build(build_ref)
+        rollout = desk.control.start(product, tag, build, settings, now, allow_empty)
+        return desk.status.summary(rollout) | {"matches": desk.control.matching(product, tag, build, settings)}
 
     summary = await context.run(start, actor(request))
     context.changed()

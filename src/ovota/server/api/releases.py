@@ -87,8 +87,9 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
 
 
 async def api_publish(request: web.Request) -> web.Response:
-    """Raw image body with ?tag=&product=&changelog=&force=, or multipart fields image, tag, product,
-    changelog, force (``true`` aborts the channel's active rollout)."""
+    """Raw image body with ?tag=&product=&changelog=&force=&new_channel=, or multipart fields image, tag,
+    product, changelog, force (``true`` aborts the channel's active rollout), new_channel (``true`` makes a channel
+    that is not one of main, eap and edge)."""
     data, fields = await read_upload(request)
     if not fields.get("tag"):
         raise RepositoryError("missing tag")
@@ -103,22 +104,24 @@ async def api_publish(request: web.Request) -> web.Response:
         context.threads.busy_timeout,
         actor(request),
         fields.get("force", "") in ("true", "1", "yes"),
+        fields.get("new_channel", "") in ("true", "1", "yes"),
     )
     context.changed()
     return await _channel_answer(request, channel, 201)
 
 
 async def json_object(request: web.Request, *keys: str) -> dict[str, Any]:
-    """A JSON object body with the string fields ``keys`` (and ``force``, a boolean, if present);
-    RepositoryError otherwise."""
+    """A JSON object body with the string fields ``keys`` (and ``force`` and ``new_channel``, booleans, if
+    present); RepositoryError otherwise."""
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RepositoryError("request body must be JSON") from None
     if not isinstance(body, dict) or any(not isinstance(body.get(k), str) for k in keys):
         raise RepositoryError(f"JSON body must have string fields: {', '.join(keys)}")
-    if not isinstance(body.get("force", False), bool):
-        raise RepositoryError("force must be true or false")
+    for flag in ("force", "new_channel"):
+        if not isinstance(body.get(flag, False), bool):
+            raise RepositoryError(f"{flag} must be true or false")
     return body
 
 
@@ -126,7 +129,8 @@ async def api_promote(request: web.Request) -> web.Response:
     body = await json_object(request, "product", "from", "to")
     context = request.app[CONTEXT_KEY]
     product, source, target, force = body["product"], body["from"], body["to"], body.get("force", False)
-    channel = await context.run(lambda desk: desk.repo.promote(product, source, target, force), actor(request))
+    new = body.get("new_channel", False)
+    channel = await context.run(lambda desk: desk.repo.promote(product, source, target, force, new), actor(request))
     context.changed()
     return await _channel_answer(request, channel)
 

@@ -4,7 +4,8 @@
 ``POST /groups/<name>/remove`` {"vehicles": [...]} removes some, ``DELETE /groups/<name>`` the group;
 ``GET /pins``, ``PUT /pins/<vehicle>`` {"build": REF}, ``DELETE /pins/<vehicle>``;
 ``GET /waypoints/<product>``, ``POST /waypoints/<product>`` {"build": REF}, ``DELETE /waypoints/<product>/<REF>``;
-``GET /assignments?product=&vehicle=``, ``DELETE /assignments/<vehicle>?product=&tag=``.
+``GET /assignments?product=&vehicle=``, ``DELETE /assignments/<vehicle>?product=&tag=``;
+``POST /fleet/<module>/retry`` {"build": REF} (optional): offer a module the builds it failed on again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from ovota.server.api.auth import actor, api_handler
 from ovota.server.context import CONTEXT_KEY, Desk
+from ovota.server.fleet.failures import retry
 from ovota.server.fleet.groups import Groups
 from ovota.server.fleet.overrides import Overrides
 from ovota.server.store.errors import RepositoryError
@@ -147,6 +149,19 @@ async def assignment_remove(request: web.Request) -> web.Response:
     )
 
 
+async def module_retry(request: web.Request) -> web.Response:
+    """``POST /fleet/<module>/retry`` (optional JSON ``{"build": REF}``): offer the builds it failed on again."""
+    module = request.match_info["module"]
+    ref = await _body(request, "build", str) if request.can_read_body else ""
+    now = request.app[CONTEXT_KEY].clock.now()
+
+    def change(desk: Desk) -> dict[str, Any]:
+        cleared = retry(desk.repo, module, desk.repo.find_build(ref) if ref else None, now)
+        return {"module": module, "retried": [{"version": f.version, "sha256": f.sha256} for f in cleared]}
+
+    return await _change(request, change)
+
+
 def add_target_routes(api: web.Application) -> None:
     api.router.add_get("/groups", api_handler(groups_list))
     api.router.add_get("/groups/{name}", api_handler(group_show))
@@ -161,3 +176,4 @@ def add_target_routes(api: web.Application) -> None:
     api.router.add_delete("/waypoints/{product}/{ref}", api_handler(waypoint_remove, "release"))
     api.router.add_get("/assignments", api_handler(assignments_list))
     api.router.add_delete("/assignments/{vehicle}", api_handler(assignment_remove, "release"))
+    api.router.add_post("/fleet/{module}/retry", api_handler(module_retry, "release"))

@@ -1,7 +1,7 @@
 """What each channel answers a module, prepared once per change and kept in memory.
 
-A channel's answer is its build with the ``ovms3.ver`` body and headers built once; with a rollout, pins,
-waypoints or assignments it is a view that chooses per module (``views``). Answers are reloaded
+A channel's answer is a view (``views``): the inputs of the offer decision and, for every build they may offer,
+the ``ovms3.ver`` body and headers built once. Answers are reloaded
 when the repository changes: this process says so (``invalidate``), or another process committed (the
 database's change token, looked at every 50 ms at most).
 """
@@ -13,15 +13,12 @@ import contextlib
 import time
 from collections import OrderedDict
 
-from ovota.server.devices.views import ChannelView, RolloutPart, Served, channel_view, served
-from ovota.server.fleet.admission import admissions
-from ovota.server.fleet.groups import members
-from ovota.server.fleet.overrides import Overrides
+from ovota.server.devices.views import ChannelView, channel_view
+from ovota.server.fleet.offer_inputs import read_inputs
 from ovota.server.fleet.rollouts import Rollouts
 from ovota.server.store.database import DatabaseUnavailable
-from ovota.server.store.errors import NotFound
 from ovota.server.store.images import NAME
-from ovota.server.store.repository import Channel, Repository
+from ovota.server.store.repository import Repository
 from ovota.server.store.threads import RepositoryThreads
 
 RECHECK_SECONDS = 0.05
@@ -33,7 +30,7 @@ class Missing:
 
 
 MISSING = Missing()  # the one instance
-Answer = Served | ChannelView | None  # None: no such channel
+Answer = ChannelView | None  # None: no such channel
 
 
 class ChannelAnswers:
@@ -47,7 +44,7 @@ class ChannelAnswers:
         self._version = -1
         self._next_check = 0.0
         self._generation = 0  # counts invalidations, so a load that raced one stays stale
-        self._answers: dict[tuple[str, str], Served | ChannelView] = {}
+        self._answers: dict[tuple[str, str], ChannelView] = {}
         self._stale: set[tuple[str, str]] = set()  # answers to reload (kept while the database is away)
         self._misses: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._loading: dict[tuple[str, str], asyncio.Future[Answer]] = {}
@@ -112,15 +109,5 @@ class ChannelAnswers:
 
 
 def _read(rollouts: Rollouts, product: str, tag: str) -> Answer:
-    try:
-        channel = rollouts.repo.channel(product, tag)
-    except NotFound:
-        return None
-    overrides = Overrides(rollouts.repo).load(product, tag)
-    rollout = rollouts.active(product, tag)
-    part = None
-    if rollout is not None:
-        new = served(Channel(product, tag, rollout.to_build, rollout.updated))
-        admitted = frozenset(admissions(rollouts.db, rollout.id)) if rollout.settings.rate else frozenset()
-        part = RolloutPart(rollout, new, members(rollouts.db, rollout.settings.target.groups), admitted)
-    return channel_view(channel, part, overrides.pins, overrides.waypoints, overrides.assignments)
+    inputs = read_inputs(rollouts, product, tag)
+    return None if inputs is None else channel_view(inputs)

@@ -40,9 +40,9 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end - start + 1
 
 
-# Called once the body is sent or has failed: (bytes sent, whether the client now has the whole blob).
-# sendfile reports no partial count, so a broken transfer reports 0 bytes.
-SentCallback = Callable[[int, bool], None]
+# Called once the body is sent or has failed: (offset of the range sent, bytes sent). sendfile reports no partial
+# count, so a broken transfer reports 0 bytes.
+SentCallback = Callable[[int, int], None]
 
 
 class BlobResponse(web.StreamResponse):
@@ -136,11 +136,11 @@ class BlobResponse(web.StreamResponse):
                     await request._loop.sendfile(transport, blob.file, offset, count)
             except BaseException:
                 if self._on_sent is not None:
-                    self._on_sent(0, False)
+                    self._on_sent(offset, 0)
                 raise
             DEVICE_BYTES.inc(count)
             if self._on_sent is not None:
-                self._on_sent(count, offset + count == blob.size)
+                self._on_sent(offset, count)
         finally:
             if cork:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)

@@ -1,20 +1,17 @@
-"""What a channel answers each module: its build, prepared once per change, and when a rollout, pins,
-waypoints or assignments apply to the channel, a view that chooses per module by their precedence
-(``fleet.precedence``: pin > waypoint > assignment > rollout cohort > channel).
-"""
+"""What a channel answers each module: the offer decision (``fleet.offer``) over the channel's inputs, and the
+answer for every build it may offer, prepared once per change."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ovota.server.fleet.agent import Agent
-from ovota.server.fleet.precedence import Offer, precedence, rollout_or_channel
-from ovota.server.fleet.rollouts import Rollout
-from ovota.server.store.repository import Build, Channel
+from ovota.server.fleet.attempts import Attempt
+from ovota.server.fleet.offer import ModuleFacts, Offer, ProductRules, problem
+from ovota.server.fleet.offer_inputs import ChannelInputs
+from ovota.server.store.repository import Channel
 
 MAX_COHORT_CACHE = 200_000
 
@@ -44,69 +41,50 @@ def served(channel: Channel) -> Served:
 
 
 @dataclass
-class RolloutPart:
-    """A channel's active rollout as the device path needs it: its answers, the ids of its groups, the
-    modules its rate admitted, and each vehicle's cohort hash (computed once per id, bounded)."""
+class ChannelView:
+    """A channel's inputs and the answer for each build they may offer; cohort hashes computed once per
+    vehicle id (bounded)."""
 
-    rollout: Rollout
-    new: Served
-    members: frozenset[str] = frozenset()
-    admitted: frozenset[str] = frozenset()
+    inputs: ChannelInputs
+    answers: dict[str, Served]
     places: dict[str, int] = field(default_factory=dict)
 
     def place(self, vehicle_id: str) -> int:
         found = self.places.get(vehicle_id)
         if found is None:
+            rollout = self.inputs.rollout
+            if rollout is None:
+                raise ValueError("no rollout")
             if len(self.places) > MAX_COHORT_CACHE:
                 self.places.clear()
-            found = self.places[vehicle_id] = self.rollout.place(vehicle_id)
+            found = self.places[vehicle_id] = rollout.place(vehicle_id)
         return found
 
+    def offer(self, module: ModuleFacts | None, now: float) -> Offer:
+        """The decision for this module now."""
+        return self.inputs.offer(module, now, self.place)
 
-@dataclass
-class ChannelView:
-    """A channel whose answer depends on the module."""
+    def answer(self, offer: Offer) -> Served | None:
+        """The prepared answer for an offer (None: nothing is offered)."""
+        return None if offer.build is None else self.answers[offer.build.sha256]
 
-    channel: Served
-    rollout: RolloutPart | None
-    pins: dict[str, Offer[Served]]
-    waypoints: tuple[Offer[Served], ...]
-    assignments: dict[str, Offer[Served]]
+    def still_keeps(self, answer: Served, module: ModuleFacts | None) -> bool:
+        """Whether a build promised earlier may still be served to this module (it keeps every invariant)."""
+        facts = self.inputs.facts.get(answer.channel.build.sha256)
+        if facts is None or module is None:
+            return facts is not None
+        return problem(facts, module, self.inputs.rules.get(module.product, ProductRules())) is None
 
-    def offer(self, agent: Agent | None, now: float) -> Offer[Served]:
-        vehicle_id, version = (agent.vehicle_id, agent.version) if agent is not None else ("", "")
-        below = Offer(self.channel, self.channel.channel.build.version, "channel")
-        part = self.rollout
-        if part is not None:
-            below = rollout_or_channel(below, (part.rollout, part.new), vehicle_id, version, part.members,
-                                       part.admitted, now, part.place)  # fmt: skip
-        if agent is None:
-            return below
-        return precedence(version, self.pins.get(vehicle_id), self.waypoints, self.assignments.get(vehicle_id), below)
+    def module(self, key: str, vehicle_id: str, product: str, version: str, attempt: Attempt | None) -> ModuleFacts:
+        return self.inputs.module(key, vehicle_id, product, version, attempt)
 
 
-def channel_view(channel: Channel, rollout: RolloutPart | None, pins: dict[str, Build],
-                 waypoints: Collection[Build], assignments: dict[str, Build]) -> Served | ChannelView:  # fmt: skip
-    """The channel's answer: its build for everyone when nothing else applies, else a view."""
-    answer = served(channel)
-    if rollout is None and not pins and not waypoints and not assignments:
-        return answer
-    prepared: dict[str, Served] = {channel.build.sha256: answer}
-
-    def offer(build: Build, why: str) -> Offer[Served]:
-        if build.sha256 not in prepared:
-            prepared[build.sha256] = served(Channel(channel.product, channel.tag, build, channel.updated))
-        return Offer(prepared[build.sha256], build.version, why)
-
-    return ChannelView(
-        answer,
-        rollout,
-        {v: offer(b, "pinned") for v, b in pins.items()},
-        tuple(offer(b, f"waypoint {b.version}") for b in waypoints),
-        {v: offer(b, "assigned") for v, b in assignments.items()},
-    )
-
-
-def choose(answer: Served | ChannelView, agent: Agent | None, now: float) -> Served:
-    """What the answer gives this module at ``now``."""
-    return answer.offer(agent, now).item if isinstance(answer, ChannelView) else answer
+def channel_view(inputs: ChannelInputs) -> ChannelView:
+    """The channel's view: an answer prepared for each build its inputs name."""
+    channel, rollout = inputs.channel, inputs.rollout
+    answers = {channel.build.sha256: served(channel)}
+    for sha256, build in inputs.builds.items():
+        if sha256 not in answers:
+            updated = rollout.updated if rollout is not None and rollout.to_build.sha256 == sha256 else channel.updated
+            answers[sha256] = served(Channel(channel.product, channel.tag, build, updated))
+    return ChannelView(inputs, answers)

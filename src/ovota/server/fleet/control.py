@@ -24,12 +24,25 @@ class RolloutControl:
         self.repo = rollouts.repo
         self.cohorts = Cohorts(rollouts.db)
 
-    def start(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float) -> Rollout:
-        """Start rolling ``build`` out to the channel's modules, from the build the channel has now."""
+    def start(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float,
+              allow_empty: bool = False) -> Rollout:  # fmt: skip
+        """Start rolling ``build`` out to the channel's modules, from the build the channel has now. A targeted
+        rollout whose target matches no known module is refused unless ``allow_empty``."""
         with audited(self.repo.db, self.repo.actor, "rollout start", f"{product}/{tag}"):
-            return self._start(product, tag, build, settings, now)
+            return self._start(product, tag, build, settings, now, allow_empty)
 
-    def _start(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float) -> Rollout:
+    def matching(self, product: str, tag: str, build: Build, settings: RolloutSettings) -> int:
+        """How many modules the registry knows on the channel that the rollout's target takes."""
+        rows = self.repo.db.execute("SELECT vehicle_id, version FROM modules WHERE product = ? AND tag = ?",
+                                    (product, tag)).fetchall()  # fmt: skip
+        target = settings.target
+        if target.whole_channel:
+            return len(rows)
+        group = members(self.repo.db, target.groups)
+        return sum(1 for v, version in rows if target.takes(str(v), str(version), group, build.version))
+
+    def _start(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float,
+               allow_empty: bool) -> Rollout:  # fmt: skip
         channel = self.repo.channel(product, tag)
         if channel.build.sha256 == build.sha256:
             raise RolloutError(f"{product}/{tag} already serves {build.version}")
@@ -40,6 +53,12 @@ class RolloutControl:
             )
         self.repo.check_servable(build, product)
         Groups(self.repo).require(settings.target.groups)
+        matched = self.matching(product, tag, build, settings)
+        if not matched and not settings.target.whole_channel and not allow_empty:
+            raise RolloutError(
+                f"the target ({settings.target.describe()}) matches no module of {product}/{tag}: check it, or start "
+                "it anyway with --allow-empty (API: allow_empty: true)"
+            )
         with self.repo.transaction() as db:
             cursor = db.execute(
                 f"INSERT INTO rollouts ({COLUMNS.removeprefix('id, ')}) "
@@ -56,7 +75,7 @@ class RolloutControl:
             )
             threshold = self.cohorts.next_threshold(db, rollout, 0)
             db.execute("UPDATE rollouts SET thresholds = ? WHERE id = ?", (json.dumps([threshold]), rollout_id))
-            first = f"step 1 ({settings.steps[0]}%)"
+            first = f"matches {matched} known module{'s' if matched != 1 else ''}; step 1 ({settings.steps[0]}%)"
             if not settings.target.whole_channel:
                 first += f", for {settings.target.describe()}"
             if settings.schedule.windows:

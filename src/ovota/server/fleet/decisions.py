@@ -61,10 +61,11 @@ class RolloutDecider:
         return decisions
 
     def _mark_silent(self, rollout: Rollout, now: float) -> None:
-        """Updating modules with no check-in within ``watch`` become silent."""
+        """Modules offered the build or updating with no check-in within ``watch`` become silent (a module that
+        never comes back is never pending for ever)."""
         silent = (rollout.id, now, rollout.settings.watch)
         due = (
-            "WHERE rollout = ? AND state = 'updating' "
+            "WHERE rollout = ? AND state IN ('updating', 'pending') "
             "AND ? - CASE WHEN received > last_seen THEN received ELSE last_seen END > ?"
         )
         if self.rollouts.db.execute(f"SELECT 1 FROM rollout_modules {due} LIMIT 1", silent).fetchone():

@@ -16,6 +16,7 @@ class CheckIn:
     tag: str
     address: str
     at: float
+    offered: str = ""  # the SHA-256 of the build the answer named ("" for none)
 
 
 @dataclass(frozen=True)

@@ -1,31 +1,17 @@
-"""Why a module gets what it gets: the device path's precedence (``precedence``) over the database, for the
-fleet list, rollout status and the console."""
+"""Why a module gets what it gets, for operators: the device path's decision (``offer.decide``) over the same
+inputs (``offer_inputs``), read from the database, for the fleet list, rollout status, the API and the console."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ovota.server.fleet.admission import admissions
-from ovota.server.fleet.groups import members
-from ovota.server.fleet.overrides import ChannelOverrides, Overrides
-from ovota.server.fleet.precedence import Offer, precedence, rollout_or_channel
-from ovota.server.fleet.rollouts import Rollout, Rollouts
-from ovota.server.store.errors import NotFound
-from ovota.server.store.repository import Build
+from ovota.server.fleet.modules import Module
+from ovota.server.fleet.offer import Offer
+from ovota.server.fleet.offer_inputs import ChannelInputs, read_inputs
+from ovota.server.fleet.rollouts import Rollouts
 
 
-@dataclass(frozen=True)
-class _Channel:
-    build: Build
-    overrides: ChannelOverrides
-    rollout: Rollout | None
-    members: frozenset[str]
-    admitted: frozenset[str]
-
-
-def offer_json(offer: Offer[Build] | None) -> dict[str, str]:
-    """An offer's fields in the fleet's JSON: ``offered`` (its version) and ``why`` (a 1,000-module API page stays
-    small; the version names the build)."""
+def offer_json(offer: Offer | None) -> dict[str, str]:
+    """An offer's fields in the fleet's JSON: ``offered`` (its version, "" for nothing) and ``why`` (a
+    1,000-module API page stays small; the version names the build)."""
     if offer is None:
         return {"offered": "", "why": "no build on this channel"}
     return {"offered": offer.version, "why": offer.why}
@@ -37,41 +23,19 @@ class Explainer:
     def __init__(self, rollouts: Rollouts, now: float) -> None:
         self.rollouts = rollouts
         self.now = now
-        self._channels: dict[tuple[str, str], _Channel | None] = {}
+        self._channels: dict[tuple[str, str], ChannelInputs | None] = {}
 
-    def offer(self, product: str, tag: str, vehicle_id: str, version: str) -> Offer[Build] | None:
-        """What a module of ``product``/``tag`` running ``version`` is offered now, and why; None when the
-        channel serves nothing."""
-        channel = self._channel(product, tag)
-        if channel is None:
-            return None
-        rollout = None if channel.rollout is None else (channel.rollout, channel.rollout.to_build)
-        below = rollout_or_channel(Offer(channel.build, channel.build.version, "channel"), rollout, vehicle_id, version,
-                                   channel.members, channel.admitted, self.now)  # fmt: skip
-        overrides = channel.overrides
-        pin = overrides.pins.get(vehicle_id)
-        assigned = overrides.assignments.get(vehicle_id)
-        return precedence(
-            version,
-            None if pin is None else Offer(pin, pin.version, "pinned"),
-            tuple(Offer(w, w.version, f"waypoint {w.version}") for w in overrides.waypoints),
-            None if assigned is None else Offer(assigned, assigned.version, "assigned by a targeted rollout"),
-            below,
-        )
-
-    def _channel(self, product: str, tag: str) -> _Channel | None:
+    def offer(self, product: str, tag: str, module: str, vehicle_id: str, version: str) -> Offer | None:
+        """What a module (``module``: its registry key) of ``product``/``tag`` running ``version`` is offered now,
+        and why; None when the channel serves nothing."""
         key = (product, tag)
         if key not in self._channels:
-            self._channels[key] = self._read(product, tag)
-        return self._channels[key]
-
-    def _read(self, product: str, tag: str) -> _Channel | None:
-        repo = self.rollouts.repo
-        try:
-            build = repo.channel(product, tag).build
-        except NotFound:
+            self._channels[key] = read_inputs(self.rollouts, product, tag)
+        inputs = self._channels[key]
+        if inputs is None:
             return None
-        rollout = self.rollouts.active(product, tag)
-        group = frozenset() if rollout is None else members(repo.db, rollout.settings.target.groups)
-        admitted = frozenset(admissions(repo.db, rollout.id)) if rollout and rollout.settings.rate else frozenset()
-        return _Channel(build, Overrides(repo).load(product, tag), rollout, group, admitted)
+        return inputs.offer(inputs.module(module, vehicle_id, product, version), self.now)
+
+    def of(self, module: Module) -> Offer | None:
+        """The offer of a registry row."""
+        return self.offer(module.product, module.tag, module.module, module.vehicle_id, module.version)

@@ -13,6 +13,7 @@ from ovota.server.fleet.groups import check_vehicle_id
 from ovota.server.store.audit import audited, record
 from ovota.server.store.database import Database
 from ovota.server.store.errors import NotFound, RepositoryError
+from ovota.server.store.product_rules import running_secure_version
 from ovota.server.store.repository import Build, Repository
 
 
@@ -61,13 +62,28 @@ class Overrides:
     # -- pins ------------------------------------------------------------------------------------------------
 
     def pin(self, vehicle_id: str, build: Build, now: float) -> None:
-        """Offer ``build`` to this vehicle whatever its channel or a rollout serves (a product that trusts
-        signing keys must be able to serve it: checked for the product the fleet registry knows it by)."""
+        """Offer ``build`` to this vehicle whatever its channel or a rollout serves. Refused when the build breaks
+        an invariant of the offer decision for the product and version the fleet registry knows it by: another
+        product, too big for its slot, not signed by a key it trusts, below its anti-rollback floor or below the
+        secure version of the build it runs."""
         with audited(self.db, self.repo.actor, "fleet pin", vehicle_id):
             check_vehicle_id(vehicle_id)
-            row = self.db.execute("SELECT product FROM modules WHERE vehicle_id = ? LIMIT 1", (vehicle_id,)).fetchone()
+            row = self.db.execute("SELECT product, version FROM modules WHERE vehicle_id = ? LIMIT 1",
+                                  (vehicle_id,)).fetchone()  # fmt: skip
             if row is not None:
-                self.repo.check_servable(build, str(row[0]))
+                product, version = str(row[0]), str(row[1])
+                try:
+                    self.repo.check_servable(build, product)
+                except RepositoryError as err:
+                    raise OverrideError(
+                        f"cannot pin {vehicle_id} (a {product} module) to {build.version}: {err}"
+                    ) from None
+                runs = running_secure_version(self.db, product, version)
+                if self.repo.security(build.sha256).secure_version < runs:
+                    raise OverrideError(
+                        f"cannot pin {vehicle_id} to {build.version}: it runs {version}, secure version {runs}, and "
+                        "a chip with anti-rollback refuses anything older"
+                    )
             with self.repo.transaction() as db:
                 db.execute(
                     "INSERT INTO vehicle_pins VALUES (?, ?, ?, ?) ON CONFLICT (vehicle_id) DO UPDATE SET "

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ovota.server.fleet.agent import Agent
+from ovota.server.fleet.attempts import DEFAULT_GRACE, apply_attempts
 from ovota.server.fleet.events import CheckIn, Download
 from ovota.server.fleet.reports import apply_reports
-from ovota.server.fleet.rollouts import Rollouts
+from ovota.server.fleet.rollouts import Rollout, Rollouts
 from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.repository import Repository
 
@@ -50,8 +52,9 @@ class FleetRecorder:
         self._anonymous: Counter[str] = Counter()
         self.dropped = 0  # events no write could store (each logged)
 
-    def check_in(self, agent: Agent, product: str, tag: str, address: str, at: float) -> None:
-        self._events.append(CheckIn(agent.module_key(address), agent, product, tag, address, at))
+    def check_in(self, agent: Agent, product: str, tag: str, address: str, at: float, offered: str = "") -> None:
+        """A request from a module; ``offered``: the build the answer named to it."""
+        self._events.append(CheckIn(agent.module_key(address), agent, product, tag, address, at, offered))
 
     def download(self, agent: Agent, product: str, tag: str, address: str, sha256: str, sent: int,
                  completed: bool, at: float) -> None:  # fmt: skip
@@ -116,6 +119,11 @@ class FleetRecorder:
     def _write(self, events: list[CheckIn | Download], anonymous: Counter[str]) -> None:
         checkins = [e for e in events if isinstance(e, CheckIn)]
         with self.repo.transaction() as db:
+            if events:
+                # Before the check-ins are written: reports compare with the versions modules ran until now.
+                tracked = self.rollouts.tracked(max(e.at for e in events))
+                apply_attempts(db, events, _graces(tracked), self._version)
+                apply_reports(db, tracked, events)
             db.executemany(
                 "INSERT INTO modules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (module) DO UPDATE SET "
                 "vehicle_id = excluded.vehicle_id, product = excluded.product, tag = excluded.tag, "
@@ -142,11 +150,19 @@ class FleetRecorder:
                 "ON CONFLICT (kind) DO UPDATE SET count = request_counts.count + excluded.count",
                 list(anonymous.items()),
             )
-            if events:
-                apply_reports(db, self.rollouts.tracked(max(e.at for e in events)), events)
+
+    def _version(self, sha256: str) -> str:
+        row = self.repo.db.execute("SELECT version FROM builds WHERE sha256 = ?", (sha256,)).fetchone()
+        return "" if row is None else str(row[0])
 
     def prune(self, now: float, retention: float = DOWNLOADS_RETENTION) -> int:
         """Delete download records older than ``retention`` (rollout states and the modules table keep what
         rollouts need); the number deleted."""
         with self.repo.transaction() as db:
             return db.execute("DELETE FROM downloads WHERE at < ?", (now - retention,)).rowcount
+
+
+def _graces(tracked: list[Rollout]) -> Callable[[str, str, str], float]:
+    """The grace period of a build on a channel: its rollout's, else the default."""
+    graces = {(r.product, r.tag, r.to_build.sha256): r.settings.grace for r in tracked}
+    return lambda product, tag, sha256: graces.get((product, tag, sha256), DEFAULT_GRACE)

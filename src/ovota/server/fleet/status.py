@@ -27,7 +27,8 @@ class RolloutModule:
     last_seen: float
     address: str
     step: int  # the step at which it joined the cohort (1-based)
-    why: str = ""  # why it is offered what it is offered now (``precedence``)
+    why: str = ""  # what it is offered now, and why (``offer.decide``)
+    version: str = ""  # what it runs now
 
 
 @dataclass(frozen=True)
@@ -46,57 +47,55 @@ class RolloutStatus:
         self.cohorts = Cohorts(rollouts.db)
 
     def steps(self, rollout: Rollout) -> list[StepStatus]:
-        """Per step reached: the known modules that joined at it, and their states."""
-        known = self.cohorts.known(rollout)
-        states = dict(
-            self.rollouts.db.execute(
-                "SELECT module, state FROM rollout_modules WHERE rollout = ?", (rollout.id,)
-            ).fetchall()
-        )
-        result = []
-        lower = 0
-        for index, upper in enumerate(rollout.thresholds):
-            members = [m for m, h in known if lower <= h < upper]
-            per_state = {s: 0 for s in ModuleState}
-            for module in members:
-                per_state[ModuleState(states.get(module, ModuleState.PENDING.value))] += 1
-            counts = Counts(*(per_state[s] for s in COUNTED))
-            result.append(
-                StepStatus(rollout.settings.steps[index], len(members), per_state[ModuleState.PENDING], counts)
+        """Per step reached: the known modules that joined at it, and their states (the same modules, in the same
+        states, that ``modules`` lists)."""
+        per_step = [{s: 0 for s in ModuleState} for _ in rollout.thresholds]
+        for entry in self._entries(rollout):
+            per_step[entry.step - 1][ModuleState(entry.state)] += 1
+        return [
+            StepStatus(
+                rollout.settings.steps[index],
+                sum(states.values()),
+                states[ModuleState.PENDING],
+                Counts(*(states[s] for s in COUNTED)),
             )
-            lower = upper
-        return result
+            for index, states in enumerate(per_step)
+        ]
 
     def modules(self, rollout: Rollout, state: str | None = None, now: float | None = None) -> list[RolloutModule]:
         """The rollout's modules, by vehicle id: every voter of its target in the cohort so far (pending until it
         receives the new build), optionally only those in ``state``; with ``now``, why each gets what it gets."""
+        found = [e for e in self._entries(rollout) if state in (None, e.state)]
+        if now is not None:
+            explainer = Explainer(self.rollouts, now)
+            for index, entry in enumerate(found):
+                offer = explainer.offer(rollout.product, rollout.tag, entry.module, entry.vehicle_id, entry.version)
+                found[index] = replace(entry, why=f"{offer.version or 'nothing'}: {offer.why}" if offer else "")
+        return sorted(found, key=lambda m: (m.vehicle_id, m.module))
+
+    def _entries(self, rollout: Rollout) -> list[RolloutModule]:
+        """Every voter of the rollout's target in its cohort so far, with its state and the step it joined at."""
         rows = self.rollouts.db.execute(
             "SELECT m.module, m.vehicle_id, m.version, m.last_seen, m.address, rm.state, rm.from_version, "
             "rm.received, rm.last_seen FROM modules m LEFT JOIN rollout_modules rm "
             "ON rm.module = m.module AND rm.rollout = ? WHERE m.product = ? AND m.tag = ? AND m.first_seen < ?",
             (rollout.id, rollout.product, rollout.tag, rollout.voters_seen_by),
         ).fetchall()
-        found = []
         targeted = None if rollout.settings.target.whole_channel else {m for m, _ in self.cohorts.known(rollout)}
-        explainer = None if now is None else Explainer(self.rollouts, now)
+        found = []
         for module, vehicle_id, version, seen, address, in_state, from_version, received, last_seen in rows:
             if targeted is not None and module not in targeted:
                 continue
             place = self.cohorts.place(rollout.id, str(vehicle_id))
-            if place >= rollout.threshold and rollout.threshold < HASH_SPACE:
+            step = next((i for i, t in enumerate(rollout.thresholds, 1) if place < t or t >= HASH_SPACE), None)
+            if step is None:
                 continue  # not (yet) in the cohort
-            step = next(i for i, t in enumerate(rollout.thresholds, 1) if place < t or t >= HASH_SPACE)
-            entry = RolloutModule(
+            found.append(RolloutModule(
                 str(module), str(vehicle_id), str(in_state or ModuleState.PENDING.value),
-                str(from_version if in_state else version), None if received is None else float(received),
-                float(last_seen if in_state else seen), str(address), step,
-            )  # fmt: skip
-            if explainer is not None:
-                offer = explainer.offer(rollout.product, rollout.tag, str(vehicle_id), str(version))
-                entry = replace(entry, why=f"{offer.version}: {offer.why}" if offer else "")
-            if state in (None, entry.state):
-                found.append(entry)
-        return sorted(found, key=lambda m: (m.vehicle_id, m.module))
+                str(from_version if in_state else version), float(received) if received else None,
+                float(last_seen if in_state else seen), str(address), step, version=str(version),
+            ))  # fmt: skip
+        return found
 
     def summary(self, rollout: Rollout) -> dict[str, Any]:
         """The rollout as JSON: what ``rollout status``, the API and the notify URL report."""

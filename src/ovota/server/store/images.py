@@ -38,11 +38,16 @@ def default_product(version: str) -> str:
     return "v3.3-5" if strverscmp(version, FIRST_NEW_LAYOUT_VERSION) >= 0 else "v3.3"
 
 
+def fits(size: int, product: str) -> bool:
+    """Whether an image of ``size`` bytes fits the product's OTA slot. ESP-IDF erases (size / 4096 + 1) sectors
+    before writing, so that much must fit."""
+    return (size // SECTOR + 1) * SECTOR <= slot_size(product)
+
+
 def check_fits(size: int, product: str) -> None:
     """RepositoryError unless an image of ``size`` bytes fits the product's OTA slot."""
     slot = slot_size(product)
-    # ESP-IDF erases (size / 4096 + 1) sectors before writing, so that much must fit the slot.
-    if (size // SECTOR + 1) * SECTOR > slot:
+    if not fits(size, product):
         raise RepositoryError(
             f"image of {size} bytes does not fit the {slot // 0x100000} MB OTA slot of product {product}"
         )

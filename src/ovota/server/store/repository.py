@@ -23,6 +23,12 @@ from ovota.server.store.clock import ServerClock, stored_clock
 from ovota.server.store.database import Database
 from ovota.server.store.errors import NotFound, RepositoryError, Unavailable
 from ovota.server.store.images import check_fits, check_name, default_product, inspect_image
+from ovota.server.store.product_rules import (
+    add_build_product,
+    build_products,
+    check_channel_name,
+    min_secure_version,
+)
 from ovota.server.store.trust import BuildSecurity, check_trusted, image_security, record_security
 
 BIN, VER = "ovms3.bin", "ovms3.ver"  # the files a channel serves at /firmware/ota/<product>/<tag>/
@@ -136,30 +142,43 @@ class Repository:
     # -- channels ---------------------------------------------------------------------------------------
 
     def add_build(self, data: bytes, product: str | None = None, changelog: str = "") -> tuple[Build, str]:
-        """Validate and store an image without pointing any channel at it: (build, its product). An image
-        the product cannot serve (too big, not signed by a key it trusts) is refused before anything is
-        written."""
+        """Validate and store an image for ``product`` without pointing any channel at it: (build, its product).
+        An image the product cannot serve (too big, not signed by a key it trusts, below its anti-rollback
+        floor) is refused before anything is written."""
         version, project = inspect_image(data)
         product = check_name("product", product or default_product(version))
         check_fits(len(data), product)
         security = image_security(data)
         check_trusted(self.db, product, security)
-        return self._store(data, version, project, changelog, security), product
+        _check_floor(self.db, product, security.secure_version)
+        build = self._store(data, version, project, changelog, security)
+        with self.transaction() as db:
+            add_build_product(db, build.sha256, product)
+        return build, product
 
     def publish(
-        self, data: bytes, tag: str, product: str | None = None, changelog: str = "", force: bool = False
-    ) -> Channel:
+        self, data: bytes, tag: str, product: str | None = None, changelog: str = "", force: bool = False,
+        new_channel: bool = False,
+    ) -> Channel:  # fmt: skip
         """Validate and store an image, then point ``product``/``tag`` at it. A channel with an active
-        rollout is refused unless ``force``, which aborts the rollout."""
+        rollout is refused unless ``force``, which aborts the rollout; a tag that is neither a standard channel
+        nor one the product has is refused unless ``new_channel``."""
         with audited(self.db, self.actor, "publish", f"{product or '(derived)'}/{tag}"):
             check_name("tag", tag)
+            product = check_name("product", product or default_product(inspect_image(data)[0]))
+            if not new_channel:
+                check_channel_name(self.db, product, tag)  # before anything is stored
             build, product = self.add_build(data, product, changelog)
             return self._point(product, tag, build, "publish", force)
 
-    def promote(self, product: str, source: str, target: str, force: bool = False) -> Channel:
+    def promote(
+        self, product: str, source: str, target: str, force: bool = False, new_channel: bool = False
+    ) -> Channel:
         with audited(self.db, self.actor, "promote", f"{product}/{target}"):
             check_name("tag", target)
             current = self.channel(product, source)
+            if not new_channel:
+                check_channel_name(self.db, product, target)
             return self._point(product, target, current.build, f"promote from {source}", force)
 
     def rollback(self, product: str, tag: str, force: bool = False) -> Channel:
@@ -173,11 +192,23 @@ class Repository:
             return self._point(product, tag, self.build(previous), "rollback", force)
 
     def check_servable(self, build: Build, product: str) -> None:
-        """RepositoryError unless the build fits the product's OTA slot, is signed as the product requires, and
-        its stored blob still holds its bytes."""
+        """RepositoryError unless the build was published for the product, fits its OTA slot, is signed as it
+        requires, is not below its anti-rollback floor, and its stored blob still holds its bytes."""
+        products = self.products(build)
+        if product not in products:
+            raise RepositoryError(
+                f"{build.version} ({build.sha256[:12]}) is a build for {', '.join(sorted(products))}, not {product}: "
+                f"publish it for {product} first"
+            )
         check_fits(build.size, product)
-        check_trusted(self.db, product, self.security(build.sha256))
+        security = self.security(build.sha256)
+        check_trusted(self.db, product, security)
+        _check_floor(self.db, product, security.secure_version)
         self.verify_blob(build.sha256)
+
+    def products(self, build: Build) -> frozenset[str]:
+        """The products the build was published for."""
+        return build_products(self.db, build.sha256, build.version)
 
     def verify_blob(self, sha256: str) -> None:
         """RepositoryError if the stored blob is missing or no longer holds the bytes of this SHA-256."""
@@ -221,21 +252,29 @@ class Repository:
         return [Channel(r[0], r[1], Build(*r[3:]), r[2]) for r in rows]
 
 
+def _check_floor(db: Database, product: str, secure_version: int) -> None:
+    floor = min_secure_version(db, product)
+    if secure_version < floor:
+        raise RepositoryError(
+            f"the image has secure version {secure_version}, below {product}'s anti-rollback floor {floor}"
+        )
+
+
 def publish_on_own_connection(
     where: Backends, data: bytes, tag: str, product: str | None = None, changelog: str = "", busy_timeout: float = 30.0,
-    actor: str = "", force: bool = False,
+    actor: str = "", force: bool = False, new_channel: bool = False,
 ) -> Channel:  # fmt: skip
     """``publish`` on a connection of its own, for running in a thread: a server's event loop stays free to
     serve modules while a build is validated, written and (with S3) uploaded and read back."""
     repo = Repository(where, busy_timeout)
     repo.actor = actor
     try:
-        return repo.publish(data, tag, product, changelog, force)
+        return repo.publish(data, tag, product, changelog, force, new_channel)
     finally:
         repo.close()
 
 
-def recent_builds(db: Database, limit: int = 50) -> list[Build]:
-    """The newest builds in the repository, newest first."""
+def recent_builds(db: Database, limit: int = 50) -> list[tuple[Build, frozenset[str]]]:
+    """The newest builds in the repository, newest first, each with the products it was published for."""
     rows = db.execute("SELECT * FROM builds ORDER BY created DESC LIMIT ?", (limit,)).fetchall()
-    return [Build(*row) for row in rows]
+    return [(b, build_products(db, b.sha256, b.version)) for b in (Build(*row) for row in rows)]

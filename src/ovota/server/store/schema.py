@@ -255,6 +255,60 @@ CREATE TABLE rollout_admissions (
 """
 _TARGETING_TABLES = ("vehicle_groups", "vehicle_pins", "waypoints", "assignments", "rollout_admissions")
 
+# Safe offers: the products each build was published for (builds stored before: the products of the channels,
+# rollouts, waypoints and assignments that named them; others are derived from their version), the build each
+# module last received whole and whether it has run it since, the builds modules failed on (until an operator
+# retries), when an operator last retried a module, and each product's anti-rollback floor.
+_SAFE_OFFERS = """
+CREATE TABLE build_products (
+    sha256 TEXT NOT NULL REFERENCES builds(sha256),
+    product TEXT NOT NULL,
+    PRIMARY KEY (sha256, product)
+);
+INSERT INTO build_products SELECT sha256, product FROM history UNION SELECT sha256, product FROM channels
+    UNION SELECT to_sha256, product FROM rollouts UNION SELECT sha256, product FROM waypoints
+    UNION SELECT sha256, product FROM assignments;
+CREATE TABLE module_attempts (
+    module TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    version TEXT NOT NULL,
+    received REAL NOT NULL,
+    running INTEGER NOT NULL
+);
+CREATE TABLE module_failures (
+    module TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    version TEXT NOT NULL,
+    at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (module, sha256)
+);
+CREATE INDEX module_failures_sha256 ON module_failures (sha256);
+CREATE TABLE module_retries (
+    module TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL
+);
+CREATE TABLE product_rules (
+    product TEXT PRIMARY KEY,
+    min_secure_version INTEGER NOT NULL
+)
+"""
+_SAFE_OFFERS_TABLES = ("build_products", "module_failures", "module_retries", "product_rules")
+
+
+def _notify_triggers(tables: tuple[str, ...]) -> tuple[Statement, ...]:
+    """PostgreSQL triggers that tell every server process when these tables change (their answers depend on them)."""
+    return tuple(
+        (
+            "postgresql",
+            f"CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION ovota_notify_change()",
+        )
+        for table in tables
+    )
+
+
 MIGRATIONS: tuple[tuple[int, tuple[Statement, ...]], ...] = (
     (1, _statements(_INITIAL)),
     (2, tuple(("postgresql", sql) for sql in _NOTIFY_CHANGES)),
@@ -262,14 +316,10 @@ MIGRATIONS: tuple[tuple[int, tuple[Statement, ...]], ...] = (
     (4, _statements(_OPERATORS)),
     (
         5,
-        _statements(_TARGETING)
-        + tuple(
-            (
-                "postgresql",
-                f"CREATE TRIGGER {table}_changed AFTER INSERT OR UPDATE OR DELETE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION ovota_notify_change()",
-            )
-            for table in _TARGETING_TABLES
-        ),
+        _statements(_TARGETING) + _notify_triggers(_TARGETING_TABLES),
+    ),
+    (
+        6,
+        _statements(_SAFE_OFFERS) + _notify_triggers(_SAFE_OFFERS_TABLES),
     ),
 )

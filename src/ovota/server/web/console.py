@@ -16,6 +16,7 @@ from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.store import channels
 from ovota.server.store.channels import HistoryEntry, channel_order
 from ovota.server.store.errors import RepositoryError
+from ovota.server.store.product_rules import STANDARD_CHANNELS
 from ovota.server.store.repository import Channel, publish_on_own_connection
 from ovota.server.web.layout import page
 from ovota.server.web.login import Operator, add_login_routes, console_nav, read_form, require_user
@@ -73,11 +74,19 @@ def _read_channels(desk: Desk) -> tuple[dict[str, dict[str, tuple[Channel, Histo
     return products, halt_banner(desk.rollouts)
 
 
+def publish_form(tags: set[str]) -> str:
+    """The publish form: any channel the repository has, or a new one when the box is ticked."""
+    known = "".join(f'<option value="{escape(t)}">' for t in sorted(tags | set(STANDARD_CHANNELS)))
+    return PUBLISH_FORM.replace("<!--channels-->", known)
+
+
 PUBLISH_FORM = """<section aria-labelledby="publish-title"><h2 id="publish-title">Publish a build</h2>
 <form id="publish" method="post" action="/console/publish" enctype="multipart/form-data">
 <label for="image">Firmware image (ovms3.bin)</label><input type="file" id="image" name="image" required>
-<label for="tag">Channel</label><select id="tag" name="tag"><option>edge</option><option>eap</option>
-<option>main</option></select>
+<label for="tag">Channel</label><input type="text" id="tag" name="tag" list="channel-names" value="edge" required>
+<datalist id="channel-names"><!--channels--></datalist>
+<label class="check"><input type="checkbox" name="new_channel" value="yes"> Make this channel if it is new
+(otherwise only main, eap, edge and existing channels are accepted)</label>
 <label for="product">Product (empty: derived from the version)</label>
 <input type="text" id="product" name="product" placeholder="v3.3-5">
 <label for="changelog">Changelog</label><textarea id="changelog" name="changelog" rows="4"></textarea>
@@ -90,7 +99,7 @@ async def console(request: web.Request) -> web.Response:
     operator = await require_user(request)
     products, banner = await request.app[CONTEXT_KEY].run(_read_channels)
     sections = "".join(_product_section(p, products[p], operator) for p in sorted(products))
-    form = PUBLISH_FORM if operator.may("release") else ""
+    form = publish_form({t for tags in products.values() for t in tags}) if operator.may("release") else ""
     body = f"""{console_nav(operator)}<div id="banner" data-live>{banner}</div>{notice(request)}{form}
 {sections or "<p>No builds published yet.</p>"}"""
     return web.Response(text=page("Release console", body, script="/static/console.js"), content_type="text/html")
@@ -104,9 +113,10 @@ async def promote(request: web.Request) -> web.Response:
     operator = await require_user(request, "release")
     form = await read_form(request)
     product, source, target = form.get("product", ""), form.get("from", ""), form.get("to", "")
+    new = form.get("new_channel", "") == "yes"
     run = request.app[CONTEXT_KEY].run
     try:
-        channel = await run(lambda desk: desk.repo.promote(product, source, target), operator.name)
+        channel = await run(lambda desk: desk.repo.promote(product, source, target, new_channel=new), operator.name)
     except RepositoryError as err:
         raise _back(error=str(err)) from None
     _changed(request)
@@ -134,7 +144,7 @@ async def publish(request: web.Request) -> web.Response:
         channel = await asyncio.to_thread(
             publish_on_own_connection, context.threads.backends, data, fields.get("tag", ""),
             fields.get("product", "").strip() or None, fields.get("changelog", ""), context.threads.busy_timeout,
-            operator.name,
+            operator.name, False, fields.get("new_channel", "") == "yes",
         )  # fmt: skip
     except RepositoryError as err:
         return web.json_response({"ok": False, "error": str(err)}, status=400)

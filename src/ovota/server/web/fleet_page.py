@@ -1,5 +1,5 @@
-"""The console's Fleet page (which module runs what: searched, sorted and paged in the database, so a page of a
-100,000-module fleet stays small) and a module's own page (its versions, downloads and rollouts)."""
+"""The console's Fleet page: which module runs what and what it is offered now, searched, sorted and paged in the
+database, so a page of a 100,000-module fleet stays small."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.fleet.explain import Explainer
-from ovota.server.fleet.modules import SORTS, FleetQuery, Module, module_story, page_modules, versions_in_use
+from ovota.server.fleet.modules import SORTS, FleetQuery, Module, page_modules, versions_in_use
 from ovota.server.fleet.modules import downloaded as downloaded_by
-from ovota.server.fleet.precedence import Offer
-from ovota.server.store.repository import Build
+from ovota.server.fleet.offer import Offer
 from ovota.server.web.charts import bar_chart
 from ovota.server.web.layout import page
 from ovota.server.web.login import console_nav, require_user
@@ -53,8 +52,8 @@ def _row(m: Module, received: int, state: str, offered: str) -> str:
     )
 
 
-def _offered(offer: Offer[Build] | None) -> str:
-    return "—" if offer is None else f"{offer.version} ({offer.why})"
+def _offered(offer: Offer | None) -> str:
+    return "—" if offer is None else f"{offer.version or 'nothing'} ({offer.why})"
 
 
 async def fleet_page(request: web.Request) -> web.Response:
@@ -71,7 +70,7 @@ async def fleet_page(request: web.Request) -> web.Response:
         modules, total = page_modules(db, query, sort, params["order"] == "desc", PAGE, (number - 1) * PAGE)
         received = downloaded_by(db, [m.module for m in modules])
         explainer = Explainer(desk.rollouts, now)
-        offers = {m.module: _offered(explainer.offer(m.product, m.tag, m.vehicle_id, m.version)) for m in modules}
+        offers = {m.module: _offered(explainer.of(m)) for m in modules}
         extra = {k: (*v, offers[k]) for k, v in received.items()}
         return modules, total, versions_in_use(db, query), extra, halt_banner(desk.rollouts)
 
@@ -103,45 +102,5 @@ async def fleet_page(request: web.Request) -> web.Response:
     return web.Response(text=page("Fleet", body, script="/static/console.js"), content_type="text/html")
 
 
-async def module_page(request: web.Request) -> web.Response:
-    operator = await require_user(request)
-    key = request.match_info["module"]
-    story = await request.app[CONTEXT_KEY].run(lambda desk: module_story(desk.repo.db, key))
-    if story is None:
-        raise web.HTTPNotFound(text=f"Not found: no module {key}\n")
-    m = story.module
-    facts = (
-        f'<dl class="facts"><dt>Vehicle id</dt><dd>{escape(m.vehicle_id) or "(none)"}</dd>'
-        f"<dt>Channel</dt><dd>{escape(m.product)}/{escape(m.tag)}</dd><dt>Running</dt><dd>{escape(m.version)} "
-        f"on {escape(m.partition)}</dd><dt>Address</dt><dd>{escape(m.address)}</dd><dt>First seen</dt>"
-        f"<dd>{when(m.first_seen)}</dd><dt>Last seen</dt><dd>{when(m.last_seen)}</dd><dt>Check-ins</dt>"
-        f"<dd>{m.checkins}</dd></dl>"
-    )
-    versions = "".join(
-        f"<tr><td>{escape(v)}</td><td>{when(a)}</td><td>{when(b)}</td></tr>" for v, a, b in story.versions
-    )
-    downloads = "".join(
-        f"<tr><td>{when(at)}</td><td>{escape(version) or '(patch)'}</td><td><code>{sha[:12]}</code></td>"
-        f"<td>{size(sent)}</td><td>{'whole' if whole else 'partial'}</td></tr>"
-        for at, sha, version, sent, whole in story.downloads
-    )
-    rollouts = "".join(
-        f'<tr><td><a href="/console/rollouts#rollout-{rid}">{rid}</a></td><td>{escape(version)}</td>'
-        f"<td>{escape(state)}</td><td>{escape(source)}</td><td>{when(received)}</td><td>{when(seen)}</td></tr>"
-        for rid, version, state, source, received, seen in story.rollouts
-    )
-    body = f"""{console_nav(operator)}<section>{facts}</section>
-<section aria-labelledby="versions-title"><h2 id="versions-title">Versions over time</h2><div class="table"><table>
-<thead><tr><th>Version</th><th>First seen</th><th>Last seen</th></tr></thead><tbody>{versions}</tbody></table></div>
-</section><section aria-labelledby="downloads-title"><h2 id="downloads-title">Downloads</h2><div class="table"><table>
-<thead><tr><th>When</th><th>Build</th><th>SHA-256</th><th>Sent</th><th></th></tr></thead><tbody>{downloads}</tbody>
-</table></div></section><section aria-labelledby="rollouts-title"><h2 id="rollouts-title">Rollouts</h2>
-<div class="table"><table><thead><tr><th>Rollout</th><th>To</th><th>State</th><th>From</th><th>Received</th>
-<th>Last seen</th></tr></thead><tbody>{rollouts}</tbody></table></div></section>"""
-    title = f"Module {m.vehicle_id or m.module}"
-    return web.Response(text=page(title, body, script="/static/console.js"), content_type="text/html")
-
-
 def add_fleet_page(app: web.Application) -> None:
     app.router.add_get("/console/fleet", guarded(fleet_page))
-    app.router.add_get("/console/fleet/module/{module}", guarded(module_page))

@@ -20,7 +20,7 @@ from ovota.server.web.charts import line_chart
 from ovota.server.web.layout import page
 from ovota.server.web.login import Operator, console_nav, read_form, require_user
 from ovota.server.web.rollout_banner import halt_banner
-from ovota.server.web.text import duration, notice, when
+from ovota.server.web.text import build_options, duration, notice, when
 
 MAX_LISTED = 200  # modules listed per state; the counts say how many there are
 ACTIONS = {RolloutState.RUNNING: ("pause", "abort"), RolloutState.PAUSED: ("resume", "abort"),
@@ -126,13 +126,10 @@ def _section(desk: Desk, rollout: Rollout, operator: Operator, now: float) -> st
 {chart}{_who(rollout, modules)}<details><summary>Log</summary><ul>{log}</ul></details></section>"""
 
 
-def _start_form(channels: list[tuple[str, str, str]], builds: list[Build]) -> str:
+def _start_form(channels: list[tuple[str, str, str]], builds: list[tuple[Build, frozenset[str]]]) -> str:
     channel_options = "".join(
         f'<option value="{escape(p)}/{escape(t)}">{escape(p)}/{escape(t)} (now {escape(v)})</option>'
         for p, t, v in channels
-    )
-    build_options = "".join(
-        f'<option value="{b.sha256}">{escape(b.version)} ({b.sha256[:12]})</option>' for b in builds
     )
     fields = "".join(
         f'<label for="{name}">{label}</label><input type="text" id="{name}" name="{name}" value="{escape(default)}">'
@@ -141,8 +138,9 @@ def _start_form(channels: list[tuple[str, str, str]], builds: list[Build]) -> st
     return f"""<section aria-labelledby="start-title"><details><summary id="start-title">Start a rollout</summary>
 <form method="post" action="/console/rollouts/start" class="start">
 <label for="channel">Channel</label><select id="channel" name="channel">{channel_options}</select>
-<label for="build">Build</label><select id="build" name="build">{build_options}</select>
-{fields}<button type="submit">Start the rollout</button></form></details></section>"""
+<label for="build">Build</label><select id="build" name="build">{build_options(builds)}</select>
+{fields}<label class="check"><input type="checkbox" name="allow_empty" value="yes"> Start even if the target
+matches no module</label><button type="submit">Start the rollout</button></form></details></section>"""
 
 
 async def rollouts_page(request: web.Request) -> web.Response:
@@ -187,8 +185,9 @@ async def start_rollout(request: web.Request) -> web.Response:
             text["rate"], growth,
         )  # fmt: skip
         build = form.get("build", "")
+        empty = form.get("allow_empty", "") == "yes"
         rollout = await context.run(lambda desk: desk.control.start(product, tag, desk.repo.find_build(build),
-                                                                     settings, now), operator.name)  # fmt: skip
+                                                                     settings, now, empty), operator.name)  # fmt: skip
     except (RepositoryError, PolicyError) as err:
         raise web.HTTPSeeOther(f"/console/rollouts?error={quote(str(err))}") from None
     context.changed()

@@ -15,10 +15,10 @@ from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.fleet.groups import Groups
 from ovota.server.fleet.overrides import Assignment, Overrides
 from ovota.server.store.errors import RepositoryError
-from ovota.server.store.repository import Build, recent_builds
+from ovota.server.store.repository import recent_builds
 from ovota.server.web.layout import page
 from ovota.server.web.login import Operator, console_nav, read_form, require_user
-from ovota.server.web.text import notice, when
+from ovota.server.web.text import build_options, notice, when
 
 SHOWN = 200
 _IDS = re.compile(r"[\s,;]+")
@@ -28,10 +28,6 @@ def _button(action: str, label: str, **fields: str) -> str:
     hidden = "".join(f'<input type="hidden" name="{k}" value="{escape(v)}">' for k, v in fields.items())
     return (f'<form method="post" action="/console/targeting/{action}" class="inline" data-confirm="{escape(label)}?">'
             f'{hidden}<button type="submit">{escape(label)}</button></form>')  # fmt: skip
-
-
-def _builds(builds: list[Build]) -> str:
-    return "".join(f'<option value="{b.sha256}">{escape(b.version)} ({b.sha256[:12]})</option>' for b in builds)
 
 
 def _groups(desk: Desk, editable: bool) -> str:
@@ -128,7 +124,7 @@ async def targeting_page(request: web.Request) -> web.Response:
     editable = operator.may("release")
 
     def read(desk: Desk) -> str:
-        builds = _builds(recent_builds(desk.repo.db))
+        builds = build_options(recent_builds(desk.repo.db))
         return _groups(desk, editable) + _pins(desk, editable, builds) + _waypoints(desk, editable, builds) + (
             _assignments(desk, editable))  # fmt: skip
 

@@ -7,6 +7,8 @@ from html import escape
 
 from aiohttp import web
 
+from ovota.server.store.repository import Build
+
 
 def when(timestamp: float | None) -> str:
     """A UTC time to the minute; an em dash for none."""
@@ -31,6 +33,16 @@ def duration(seconds: float) -> str:
         if seconds >= length and seconds % length == 0:
             return f"{seconds / length:g}{unit}"
     return f"{seconds:g}s"
+
+
+def build_options(builds: list[tuple[Build, frozenset[str]]]) -> str:
+    """``<option>``s naming each build by version, products and SHA-256 prefix (one version may exist per
+    product)."""
+    return "".join(
+        f'<option value="{b.sha256}">{escape(b.version)} for {escape(", ".join(sorted(products)))} '
+        f"({b.sha256[:12]})</option>"
+        for b, products in builds
+    )
 
 
 def notice(request: web.Request) -> str:
