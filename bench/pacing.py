@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sqlite3
 import sys
 import tempfile
 import time
-from datetime import datetime
+import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,6 +46,18 @@ def admitted(repo: Path) -> tuple[int, str]:
     return int(count), str(state)
 
 
+def start_at_midnight(clock: str) -> None:
+    """Move the driven clock to the next local midnight: the fleet's auto hours (00-05) come first, whatever the
+    time of day the bench runs at (a half-day smoke run from the afternoon would otherwise see no check-in)."""
+    with urllib.request.urlopen(clock, timeout=10) as answer:
+        now = float(json.loads(answer.read())["now"])
+    local = datetime.fromtimestamp(now, ZONE)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=ZONE) + timedelta(days=1)
+    body = json.dumps({"to": midnight.timestamp()}).encode()
+    request = urllib.request.Request(clock, data=body, method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
+
+
 def one_run(work: Path, name: str, modules: int, days: float, images: dict[str, Path], paced: bool,
             rate: int) -> dict[str, Any]:  # fmt: skip
     repo = work / name
@@ -54,6 +68,7 @@ def one_run(work: Path, name: str, modules: int, days: float, images: dict[str, 
     clock = f"http://127.0.0.1:{server.port}/clock"
     fleet = make_fleet(modules, A, "CAR", HOURS)
     try:
+        start_at_midnight(clock)
         asyncio.run(run(Simulation(target, fleet, "v3.3-5", "main", A), clock, 1, zone=ZONE))  # learn the fleet
         pacing = ["--window", WINDOW, "--timezone", "Europe/Berlin", "--rate", f"{rate}/h"] if paced else []
         ovota("rollout", "start", "--repo", repo, "--product", "v3.3-5", "--tag", "main", "--build", B,
