@@ -175,7 +175,8 @@ class OfferMachine(RuleBasedStateMachine):
             if offer is None or offer.build is None:
                 continue
             sha = offer.build.sha256
-            products = {str(p) for (p,) in db.execute("SELECT product FROM build_products WHERE sha256 = ?", (sha,))}
+            rows = db.execute("SELECT product FROM build_products WHERE sha256 = ?", (sha,)).fetchall()
+            products = {str(p) for (p,) in rows}
             assert product in products, (module, offer)  # a
             slot = 0x700000 if product.endswith("-5") else 0x400000
             assert (offer.build.size // 4096 + 1) * 4096 <= slot  # b

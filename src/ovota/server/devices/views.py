@@ -9,7 +9,7 @@ from email.utils import formatdate
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ovota.server.fleet.attempts import Attempt
-from ovota.server.fleet.offer import ModuleFacts, Offer, ProductRules, problem
+from ovota.server.fleet.offer import BuildFacts, ModuleFacts, Offer, ProductRules, problem
 from ovota.server.fleet.offer_inputs import ChannelInputs
 from ovota.server.store.repository import Channel
 
@@ -21,12 +21,13 @@ class Served:
     """What the device paths serve for one build of a channel, prepared once per change."""
 
     channel: Channel
+    facts: BuildFacts  # what the offer decision knows of the build (to check a promise made earlier)
     ver_body: bytes
     ver_etag: str
     ver_headers: CIMultiDictProxy[str]  # built once: header construction is a large part of a .ver request
 
 
-def served(channel: Channel) -> Served:
+def served(channel: Channel, facts: BuildFacts) -> Served:
     """The answer for a channel's build."""
     etag = f'"{channel.build.sha256[:32]}-ver"'
     headers = CIMultiDict(
@@ -37,7 +38,7 @@ def served(channel: Channel) -> Served:
             "Cache-Control": "no-cache",
         }
     )
-    return Served(channel, channel.ver_file, etag, CIMultiDictProxy(headers))
+    return Served(channel, facts, channel.ver_file, etag, CIMultiDictProxy(headers))
 
 
 @dataclass
@@ -69,10 +70,11 @@ class ChannelView:
         return None if offer.build is None else self.answers[offer.build.sha256]
 
     def still_keeps(self, answer: Served, module: ModuleFacts | None) -> bool:
-        """Whether a build promised earlier may still be served to this module (it keeps every invariant)."""
-        facts = self.inputs.facts.get(answer.channel.build.sha256)
-        if facts is None or module is None:
-            return facts is not None
+        """Whether a build promised earlier (perhaps before a publish) may still be served to this module: it
+        keeps every invariant of the offer decision under the rules now."""
+        facts = answer.facts
+        if module is None:
+            module = ModuleFacts("", self.inputs.channel.product, "")
         return problem(facts, module, self.inputs.rules.get(module.product, ProductRules())) is None
 
     def module(self, key: str, vehicle_id: str, product: str, version: str, attempt: Attempt | None) -> ModuleFacts:
@@ -82,9 +84,9 @@ class ChannelView:
 def channel_view(inputs: ChannelInputs) -> ChannelView:
     """The channel's view: an answer prepared for each build its inputs name."""
     channel, rollout = inputs.channel, inputs.rollout
-    answers = {channel.build.sha256: served(channel)}
+    answers = {channel.build.sha256: served(channel, inputs.facts[channel.build.sha256])}
     for sha256, build in inputs.builds.items():
         if sha256 not in answers:
             updated = rollout.updated if rollout is not None and rollout.to_build.sha256 == sha256 else channel.updated
-            answers[sha256] = served(Channel(channel.product, channel.tag, build, updated))
+            answers[sha256] = served(Channel(channel.product, channel.tag, build, updated), inputs.facts[sha256])
     return ChannelView(inputs, answers)

@@ -85,8 +85,8 @@ PUBLISH_FORM = """<section aria-labelledby="publish-title"><h2 id="publish-title
 <label for="image">Firmware image (ovms3.bin)</label><input type="file" id="image" name="image" required>
 <label for="tag">Channel</label><input type="text" id="tag" name="tag" list="channel-names" value="edge" required>
 <datalist id="channel-names"><!--channels--></datalist>
-<label class="check"><input type="checkbox" name="new_channel" value="yes"> Make this channel if it is new
-(otherwise only main, eap, edge and existing channels are accepted)</label>
+<label class="check"><input type="checkbox" name="new_channel" value="yes"> Create it if it is new (otherwise
+only main, eap, edge and existing tags are accepted: a typo makes nothing)</label>
 <label for="product">Product (empty: derived from the version)</label>
 <input type="text" id="product" name="product" placeholder="v3.3-5">
 <label for="changelog">Changelog</label><textarea id="changelog" name="changelog" rows="4"></textarea>

@@ -186,12 +186,18 @@ async def start_rollout(request: web.Request) -> web.Response:
         )  # fmt: skip
         build = form.get("build", "")
         empty = form.get("allow_empty", "") == "yes"
-        rollout = await context.run(lambda desk: desk.control.start(product, tag, desk.repo.find_build(build),
-                                                                     settings, now, empty), operator.name)  # fmt: skip
+
+        def start(desk: Desk) -> tuple[Rollout, int]:
+            chosen = desk.repo.find_build(build)
+            started = desk.control.start(product, tag, chosen, settings, now, empty)
+            return started, desk.control.matching(product, tag, chosen, settings)
+
+        rollout, matched = await context.run(start, operator.name)
     except (RepositoryError, PolicyError) as err:
         raise web.HTTPSeeOther(f"/console/rollouts?error={quote(str(err))}") from None
     context.changed()
-    message = f"Rollout {rollout.id} of {rollout.product}/{rollout.tag} started at {rollout.percent}%."
+    message = (f"Rollout {rollout.id} of {rollout.product}/{rollout.tag} started at {rollout.percent}%; it matches "
+               f"{matched} known module{'s' if matched != 1 else ''}.")  # fmt: skip
     raise web.HTTPSeeOther(f"/console/rollouts?ok={quote(message)}#rollout-{rollout.id}")
 
 
