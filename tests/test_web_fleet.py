@@ -16,7 +16,8 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser import screenshot_path
 from tests.conftest import CliRunner
 from tests.module_helpers import image
-from tests.servers import OvotaServer
+from tests.servers import OvotaServer, raw_get
+from tests.test_fleet import agent, http_json, ver, wait_for
 
 A, B = "3.3.006", "3.3.007"
 MODULES = 150
@@ -192,3 +193,38 @@ def test_fleet_api_pages_by_key(fleet: Fleet) -> None:
             link = response.headers.get("Link", "")
         url = f"{fleet.server.url}{link[1 : link.index('>')]}" if link else ""
     assert seen == sorted(f"SIM{n:05d}" for n in range(1, MODULES + 1))
+
+
+def test_a_module_page_says_what_it_is_offered_and_retries_a_failed_build(browser: Browser, fleet: Fleet) -> None:
+    assert fleet.ovota("release", "publish", fleet.builds / f"{B}.bin", "--repo", fleet.repo, "--tag", "main").code == 0
+    user_agent = agent("SIM00001")
+    wait_for(lambda: ver(fleet.server, user_agent) == B, "the new build")  # the server looks every 50 ms
+    assert raw_get(fleet.server.port, "/firmware/ota/v3.3-5/main/ovms3.bin", user_agent)[0].startswith(b"HTTP/1.0 200")
+    now = float(http_json(f"{fleet.server.url}/clock")[1]["now"])
+    assert http_json(f"{fleet.server.url}/clock", "POST", body={"to": now + 700})[0] == 200
+    assert ver(fleet.server, user_agent) == A  # it fell back: nothing new for it (OVMS then keeps what it runs)
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page, fleet.server, fleet.token)
+    page.goto(f"{fleet.server.url}/console/fleet/module/SIM00001")
+    expect(page.locator("#offered")).to_contain_text("nothing; channel skipped: this module failed on 3.3.007")
+    failed = page.locator("section").filter(has_text="Failed builds")
+    expect(failed.locator("tbody tr")).to_have_count(1)
+    expect(failed.locator("tbody tr")).to_contain_text("still reported 3.3.006 12 min after receiving it")
+    page.screenshot(path=screenshot_path("server-module-failed"), full_page=True)
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    log_in(phone, fleet.server, fleet.token)
+    phone.goto(f"{fleet.server.url}/console/fleet/module/SIM00001")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=screenshot_path("server-module-failed-phone"), full_page=True)
+    failed.get_by_role("button", name="Retry").click()
+    expect(page.get_by_role("status").first).to_have_text("Retrying 3.3.007: it is offered again.")
+    expect(page.locator("#offered")).to_have_text("3.3.007 (channel)")
+    assert ver(fleet.server, user_agent) == B
+    page.get_by_role("link", name="Audit").click()
+    expect(page.locator("tbody tr").filter(has_text="fleet retry").first).to_contain_text("fleet-manager")
+    # A read-only token sees the failure but no button.
+    viewer = browser.new_page()
+    log_in(viewer, fleet.server, fleet.viewer, "dashboard")
+    viewer.goto(f"{fleet.server.url}/console/fleet/module/SIM00001")
+    expect(viewer.get_by_role("button", name="Retry")).to_have_count(0)

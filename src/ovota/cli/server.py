@@ -234,9 +234,9 @@ def trust(repo: Backends, product: str | None, key_file: Path | None, name: str 
         added = trust_key(r.db, product, digest, name or key_file.name, r.actor)
         state = "now trusts" if added else "already trusted"
         click.echo(f"{product} {state} key digest {digest.hex()}")
-        keys = {k.digest for k in trusted_keys(r.db, product)}
+        digests = {k.digest for k in trusted_keys(r.db, product)}
         for c in r.channels():
-            if c.product == product and not keys & set(r.security(c.build.sha256).signers):
+            if c.product == product and not digests & set(r.security(c.build.sha256).signers):
                 click.echo(f"Warning: {product}/{c.tag} serves {c.build.version}, not signed by a trusted key: it is "
                            "offered to nobody until a signed build is published there", err=True)  # fmt: skip
 

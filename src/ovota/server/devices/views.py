@@ -9,7 +9,7 @@ from email.utils import formatdate
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ovota.server.fleet.attempts import Attempt
-from ovota.server.fleet.offer import BuildFacts, ModuleFacts, Offer, ProductRules, problem
+from ovota.server.fleet.offer import NO_RULES, BuildFacts, ModuleFacts, Offer, problem
 from ovota.server.fleet.offer_inputs import ChannelInputs
 from ovota.server.store.repository import Channel
 
@@ -75,7 +75,7 @@ class ChannelView:
         facts = answer.facts
         if module is None:
             module = ModuleFacts("", self.inputs.channel.product, "")
-        return problem(facts, module, self.inputs.rules.get(module.product, ProductRules())) is None
+        return problem(facts, module, self.inputs.rules.get(module.product, NO_RULES)) is None
 
     def module(self, key: str, vehicle_id: str, product: str, version: str, attempt: Attempt | None) -> ModuleFacts:
         return self.inputs.module(key, vehicle_id, product, version, attempt)

@@ -57,6 +57,9 @@ class ProductRules:
     secure_by_version: Mapping[str, int] = field(default_factory=dict)  # version -> highest secure version (>0)
 
 
+NO_RULES = ProductRules()
+
+
 @dataclass(frozen=True)
 class ModuleFacts:
     """What is known of the module asking: who it is, what it runs, which builds it failed on."""
@@ -99,6 +102,10 @@ class Offer:
     @property
     def version(self) -> str:
         return "" if self.build is None else self.build.version
+
+    def describe(self) -> str:
+        """As operators read it: ``3.3.007 (rollout 4, step 2 (25%))``, or the reason for nothing."""
+        return self.why if self.build is None else f"{self.build.version} ({self.why})"
 
 
 def problem(build: BuildFacts, module: ModuleFacts, rules: ProductRules) -> str | None:
@@ -143,7 +150,7 @@ def decide(module: ModuleFacts, layers: Layers, rules: Mapping[str, ProductRules
     """What the module is offered now and why: the first layer of the precedence whose build keeps every
     invariant (module docstring); nothing when none is left. Whatever the layers hold, an offered build keeps
     invariants a-e for this module."""
-    product_rules = rules.get(module.product, ProductRules())
+    product_rules = rules.get(module.product, NO_RULES)
     skipped: list[str] = []
 
     def keeps(build: BuildFacts, layer: str) -> bool:

@@ -10,7 +10,7 @@ operators read and what modules get cannot disagree.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from ovota.server.fleet.admission import admissions
 from ovota.server.fleet.attempts import DEFAULT_GRACE, Attempt, failures, open_attempts, retries
@@ -42,6 +42,9 @@ class ChannelInputs:
     failures: dict[str, frozenset[str]]  # module -> builds it failed on
     attempts: dict[str, Attempt]  # module -> its open attempt of one of these builds
     retried: dict[str, float]  # module -> when an operator last retried it
+    _layers: dict[tuple[Callable[[str], int] | None, bool], Layers] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def attempt(self, module: str, newer: Attempt | None = None) -> Attempt | None:
         """The module's attempt: ``newer`` (the device path's own memory) unless the database knows a later one."""
@@ -60,27 +63,31 @@ class ChannelInputs:
         return ModuleFacts(vehicle_id, product, version, failed)
 
     def offer(self, module: ModuleFacts | None, now: float, place: Callable[[str], int] | None = None) -> Offer:
-        """What ``module`` (None: a client that is no OVMS module) is offered now, and why."""
-        facts = self.facts
-        rollout = None
-        if self.rollout is not None:
-            rollout = RolloutFacts(self.rollout, facts[self.rollout.to_build.sha256], self.members, self.admitted,
-                                   place)  # fmt: skip
-        channel = facts[self.channel.build.sha256]
+        """What ``module`` (None: a client that is no OVMS module: no pins, waypoints or assignments) is offered
+        now, and why."""
         if module is None:
-            anonymous = ModuleFacts("", self.channel.product, "")
-            return decide(anonymous, Layers(channel, rollout), self.rules, now)
+            return decide(ModuleFacts("", self.channel.product, ""), self._base(place, False), self.rules, now)
+        layers = self._base(place, True)
         vehicle_id = module.vehicle_id
         pin = self.pins.get(vehicle_id) if vehicle_id else None
         assigned = self.assignments.get(vehicle_id) if vehicle_id else None
-        layers = Layers(
-            channel,
-            rollout,
-            None if pin is None else facts[pin],
-            tuple(facts[w] for w in self.waypoints),
-            None if assigned is None else facts[assigned],
-        )
+        if pin is not None or assigned is not None:
+            layers = replace(layers, pin=None if pin is None else self.facts[pin],
+                             assignment=None if assigned is None else self.facts[assigned])  # fmt: skip
         return decide(module, layers, self.rules, now)
+
+    def _base(self, place: Callable[[str], int] | None, waypoints: bool) -> Layers:
+        """The layers every module shares: channel, rollout and (for OVMS modules) waypoints; made once."""
+        found = self._layers.get((place, waypoints))
+        if found is None:
+            rollout = None
+            if self.rollout is not None:
+                build = self.facts[self.rollout.to_build.sha256]
+                rollout = RolloutFacts(self.rollout, build, self.members, self.admitted, place)
+            passed = tuple(self.facts[w] for w in self.waypoints) if waypoints else ()
+            found = Layers(self.facts[self.channel.build.sha256], rollout, waypoints=passed)
+            self._layers[(place, waypoints)] = found
+        return found
 
     def grace(self, sha256: str) -> float:
         """How long after receiving a build a module may still report another version before it counts as failed."""

@@ -53,7 +53,7 @@ def _row(m: Module, received: int, state: str, offered: str) -> str:
 
 
 def _offered(offer: Offer | None) -> str:
-    return "—" if offer is None else f"{offer.version or 'nothing'} ({offer.why})"
+    return "—" if offer is None else offer.describe()
 
 
 async def fleet_page(request: web.Request) -> web.Response:

@@ -59,7 +59,7 @@ async def module_page(request: web.Request) -> web.Response:
     if story is None:
         raise web.HTTPNotFound(text=f"Not found: no module {key}\n")
     m = story.module
-    offered = "no build on its channel" if offer is None else f"{offer.version or 'nothing'} ({offer.why})"
+    offered = "no build on its channel" if offer is None else offer.describe()
     facts = (
         f'<dl class="facts"><dt>Vehicle id</dt><dd>{escape(m.vehicle_id) or "(none)"}</dd>'
         f"<dt>Channel</dt><dd>{escape(m.product)}/{escape(m.tag)}</dd><dt>Running</dt><dd>{escape(m.version)} "
