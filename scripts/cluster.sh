@@ -41,6 +41,36 @@ wait_port() {
   echo "nothing listens on port $1 ($2)" >&2; return 1
 }
 
+# Ready means a real request succeeds (a port can listen long before): GET URL until it answers 200 (60 s at most).
+wait_ready() {
+  local url=$1 what=$2 answer=""
+  for _ in $(seq 1 240); do
+    answer=$("$PY" - "$url" <<'PY' 2>&1
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=5) as response:
+        print(response.status)
+except Exception as err:  # refused, 503, a timeout: not ready yet
+    print(err)
+PY
+)
+    [ "$answer" = 200 ] && return 0
+    sleep 0.25
+  done
+  echo "$what is not ready ($url: $answer)" >&2; return 1
+}
+
+# A command that may meet a backend still warming up (SeaweedFS answering InternalError): tried 6 times.
+retry() {
+  local pause=1
+  for attempt in 1 2 3 4 5 6; do
+    "$@" && return 0
+    [ "$attempt" = 6 ] && break
+    echo "retrying in ${pause}s: $*" >&2; sleep "$pause"; pause=$((pause * 2))
+  done
+  return 1
+}
+
 cluster_start() {
   mkdir -p "$CLUSTER"
   PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
@@ -59,6 +89,7 @@ cluster_start() {
   fi
   as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/log" -w start \
     -o "-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200" >/dev/null
+  retry "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U ovota -d postgres -qtAc "SELECT 1" >/dev/null
   "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U ovota -d postgres -qtAc "SELECT 1 FROM pg_database WHERE datname = 'ovota'" \
     | grep -q 1 || "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U ovota -d postgres -qc "CREATE DATABASE ovota"
   export OVOTA_DB="postgresql://ovota@127.0.0.1:$PG_PORT/ovota"
@@ -75,33 +106,37 @@ cluster_start() {
   wait_port "$S3_PORT" "SeaweedFS S3"
   export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-ovota}
   export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-ovota} AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
-  # The bucket is made once and found on every later start; any other answer is shown, not swallowed.
+  # The bucket is made once and found on every later start; any other answer is shown, not swallowed. Then a probe
+  # object is written, read back and deleted: SeaweedFS answers InternalError for a while after its gateway
+  # listens (its volumes are still loading), so the store is ready only when a real round trip succeeds.
   "$PY" - "$BUCKET" <<'PY'
 import sys, time
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 bucket, s3, last = sys.argv[1], boto3.client("s3"), None
-for attempt in range(120):
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
     try:
-        s3.head_bucket(Bucket=bucket)
-        break
-    except ClientError as err:
-        if err.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
-            last = err
-        else:
+        try:
+            s3.head_bucket(Bucket=bucket)
+        except ClientError as err:
+            if err.response["Error"]["Code"] not in ("404", "NoSuchBucket", "NotFound"):
+                raise
             try:
                 s3.create_bucket(Bucket=bucket)
-                break
             except ClientError as made:
-                if made.response["Error"]["Code"] in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                    break
-                last = made
-    except BotoCoreError as err:  # not listening yet
+                if made.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+        s3.put_object(Bucket=bucket, Key="ready-probe", Body=b"ovota")
+        if s3.get_object(Bucket=bucket, Key="ready-probe")["Body"].read() == b"ovota":
+            s3.delete_object(Bucket=bucket, Key="ready-probe")
+            break
+    except (BotoCoreError, ClientError) as err:  # not listening yet, or still loading its volumes
         last = err
     time.sleep(0.5)
 else:
-    sys.exit(f"SeaweedFS's S3 gateway did not give bucket {bucket}: {last}")
+    sys.exit(f"SeaweedFS's S3 gateway did not store and return an object in bucket {bucket}: {last}")
 PY
   export OVOTA_BLOBS="s3://$BUCKET/firmware"
 }
@@ -110,7 +145,8 @@ cluster_seed() {
   for seed in main:3.3.006 eap:3.3.006-52-g1b2c3d4 edge:3.3.006-172-g362f87425; do
     tag=${seed%%:*}; version=${seed#*:}
     SOURCE_DATE_EPOCH=1784000000 "$OVOTA" image build --version "$version" --size 2100352 "$CLUSTER/$tag.bin" >/dev/null
-    "$OVOTA" release publish "$CLUSTER/$tag.bin" --tag "$tag" >/dev/null
+    # Reproducible seeds: publishing one again changes nothing, so a retry (or a second start) is harmless.
+    retry "$OVOTA" release publish "$CLUSTER/$tag.bin" --tag "$tag" >/dev/null
   done
 }
 
@@ -122,7 +158,7 @@ cluster_servers() {
     cluster_pids+=($!)
     upstreams+="server 127.0.0.1:$port; "
   done
-  for port in $SERVER_PORTS; do wait_port "$port" "ovota server"; done
+  for port in $SERVER_PORTS; do wait_ready "http://127.0.0.1:$port/readyz" "ovota server on port $port"; done
   local nginx; nginx=$(command -v nginx || echo /usr/sbin/nginx)
   mkdir -p "$CLUSTER/nginx"; chmod 755 "$CLUSTER/nginx"
   cat >"$CLUSTER/nginx.conf" <<CONF
@@ -138,6 +174,11 @@ http { access_log off; client_max_body_size 64m;
       proxy_next_upstream error timeout http_503; } } }
 CONF
   "$nginx" -c "$CLUSTER/nginx.conf" -p "$CLUSTER"
+  local front=$HOST; [ "$front" = 0.0.0.0 ] && front=127.0.0.1
+  wait_ready "http://$front:$PORT/readyz" "nginx on port $PORT"
+  for tag in main eap edge; do
+    wait_ready "http://$front:$PORT/firmware/ota/v3.3-5/$tag/ovms3.ver" "channel $tag through nginx"
+  done
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -296,6 +298,66 @@ def test_object_store_unreachable(tmp_path: Path, own_engines: tuple[PostgresSer
         assert store.state()[0] == before
     finally:
         server.stop()
+
+
+def test_a_frozen_object_store_costs_503s_within_a_bounded_time_then_nothing(
+    tmp_path: Path, own_engines: tuple[PostgresServer, SeaweedServer, Store], ovota: CliRunner
+) -> None:
+    """SeaweedFS stopped with SIGSTOP (it accepts connections and answers nothing, as a hung store does): device
+    requests for a blob not cached yet and an API publish get 503 with Retry-After within bounded times, not a hang
+    or a 500; cached blobs and .ver keep being served; after SIGCONT everything works without a restart."""
+    _, seaweed, store = own_engines
+    for version, tag in ((A, "main"), (B, "edge")):
+        (tmp_path / "x.bin").write_bytes(image(version, SIZE))
+        assert ovota("release", "publish", tmp_path / "x.bin", *store.args, "--tag", tag).code == 0
+    token = ovota("token", "create", *store.args, "--name", "ci").out.strip()
+    server = OvotaServer(store, env={"OVOTA_CACHE": str(tmp_path / "cache")})
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+    assert seaweed.proc is not None
+    try:
+        assert http(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.bin")[2] == image(A, SIZE)  # now cached
+        os.killpg(seaweed.proc.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        status, headers, body = http(f"{server.url}/firmware/ota/v3.3-5/edge/ovms3.bin")
+        waited = time.monotonic() - started
+        assert status == 503 and headers["Retry-After"] and waited < 15, (status, waited, body)  # < --idle-timeout
+        assert http(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.bin")[2] == image(A, SIZE)  # cached: served
+        assert http(f"{server.url}/firmware/ota/v3.3-5/edge/ovms3.ver")[2].startswith(B.encode())
+        started = time.monotonic()
+        status, headers, body = http(f"{server.url}/api/v1/publish?tag=main", "POST", auth, image(C, SIZE))
+        waited = time.monotonic() - started
+        assert status == 503 and headers["Retry-After"] and b"object store" in body and waited < 40, (status, waited)
+        assert http(f"{server.url}/readyz")[0] == 503
+        metrics = http(f"{server.url}/metrics", headers={"Authorization": f"Bearer {token}"})[2].decode()
+        assert 'ovota_backend_failures_total{backend="blobs"' in metrics
+        assert ver_of(server, "main") == A  # the refused publish changed nothing
+    finally:
+        os.killpg(seaweed.proc.pid, signal.SIGCONT)
+    try:
+        deadline = time.monotonic() + 30
+        while (answer := http(f"{server.url}/firmware/ota/v3.3-5/edge/ovms3.bin"))[0] == 503:
+            assert time.monotonic() < deadline, answer[2]
+            time.sleep(0.5)
+        assert answer[2] == image(B, SIZE)
+        deadline = time.monotonic() + 30
+        while (published := http(f"{server.url}/api/v1/publish?tag=main", "POST", auth, image(C, SIZE)))[0] != 201:
+            assert published[0] == 503 and time.monotonic() < deadline, published
+            time.sleep(0.5)
+        wait_until(lambda: ver_of(server, "main") == C and http(f"{server.url}/readyz")[0] == 200)
+        assert "Traceback" not in server.log
+    finally:
+        server.stop()
+
+
+def ver_of(server: OvotaServer, tag: str) -> str:
+    return http(f"{server.url}/firmware/ota/v3.3-5/{tag}/ovms3.ver")[2].decode().split("\n")[0]
+
+
+def wait_until(done: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
 
 
 def test_repo_migrate_round_trip(tmp_path: Path, cluster_store: Store, keys: Keys, ovota: CliRunner) -> None:

@@ -4,6 +4,7 @@ operator handler gives alike (503 while a backend is away, 400 for undecodable i
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from ovota.server.fleet.control import RolloutControl
 from ovota.server.fleet.rollouts import Rollouts
 from ovota.server.fleet.status import RolloutStatus
 from ovota.server.loops import Background
-from ovota.server.metrics import OPERATOR_SECONDS
+from ovota.server.metrics import BACKEND_FAILURES, OPERATOR_SECONDS
 from ovota.server.store.blobstore import BlobUnavailable
 from ovota.server.store.clock import ServerClock
 from ovota.server.store.database import DatabaseUnavailable
@@ -26,6 +27,7 @@ from ovota.server.store.repository import Repository
 from ovota.server.store.threads import RepositoryThreads
 
 R = TypeVar("R")
+log = logging.getLogger("ovota.server")
 RETRY_AFTER = "5"
 BACKEND_AWAY = (DatabaseUnavailable, BlobUnavailable, Unavailable)
 
@@ -123,11 +125,24 @@ def client_address(request: web.Request, proxies: frozenset[str]) -> str:
 def unavailable(err: Exception, as_json: bool = False) -> web.Response:
     """A backend that is away (PostgreSQL restarting, the object store unreachable, the database locked by
     another process, every database thread busy) is a 503 with Retry-After, never a 500; nothing was
-    half-written (every write is one transaction after the blob is stored)."""
+    half-written (every write is one transaction after the blob is stored). Counted in the metrics by backend and
+    cause, and logged once per cause every LOG_EVERY seconds (a store that is down fails every request)."""
+    backend = "blobs" if isinstance(err, BlobUnavailable) else "database" if isinstance(err, DatabaseUnavailable) else (
+        "store")  # fmt: skip
+    cause = str(getattr(err, "cause", type(err).__name__))[:40]
+    BACKEND_FAILURES.labels(backend, cause).inc()
+    now = time.monotonic()
+    if now - _logged.get((backend, cause), -LOG_EVERY) >= LOG_EVERY:
+        _logged[(backend, cause)] = now
+        log.warning("answering 503 while the %s backend is away (%s): %s", backend, cause, err)
     headers = {"Retry-After": RETRY_AFTER}
     if as_json:
         return web.json_response({"error": str(err)}, status=503, headers=headers)
     return web.Response(status=503, text=f"Service unavailable: {err}\n", headers=headers)
+
+
+LOG_EVERY = 600.0
+_logged: dict[tuple[str, str], float] = {}  # (backend, cause) -> when last logged; causes are few, named by us
 
 
 def undecodable(request: web.Request) -> str | None:

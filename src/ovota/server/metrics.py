@@ -39,6 +39,11 @@ REGISTRY_DROPPED = Counter(
     "ovota_registry_dropped_events", "Events no write could store (each also logged)", registry=REGISTRY
 )
 
+BACKEND_FAILURES = Counter(
+    "ovota_backend_failures", "Requests answered 503 because a backend was away, by backend and cause",
+    ["backend", "cause"], registry=REGISTRY,
+)  # fmt: skip
+
 _requests: dict[tuple[str, int], Counter] = {}  # bound children: no label lookup per request
 SECONDS = {file: DEVICE_SECONDS.labels(file) for file in ("ver", "bin", "build", "other")}
 

@@ -35,20 +35,37 @@ class OpenBlob:
         return cls(file, stat.st_size, f'"{sha256}"', formatdate(mtime, usegmt=True), mtime)
 
 
+BLOB_WAIT = 10.0  # seconds a device request waits for a blob to be fetched (under the idle timeout)
+
+
 class OpenBlobs:
     """The blobs this process serves, by SHA-256 (only builds and patches the repository names)."""
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self._open: dict[str, OpenBlob] = {}
+        self._loading: dict[str, asyncio.Future[OpenBlob]] = {}
 
     async def get(self, sha256: str) -> OpenBlob:
-        """The blob, opened and checked on first use (in a thread). With S3 the first request fetches it into
-        the local cache. BlobUnavailable if the store is down, or the blob is missing or damaged."""
+        """The blob, opened and checked on first use (in a thread, one at a time per blob). With S3 the first
+        request fetches it into the local cache. BlobUnavailable if the store is down, does not answer within
+        BLOB_WAIT seconds (the fetch goes on for the next request), or the blob is missing or damaged."""
         blob = self._open.get(sha256)
-        if blob is None:
-            blob = self._open[sha256] = await asyncio.to_thread(self._open_checked, sha256)
-        return blob
+        if blob is not None:
+            return blob
+        loading = self._loading.get(sha256)
+        if loading is None:
+            loading = self._loading[sha256] = asyncio.ensure_future(asyncio.to_thread(self._open_checked, sha256))
+            loading.add_done_callback(lambda done: self._loaded(sha256, done))
+        try:
+            return await asyncio.wait_for(asyncio.shield(loading), BLOB_WAIT)
+        except TimeoutError:
+            raise BlobUnavailable(f"blob {sha256[:12]} not fetched within {BLOB_WAIT:g} s", "timeout") from None
+
+    def _loaded(self, sha256: str, done: asyncio.Future[OpenBlob]) -> None:
+        self._loading.pop(sha256, None)
+        if not done.cancelled() and done.exception() is None:
+            self._open[sha256] = done.result()
 
     def _open_checked(self, sha256: str) -> OpenBlob:
         # The bytes checked are those of the descriptor that will be served (no window between check and open).
@@ -67,7 +84,7 @@ class OpenBlobs:
             if not self.repo.blobs.discard_local(sha256):  # S3: fetch it again, once
                 break
         log.error("%s: not served", problem)
-        raise BlobUnavailable(problem)
+        raise BlobUnavailable(problem, "damaged" if "damaged" in problem else "unreadable")
 
     def close(self) -> None:
         for blob in self._open.values():

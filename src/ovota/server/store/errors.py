@@ -12,4 +12,9 @@ class NotFound(RepositoryError):
 
 
 class Unavailable(RepositoryError):
-    """A backend (PostgreSQL, the object store) cannot be reached now: retry later."""
+    """A backend (PostgreSQL, the object store) cannot be reached now: retry later. ``cause``: a short name for
+    what went wrong (metrics, logs)."""
+
+    def __init__(self, message: str, cause: str = "unavailable") -> None:
+        super().__init__(message)
+        self.cause = cause

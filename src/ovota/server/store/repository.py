@@ -114,7 +114,7 @@ class Repository:
         try:
             self.blobs.put(sha256, data)
         except BlobUnavailable as err:
-            raise Unavailable(str(err)) from None
+            raise Unavailable(str(err), err.cause) from None
 
     def find_build(self, ref: str) -> Build:
         """The one build whose version is ``ref`` or whose SHA-256 starts with it (at least 6 hex digits)."""
