@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(PY) bench/soak.py
 	$(PY) bench/fleet_page.py
 	$(PY) bench/pacing.py
+	bash bench/cluster_starts.sh
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -184,10 +184,13 @@ CONF
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   trap cluster_stop EXIT
   trap 'exit 0' INT TERM
+  began=$(date +%s.%N)
   cluster_start
+  echo "PostgreSQL and SeaweedFS ready in $(echo "$(date +%s.%N) - $began" | bc) s"
   cluster_seed
   cluster_servers
-  echo "ovota cluster on http://$HOST:$PORT/firmware/ota/ (nginx -> ovota servers on ports $SERVER_PORTS)"
+  echo "ovota cluster on http://$HOST:$PORT/firmware/ota/ (nginx -> ovota servers on ports $SERVER_PORTS)," \
+    "up in $(echo "$(date +%s.%N) - $began" | bc) s"
   echo "For the CLI, in another shell:"
   echo "  export OVOTA_DB=$OVOTA_DB OVOTA_BLOBS=$OVOTA_BLOBS"
   echo "  export AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID"

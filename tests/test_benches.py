@@ -43,8 +43,8 @@ def test_bench_runs_in_smoke_mode(script: Path) -> None:
     env = {**os.environ, "SMOKE": "1", "NGINX_PORT": str(free_port()), "OVOTA_PORT": str(free_port())}
     env["OVOTA"] = str(Path(sys.executable).with_name("ovota"))
     command = [sys.executable, str(script), "--smoke"] if script.suffix == ".py" else ["bash", str(script)]
-    # bench/cluster.sh uses make cluster's SeaweedFS ports, as does tests/test_make_cluster.py: one at a time.
-    holding = default_cluster_ports() if script.name == "cluster.sh" else contextlib.nullcontext()
+    # bench/cluster*.sh use make cluster's SeaweedFS ports, as does tests/test_make_cluster.py: one at a time.
+    holding = default_cluster_ports() if script.name.startswith("cluster") else contextlib.nullcontext()
     with holding:
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
