@@ -43,7 +43,7 @@ system-deps:
 	  || echo "some of $(DEBS) are not installed: the tests that need them will be skipped"
 
 test: $(STAMP) system-deps
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
