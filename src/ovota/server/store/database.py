@@ -137,17 +137,26 @@ class PostgresDatabase:
         self._locks: dict[str, int] = {}  # role -> the connection generation that holds its lock
         self.generation = 0
         self._in_transaction = False
+        self._retry_at = 0.0  # after a failed connect, no new attempt before this (time.monotonic)
+        self._pause = 0.0
         self.conn = self._connect()
 
     def _connect(self) -> Any:
+        """A new connection. While PostgreSQL is away, attempts back off (0.25 s doubling to 5 s): callers get
+        DatabaseUnavailable at once in between (a 503), instead of each waiting for a connect timeout."""
+        if time.monotonic() < self._retry_at:
+            raise DatabaseUnavailable(f"PostgreSQL is away: next connection attempt in {self._pause:g} s or less")
         try:
             conn = self._psycopg.connect(self.url, autocommit=True, connect_timeout=5)
             # A statement that waits longer than this for a lock another process holds fails (and is retried
             # later, or answered 503) rather than holding its thread.
             conn.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
-            return conn
         except self._psycopg.OperationalError as err:
+            self._pause = min(max(self._pause * 2, 0.25), 5.0)
+            self._retry_at = time.monotonic() + self._pause
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(err)}") from None
+        self._pause = 0.0
+        return conn
 
     def _live(self) -> Any:
         """The connection, made anew if PostgreSQL dropped it (a restart): session locks are gone then."""
