@@ -330,7 +330,7 @@ def test_simulation_follows_a_scaled_clock(embedded: Setup) -> None:
     try:
         first = http_json(f"{server.url}/clock")[1]
         assert first["scale"] == 86400 and not first["driven"]
-        assert http_json(f"{server.url}/clock", "POST", body={"to": 0})[0] == 403  # only a driven clock moves
+        assert http_json(f"{server.url}/clock", "POST", body={"to": 0})[0] == 405  # only a driven clock moves
         report = setup.simulate(server, 2)
         assert [day["checkins"] for day in report["days"]] == [FLEET, FLEET]
         assert http_json(f"{server.url}/clock")[1]["now"] >= first["now"] + 2 * 86400

@@ -6,6 +6,7 @@ honest modules, the registry, the rollouts and the repository carry on. Numbers 
 
 from __future__ import annotations
 
+import getpass
 import http.client
 import json
 import os
@@ -327,7 +328,9 @@ def test_settings_that_are_not_finite_or_not_numbers_are_refused(embedded: Setup
             status, body = http_json(f"{server.url}/api/v1/rollouts", "POST", token, {**start, **bad})
             assert status == 400 and isinstance(body, dict) and body["error"], (bad, status, body)
         assert http_json(f"{server.url}/api/v1/rollouts", token=token) == (200, [])
-        assert http_json(f"{server.url}/clock", "POST", body={"to": "NaN"})[0] in (400, 403)
+        # A server on the real clock has no /clock at all: its time is not for outsiders to read or move.
+        assert http_json(f"{server.url}/clock", "POST", body={"to": "NaN"})[0] == 404
+        assert http_json(f"{server.url}/clock")[0] == 404
     finally:
         server.stop()
 
@@ -397,6 +400,45 @@ def test_logins_are_throttled_and_listings_ignore_host(embedded: Setup) -> None:
         assert json.loads(body)[0]["url"] == "https://ota.example.com/firmware/ota/v3.3-5/main/ovms3.bin"
     finally:
         server.stop()
+
+
+def test_a_foreign_page_cannot_log_a_browser_in(embedded: Setup) -> None:
+    """Login CSRF: a page on another site posting the login form (with the attacker's own token) would log the
+    victim's browser into the attacker's session; the console refuses cross-site posts to its login too."""
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "attacker").out.strip()
+    server = OvotaServer(embedded.repo)
+    try:
+        form, body = b"Content-Type: application/x-www-form-urlencoded", f"token={token}".encode()
+        status, headers, text = get(server.port, "/console/login", form, b"Origin: https://evil.example",
+                                    method=b"POST", body=body)  # fmt: skip
+        assert status == 403 and "set-cookie" not in headers and b"Cross-site" in text
+        own = f"Origin: http://127.0.0.1:{server.port}".encode()
+        status, headers, _ = get(server.port, "/console/login", form, own, method=b"POST", body=body)
+        assert status == 303 and "ovota_session" in headers["set-cookie"]
+    finally:
+        server.stop()
+
+
+def test_audit_lines_cannot_be_forged(embedded: Setup) -> None:
+    """A refused action's name comes from the request: a newline and an ESC sequence in it are written escaped, so
+    ``ovota audit`` shows one line per entry and nothing that drives a terminal."""
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci", "--role", "release").out.strip()
+    server = OvotaServer(embedded.repo)
+    try:
+        forged = "v3.3-5\n2026-12-01 03:00:00  admin  promote  v3.3-5/main  ok\x1b[2J"
+        body = {"product": forged, "tag": "main", "build": "3.3.006"}
+        status, answer = http_json(f"{server.url}/api/v1/rollouts", "POST", token, body)
+        assert status in (400, 404), answer
+    finally:
+        server.stop()
+    out = embedded.run("audit", *embedded.repo.args).out
+    listed = json.loads(embedded.run("audit", *embedded.repo.args, "--json").out)
+    lines = out.splitlines()
+    assert len(lines) == len(listed)  # one line per entry: none forged
+    assert all(line.split("  ")[1].strip() in ("cli:" + getpass.getuser(), "ci") for line in lines), out
+    refused = next(line for line in lines if " ci " in line and "rollout start" in line)
+    assert refused.split("rollout start")[1].lstrip().startswith("v3.3-5\\n2026-12-01")  # kept, escaped
+    assert all(entry["target"].isprintable() for entry in listed)
 
 
 def test_malformed_and_slow_requests_cost_one_line_and_a_bounded_time(embedded: Setup) -> None:

@@ -10,7 +10,7 @@ import click
 
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.server.fleet.policy import PolicyError, parse_duration
-from ovota.server.store.audit import entries
+from ovota.server.store.audit import entries, printable
 from ovota.server.store.backends import Backends
 
 
@@ -42,9 +42,10 @@ def audit(repo: Backends, since: str | None, actor: str | None, limit: int, as_j
     if as_json:
         click.echo(json.dumps([e.__dict__ for e in found], indent=2))
         return
-    for e in found:
+    for e in found:  # escaped again when shown: entries written before escaping existed may hold anything
         when = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        detail = f"  {e.detail}" if e.detail else ""
-        click.echo(f"{when}  {e.actor:<16} {e.action:<16} {e.target:<16} {e.outcome}{detail}")
+        actor, action, target, outcome = (printable(v) for v in (e.actor, e.action, e.target, e.outcome))
+        detail = f"  {printable(e.detail)}" if e.detail else ""
+        click.echo(f"{when}  {actor:<16} {action:<16} {target:<16} {outcome}{detail}")
     if not found:
         click.echo("No audit entries.")

@@ -69,8 +69,9 @@ def start_rollout(r: Repository, product: str, tag: str, build: Build, steps: st
     allow_empty = options.pop("allow_empty", False)
     settings = parse_settings(steps=steps, **options)
     control = RolloutControl(Rollouts(r))
-    rollout = control.start(product, tag, build, settings, r.clock().now(), allow_empty)
-    matched = control.matching(product, tag, build, settings)
+    now = r.clock().now()
+    rollout = control.start(product, tag, build, settings, now, allow_empty)
+    matched = control.matching(product, tag, build, settings, now)
     click.echo(
         f"Rollout {rollout.id} of {product}/{tag}: {rollout.from_build.version} -> {build.version}, "
         f"steps {','.join(map(str, settings.steps))}, now {rollout.state} at {rollout.percent}%; "

@@ -114,7 +114,7 @@ def create_app(
     app[CONTEXT_KEY] = context
     devices.add_routes(app)  # first: the router tries resources in order
     add_listing_routes(app)
-    add_clock_routes(app)
+    add_clock_routes(app, clock)
     add_health_routes(app)
     app.add_subapp("/api/v1", create_api(context))
     add_console_routes(app)

@@ -1,4 +1,6 @@
-"""``/clock``: the server's clock for fleet simulations (``--time-scale``, ``--driven-clock``)."""
+"""``/clock``: the server's clock for fleet simulations. It exists only on a simulation server: ``GET`` with
+``--time-scale`` or ``--driven-clock``, ``POST`` with ``--driven-clock``; a production server has no such route (404):
+nothing about its clock is for outsiders to read or move."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import math
 from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, Context, guarded
+from ovota.server.store.clock import ServerClock
 
 
 def _clock_json(context: Context) -> web.Response:
@@ -23,8 +26,6 @@ async def clock_advance(request: web.Request) -> web.Response:
     """Move a driven clock to ``{"to": seconds}``: the registry is flushed first and rollouts are evaluated
     at the new time before the answer, so a simulator's next tick sees every decision."""
     context = request.app[CONTEXT_KEY]
-    if not context.clock.driven:
-        raise web.HTTPForbidden(text="the clock is not driven (start the server with --driven-clock)\n")
     try:
         when = float((await request.json())["to"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -35,6 +36,9 @@ async def clock_advance(request: web.Request) -> web.Response:
     return _clock_json(context)
 
 
-def add_clock_routes(app: web.Application) -> None:
-    app.router.add_get("/clock", guarded(clock_now))
-    app.router.add_post("/clock", guarded(clock_advance))
+def add_clock_routes(app: web.Application, clock: ServerClock) -> None:
+    """The routes this server's clock allows (none on the real clock)."""
+    if clock.driven or clock.scale != 1:
+        app.router.add_get("/clock", guarded(clock_now))
+    if clock.driven:
+        app.router.add_post("/clock", guarded(clock_advance))

@@ -104,7 +104,7 @@ async def api_rollout_start(request: web.Request) -> web.Response:
     def start(desk: Desk) -> dict[str, Any]:
         build = desk.repo.find_build(build_ref)
         rollout = desk.control.start(product, tag, build, settings, now, allow_empty)
-        return desk.status.summary(rollout) | {"matches": desk.control.matching(product, tag, build, settings)}
+        return desk.status.summary(rollout) | {"matches": desk.control.matching(product, tag, build, settings, now)}
 
     summary = await context.run(start, actor(request))
     context.changed()

@@ -31,10 +31,13 @@ class RolloutControl:
         with audited(self.repo.db, self.repo.actor, "rollout start", f"{product}/{tag}"):
             return self._start(product, tag, build, settings, now, allow_empty)
 
-    def matching(self, product: str, tag: str, build: Build, settings: RolloutSettings) -> int:
-        """How many modules the registry knows on the channel that the rollout's target takes."""
-        rows = self.repo.db.execute("SELECT vehicle_id, version FROM modules WHERE product = ? AND tag = ?",
-                                    (product, tag)).fetchall()  # fmt: skip
+    def matching(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float) -> int:
+        """How many modules of the channel the rollout's target takes among those that vote in a rollout started
+        at ``now`` (the registry knew them before it, by ``voters_known_for``): the modules its steps count."""
+        rows = self.repo.db.execute(
+            "SELECT vehicle_id, version FROM modules WHERE product = ? AND tag = ? AND first_seen < ?",
+            (product, tag, now - settings.voters_known_for),
+        ).fetchall()
         target = settings.target
         if target.whole_channel:
             return len(rows)
@@ -53,7 +56,7 @@ class RolloutControl:
             )
         self.repo.check_servable(build, product)
         Groups(self.repo).require(settings.target.groups)
-        matched = self.matching(product, tag, build, settings)
+        matched = self.matching(product, tag, build, settings, now)
         if not matched and not settings.target.whole_channel and not allow_empty:
             raise RolloutError(
                 f"the target ({settings.target.describe()}) matches no module of {product}/{tag}: check it, or start "

@@ -29,12 +29,23 @@ class AuditEntry:
     detail: str
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (newlines, ESC sequences, other controls) written as
+    its Python escape (``\\n``, ``\\x1b``): an entry is one line, and nothing in it can drive a terminal or pose
+    as another line. Idempotent: a backslash stays a backslash."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def record(db: Database, actor: str, action: str, target: str, detail: str = "", outcome: str = "ok") -> None:
-    """Add an entry, inside the caller's transaction."""
+    """Add an entry, inside the caller's transaction. Names and reasons may come from a request: they are
+    written with their control characters escaped (``printable``)."""
     db.execute(
         "INSERT INTO audit (at, actor, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (time.time(), actor or "unknown", action, target, outcome, detail),
-    )
+        (time.time(), printable(actor or "unknown"), printable(action), printable(target), printable(outcome),
+         printable(detail)),
+    )  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -46,6 +46,8 @@ def set_min_secure_version(db: Database, product: str, level: int, actor: str) -
     with audited(db, actor, "release min-secure-version", product):
         if not 0 <= level <= MAX_SECURE_VERSION:
             raise RepositoryError(f"invalid secure version {level}: must be from 0 to {MAX_SECURE_VERSION}")
+        if db.execute("SELECT 1 FROM channels WHERE product = ? LIMIT 1", (product,)).fetchone() is None:
+            raise RepositoryError(f"no channel of product {product!r}: publish a build for it first")
         below = db.execute(
             "SELECT c.tag, b.version, COALESCE(s.secure_version, 0) FROM channels c "
             "JOIN builds b ON b.sha256 = c.sha256 LEFT JOIN build_security s ON s.sha256 = c.sha256 "
@@ -73,9 +75,9 @@ def check_channel_name(db: Database, product: str, tag: str) -> None:
     existing = sorted({str(t) for (t,) in rows} | set(STANDARD_CHANNELS))
     if tag in existing:
         return
-    close = difflib.get_close_matches(tag, existing, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]}? " if close else ""
+    close = difflib.get_close_matches(tag, existing, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? To" if close else "to"
     raise RepositoryError(
-        f"{product} has no channel {tag!r} (channels: {', '.join(existing)}); {hint}"
-        "to make a new channel, pass --new-channel (API: new_channel=true)"
+        f"{product} has no channel {tag!r} (channels: {', '.join(existing)}); {hint} make a new channel, pass "
+        "--new-channel (API: new_channel=true)"
     )

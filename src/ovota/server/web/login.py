@@ -45,7 +45,16 @@ async def login_form(request: web.Request) -> web.Response:
     return _login_page()
 
 
+def refuse_cross_site(request: web.Request) -> None:
+    """403 for a POST whose Origin is another site (a foreign page submitting a console form, the login form
+    included: it could log a browser into an attacker's session)."""
+    origin = request.headers.get("Origin")
+    if request.method == "POST" and origin and origin.split("://", 1)[-1] != request.host:
+        raise web.HTTPForbidden(text="Cross-site request refused\n")
+
+
 async def login(request: web.Request) -> web.Response:
+    refuse_cross_site(request)
     context = request.app[CONTEXT_KEY]
     address = context.address(request)
     wait = context.throttle.retry_after(address)
@@ -85,9 +94,7 @@ class Operator:
 async def require_user(request: web.Request, role: str = "read") -> Operator:
     """The logged-in operator, whose role must allow ``role``: a redirect to the login page without a session,
     403 for a role that does not allow it; cross-site POSTs are refused."""
-    origin = request.headers.get("Origin")
-    if request.method == "POST" and origin and origin.split("://", 1)[-1] != request.host:
-        raise web.HTTPForbidden(text="Cross-site request refused\n")
+    refuse_cross_site(request)
     secret = request.cookies.get(COOKIE, "")
     found = await request.app[CONTEXT_KEY].run(lambda desk: session_user(desk.repo.db, secret)) if secret else None
     if found is None:

@@ -190,7 +190,7 @@ async def start_rollout(request: web.Request) -> web.Response:
         def start(desk: Desk) -> tuple[Rollout, int]:
             chosen = desk.repo.find_build(build)
             started = desk.control.start(product, tag, chosen, settings, now, empty)
-            return started, desk.control.matching(product, tag, chosen, settings)
+            return started, desk.control.matching(product, tag, chosen, settings, now)
 
         rollout, matched = await context.run(start, operator.name)
     except (RepositoryError, PolicyError) as err:
