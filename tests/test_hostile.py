@@ -441,6 +441,43 @@ def test_audit_lines_cannot_be_forged(embedded: Setup) -> None:
     assert all(entry["target"].isprintable() for entry in listed)
 
 
+def test_hostile_numbers_and_json_are_400s_not_500s(embedded: Setup) -> None:
+    """Deeply nested JSON, a 5,000-digit integer, 10**400 as a rate growth, a body over the limit, Unicode digits and
+    a page number past 64 bits: each a 4xx naming what is wrong, never a 500, and the server goes on."""
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci", "--role", "admin").out.strip()
+    server = OvotaServer(embedded.repo)
+    auth = f"Authorization: Bearer {token}".encode()
+    json_type = b"Content-Type: application/json"
+    start = b'{"product": "v3.3-5", "tag": "main", "build": "3.3.006", '
+    try:
+        for body, expected in (
+            (b"[" * 100_000 + b"]" * 100_000, b"nested"),
+            (start + b'"min_sample": ' + b"9" * 5000 + b"}", b"at most 18 digits"),
+            (start + b'"rate": "5/h", "rate_growth": 1' + b"0" * 400 + b"}", b"at most 18 digits"),
+            (start + b'"rate": "5/h", "rate_growth": 1e400}', b"finite"),
+            (start + b'"rate": "5/h", "rate_growth": NaN}', b"not JSON"),
+            (b'{"name": "x", "role": "read", "pad": "' + b"x" * (2 << 20) + b'"}', b"Maximum request body size 1048576"),
+        ):
+            path = "/api/v1/tokens" if b'"name"' in body[:20] else "/api/v1/rollouts"
+            status, _, answer = get(server.port, path, auth, json_type, method=b"POST", body=body)
+            assert status in (400, 413) and expected in answer, (path, status, answer[:200])
+        login = f"token={token}".encode()
+        form = b"Content-Type: application/x-www-form-urlencoded"
+        status, headers, _ = get(server.port, "/console/login", form, method=b"POST", body=login)
+        cookie = f"Cookie: {headers['set-cookie'].split(';')[0]}".encode()
+        for page in ("%C2%B2", "99999999999999999999", "-1", "1e3"):
+            assert get(server.port, f"/console/fleet?page={page}", cookie)[0] == 200, page
+        origin = f"Origin: http://127.0.0.1:{server.port}".encode()
+        fields = b"channel=v3.3-5%2Fmain&build=3.3.006&min_sample=%C2%B2"
+        status, headers, _ = get(server.port, "/console/rollouts/start", cookie, form, origin, method=b"POST",
+                                 body=fields)  # fmt: skip
+        assert status == 303 and "error=" in headers["location"]
+        assert ver(server, agent("STILL")) == A
+        assert "Traceback" not in server.log
+    finally:
+        server.stop()
+
+
 def test_malformed_and_slow_requests_cost_one_line_and_a_bounded_time(embedded: Setup) -> None:
     server = OvotaServer(embedded.repo, extra=("--idle-timeout", "1"))
     try:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from aiohttp import web
 
 from ovota.server.api.auth import actor, api_handler
+from ovota.server.api.json_body import json_body
 from ovota.server.context import CONTEXT_KEY
 from ovota.server.store import audit, tokens
 from ovota.server.store.errors import RepositoryError
@@ -26,10 +26,7 @@ async def api_tokens(request: web.Request) -> web.Response:
 
 async def api_token_create(request: web.Request) -> web.Response:
     """``{"name", "role"}``: the new token, shown this once."""
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RepositoryError("request body must be JSON") from None
+    body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not isinstance(body.get("role"), str):
         raise RepositoryError("JSON body must have string fields: name, role")
     name, role = body["name"], body["role"]

@@ -8,8 +8,10 @@ import math
 
 from aiohttp import web
 
+from ovota.server.api.json_body import json_body
 from ovota.server.context import CONTEXT_KEY, Context, guarded
 from ovota.server.store.clock import ServerClock
+from ovota.server.store.errors import RepositoryError
 
 
 def _clock_json(context: Context) -> web.Response:
@@ -27,8 +29,8 @@ async def clock_advance(request: web.Request) -> web.Response:
     at the new time before the answer, so a simulator's next tick sees every decision."""
     context = request.app[CONTEXT_KEY]
     try:
-        when = float((await request.json())["to"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        when = float((await json_body(request))["to"])
+    except (ValueError, KeyError, TypeError, RepositoryError):
         when = math.nan
     if not math.isfinite(when):
         raise web.HTTPBadRequest(text='expected {"to": <seconds since the epoch>}\n')

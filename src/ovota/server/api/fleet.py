@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from ovota.server.api.auth import actor, api_handler
+from ovota.server.api.json_body import json_body
 from ovota.server.context import CONTEXT_KEY, Desk
 from ovota.server.fleet.explain import Explainer, offer_json
 from ovota.server.fleet.modules import MAX_PAGE, FleetQuery, module_json, modules_after
@@ -90,10 +90,7 @@ def rollout_settings(body: object) -> tuple[str, str, str, RolloutSettings]:
 
 async def api_rollout_start(request: web.Request) -> web.Response:
     """JSON: product, tag, build; optional settings as on the command line (see ``rollout_settings``)."""
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RepositoryError("request body must be JSON") from None
+    body = await json_body(request)
     allow_empty = body.pop("allow_empty", False) if isinstance(body, dict) else False
     if not isinstance(allow_empty, bool):
         raise RepositoryError("allow_empty must be true or false")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from email.utils import formatdate
 from typing import Any
 
@@ -11,6 +10,7 @@ import aiohttp
 from aiohttp import BodyPartReader, web
 
 from ovota.server.api.auth import actor, api_handler
+from ovota.server.api.json_body import json_body
 from ovota.server.context import CONTEXT_KEY, Desk
 from ovota.server.store.channels import channel_order
 from ovota.server.store.deltas import Delta
@@ -113,10 +113,7 @@ async def api_publish(request: web.Request) -> web.Response:
 async def json_object(request: web.Request, *keys: str) -> dict[str, Any]:
     """A JSON object body with the string fields ``keys`` (and ``force`` and ``new_channel``, booleans, if
     present); RepositoryError otherwise."""
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RepositoryError("request body must be JSON") from None
+    body = await json_body(request)
     if not isinstance(body, dict) or any(not isinstance(body.get(k), str) for k in keys):
         raise RepositoryError(f"JSON body must have string fields: {', '.join(keys)}")
     for flag in ("force", "new_channel"):

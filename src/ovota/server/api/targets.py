@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from ovota.server.api.auth import actor, api_handler
+from ovota.server.api.json_body import MAX_GROUP_JSON, MAX_JSON, json_body
 from ovota.server.context import CONTEXT_KEY, Desk
 from ovota.server.fleet.failures import retry
 from ovota.server.fleet.groups import Groups
@@ -27,10 +27,7 @@ MAX_BODY_IDS = 100_000
 
 
 async def _body(request: web.Request, field: str, kind: type) -> Any:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RepositoryError("request body must be JSON") from None
+    body = await json_body(request, MAX_GROUP_JSON if kind is list else MAX_JSON)
     value = body.get(field) if isinstance(body, dict) else None
     if not isinstance(value, kind):
         raise RepositoryError(f"JSON body must have the field {field} ({'a list' if kind is list else 'a string'})")

@@ -3,6 +3,7 @@ database, so a page of a 100,000-module fleet stays small."""
 
 from __future__ import annotations
 
+import re
 from html import escape
 from urllib.parse import quote, urlencode
 
@@ -61,7 +62,8 @@ async def fleet_page(request: web.Request) -> web.Response:
     params = {k: request.query.get(k, "") for k in ("product", "tag", "q", "sort", "order", "page")}
     query = FleetQuery(params["product"] or None, params["tag"] or None, params["q"].strip())
     sort = params["sort"] if params["sort"] in SORTS else "vehicle"
-    number = max(1, int(params["page"])) if params["page"].isdigit() else 1
+    # ASCII digits only (str.isdigit also takes "²", which int() refuses), and few of them: SQLite offsets are 64-bit.
+    number = max(1, int(params["page"])) if re.fullmatch(r"[0-9]{1,9}", params["page"]) else 1
 
     now = request.app[CONTEXT_KEY].clock.now()
 

@@ -172,7 +172,7 @@ async def start_rollout(request: web.Request) -> web.Response:
     now = context.clock.now()
     try:
         text = {name: form.get(name, default).strip() for name, _, default in FIELDS}
-        if not text["min_sample"].isdigit():
+        if not (text["min_sample"].isascii() and text["min_sample"].isdigit() and len(text["min_sample"]) <= 9):
             raise RepositoryError(f"invalid minimum sample {text['min_sample']!r}: a whole number")
         try:
             growth = float(text["rate_growth"] or "1")
