@@ -456,7 +456,7 @@ def test_hostile_numbers_and_json_are_400s_not_500s(embedded: Setup) -> None:
             (start + b'"rate": "5/h", "rate_growth": 1' + b"0" * 400 + b"}", b"at most 18 digits"),
             (start + b'"rate": "5/h", "rate_growth": 1e400}', b"finite"),
             (start + b'"rate": "5/h", "rate_growth": NaN}', b"not JSON"),
-            (b'{"name": "x", "role": "read", "pad": "' + b"x" * (2 << 20) + b'"}', b"Maximum request body size 1048576"),
+            (b'{"name": "x", "role": "read", "pad": "' + b"x" * (2 << 20) + b'"}', b"body size 1048576"),
         ):
             path = "/api/v1/tokens" if b'"name"' in body[:20] else "/api/v1/rollouts"
             status, _, answer = get(server.port, path, auth, json_type, method=b"POST", body=body)
