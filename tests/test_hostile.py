@@ -478,6 +478,38 @@ def test_hostile_numbers_and_json_are_400s_not_500s(embedded: Setup) -> None:
         server.stop()
 
 
+def test_oversized_settings_and_multipart_bombs_are_refused_before_parsing(embedded: Setup) -> None:
+    """A megabyte of window text is refused at once (it used to be parsed, stored and shown, stalling devices), and
+    so is a publish body of 50,000 tiny multipart parts or a changelog over its limit; devices are answered
+    meanwhile."""
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci", "--role", "release").out.strip()
+    embedded.run("release", "publish", embedded.builds[B], *embedded.repo.args, "--tag", "edge")
+    server = OvotaServer(embedded.repo)
+    try:
+        start = {"product": "v3.3-5", "tag": "main", "build": B}
+        for bad, named in (({"windows": ["Mon," * 250_000 + "Tue 01:00-05:00"]}, "windows is 1000015 characters"),
+                           ({"steps": "1," * 200 + "100"}, "steps is 403 characters")):  # fmt: skip
+            started = time.monotonic()
+            status, body = http_json(f"{server.url}/api/v1/rollouts", "POST", token, {**start, **bad})
+            assert status == 400 and named in body["error"] and time.monotonic() - started < 2, body
+        boundary = b"x"
+        parts = b"".join(b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % n for n in range(50_000))
+        auth = f"Authorization: Bearer {token}".encode()
+        kind = b"Content-Type: multipart/form-data; boundary=" + boundary
+        started = time.monotonic()
+        status, _, answer = get(server.port, "/api/v1/publish", auth, kind, method=b"POST", body=parts + b"--x--\r\n")
+        assert status == 400 and b"at most 16 parts" in answer and time.monotonic() - started < 2, answer
+        changelog = (
+            b'--x\r\nContent-Disposition: form-data; name="changelog"\r\n\r\n' + b"y" * (70 << 10) + b"\r\n--x--\r\n"
+        )
+        status, _, answer = get(server.port, "/api/v1/publish", auth, kind, method=b"POST", body=changelog)
+        assert status == 400 and b"over 65536 bytes" in answer, answer
+        assert ver(server, agent("STILL")) == A
+        assert http_json(f"{server.url}/api/v1/rollouts", token=token) == (200, [])  # nothing was started
+    finally:
+        server.stop()
+
+
 def test_malformed_and_slow_requests_cost_one_line_and_a_bounded_time(embedded: Setup) -> None:
     server = OvotaServer(embedded.repo, extra=("--idle-timeout", "1"))
     try:

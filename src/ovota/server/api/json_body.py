@@ -73,7 +73,10 @@ async def json_body(request: web.Request, limit: int = MAX_JSON) -> Any:
     """The request's JSON body (see the module's limits); 413 naming the limit for a larger one."""
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    raw = await request.content.read(limit + 1)
+    raw = bytearray()
+    while len(raw) <= limit and (chunk := await request.content.read(limit + 1 - len(raw))):
+        raw += chunk
     if len(raw) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
-    return await asyncio.to_thread(decode, raw) if len(raw) > OFF_LOOP else decode(raw)
+    body = bytes(raw)
+    return await asyncio.to_thread(decode, body) if len(body) > OFF_LOOP else decode(body)

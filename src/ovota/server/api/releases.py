@@ -63,6 +63,20 @@ async def api_channels(request: web.Request) -> web.Response:
     return web.json_response(await context.run(read))
 
 
+MAX_PARTS = 16  # an upload's multipart parts: the image and a few fields
+MAX_FIELD = 64 << 10  # bytes of a text field (a changelog)
+
+
+async def _field(part: BodyPartReader) -> bytes:
+    """A text field's bytes, read no further than MAX_FIELD."""
+    value = b""
+    while chunk := await part.read_chunk(MAX_FIELD):
+        value += chunk
+        if len(value) > MAX_FIELD:
+            raise RepositoryError(f"form field {(part.name or '')[:32]!r} is over {MAX_FIELD} bytes")
+    return value
+
+
 async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
     """An image upload: a raw body with the fields in the query, or multipart with an ``image`` part and text
     fields. RepositoryError for a body that is not what it says or a field that is not UTF-8."""
@@ -72,13 +86,18 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
     data = b""
     try:
         reader = await request.multipart()
-        while (part := await reader.next()) is not None:
+        for _ in range(MAX_PARTS + 1):
+            part = await reader.next()
+            if part is None:
+                break
             if not isinstance(part, BodyPartReader) or part.name is None:
                 continue
             if part.name == "image":
                 data = await part.read()
             else:
-                fields[part.name] = (await part.read()).decode()
+                fields[part.name] = (await _field(part)).decode()
+        else:
+            raise RepositoryError(f"an upload has at most {MAX_PARTS} parts")
     except UnicodeDecodeError:
         raise RepositoryError("a form field is not UTF-8 text") from None
     except (ValueError, AssertionError, LookupError, aiohttp.ClientPayloadError) as err:

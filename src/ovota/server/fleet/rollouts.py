@@ -121,6 +121,8 @@ COLUMNS = (
     "reason_at, target, pacing"
 )
 MAX_SAMPLE = 1_000_000
+MAX_SETTING = 256  # characters of a setting's text (steps, durations, versions, time zone, rate)
+MAX_WINDOW = 64  # characters of one maintenance window ("Mon,Tue,Wed,Thu,Fri 22:00-05:00" is 30)
 COUNTED = (ModuleState.UPDATING, ModuleState.UPDATED, ModuleState.FAILED, ModuleState.SILENT)
 
 
@@ -242,7 +244,16 @@ def parse_settings(
     rate: str = "",
     rate_growth: float = 1.0,
 ) -> RolloutSettings:
-    """Settings as users write them (CLI options, API fields); PolicyError for anything unusable."""
+    """Settings as users write them (CLI options, API fields); PolicyError for anything unusable. Every text is
+    checked for its length before it is parsed (MAX_SETTING characters, MAX_WINDOW a window): a megabyte of
+    window text must cost nothing, on whatever thread parses it."""
+    texts = {"steps": steps, "step_interval": step_interval, "halt_failed": halt_failed, "halt_silent": halt_silent,
+             "watch": watch, "grace": grace, "voters_known_for": voters_known_for, "versions": versions,
+             "timezone": timezone, "rate": rate}  # fmt: skip
+    for name, text in [*texts.items(), *(("windows", w) for w in windows)]:
+        limit = MAX_WINDOW if name == "windows" else MAX_SETTING
+        if len(text) > limit:
+            raise PolicyError(f"{name} is {len(text)} characters long: at most {limit}")
     if not 1 <= min_sample <= MAX_SAMPLE:
         raise PolicyError(f"invalid minimum sample {min_sample}: must be from 1 to {MAX_SAMPLE}")
     if len(notify_url) > 2048 or not notify_url.isprintable() or " " in notify_url:
