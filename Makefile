@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(PY) bench/fleet_page.py
 	$(PY) bench/pacing.py
 	bash bench/cluster_starts.sh
+	$(PY) bench/big_group.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

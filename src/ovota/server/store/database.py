@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from ovota.server.store.schema import MIGRATIONS
+from ovota.server.store.schema import ANSWERS_KEY, MIGRATIONS
 
 
 class DatabaseUnavailable(Exception):
@@ -101,8 +101,10 @@ class SqliteDatabase:
             raise
 
     def change_token(self) -> int:
-        """Changes whenever another connection commits: a cheap cache key for readers."""
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        """Changes whenever a change to what the device path caches is committed (triggers count them in
+        ``meta``: schema.ANSWER_TABLES): a cheap cache key for readers."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (ANSWERS_KEY,)).fetchone()
+        return int(row[0]) if row is not None else int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
     def hold_lock(self, role: str) -> bool:
         """One host, one file: every process may decide (conditional updates keep decisions single)."""

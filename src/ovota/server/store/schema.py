@@ -309,6 +309,28 @@ def _notify_triggers(tables: tuple[str, ...]) -> tuple[Statement, ...]:
     )
 
 
+# What the device path's cached answers depend on: a change to any of these tables reloads them (PostgreSQL: NOTIFY
+# triggers above; SQLite: triggers counting changes in ``meta``, so that registry writes, which touch none of them,
+# do not reload every channel's answer twice a second).
+ANSWER_TABLES = (
+    "builds", "channels", "rollouts", "trusted_keys", "deltas", *_TARGETING_TABLES, *_SAFE_OFFERS_TABLES,
+)  # fmt: skip
+ANSWERS_KEY = "answers_changed"
+
+
+def _sqlite_change_counters() -> tuple[Statement, ...]:
+    """SQLite triggers that count changes to ANSWER_TABLES in ``meta`` (a row trigger per table and operation)."""
+    bump = f"UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = '{ANSWERS_KEY}'"
+    return (
+        ("sqlite", f"INSERT INTO meta (key, value) VALUES ('{ANSWERS_KEY}', '0') ON CONFLICT DO NOTHING"),
+        *(
+            ("sqlite", f"CREATE TRIGGER {table}_{op.lower()}_counted AFTER {op} ON {table} BEGIN {bump}; END")
+            for table in ANSWER_TABLES
+            for op in ("INSERT", "UPDATE", "DELETE")
+        ),
+    )
+
+
 MIGRATIONS: tuple[tuple[int, tuple[Statement, ...]], ...] = (
     (1, _statements(_INITIAL)),
     (2, tuple(("postgresql", sql) for sql in _NOTIFY_CHANGES)),
@@ -322,4 +344,5 @@ MIGRATIONS: tuple[tuple[int, tuple[Statement, ...]], ...] = (
         6,
         _statements(_SAFE_OFFERS) + _notify_triggers(_SAFE_OFFERS_TABLES),
     ),
+    (7, _sqlite_change_counters()),
 )
