@@ -74,7 +74,7 @@ def one_run(work: Path, name: str, ids: int, images: dict[str, Path], targeted: 
                                                       if time.monotonic() < stop or exit()])  # fmt: skip
         background.daemon = True
         background.start()  # steady check-ins from other modules: registry writes twice a second
-        latencies = []
+        latencies: list[float] = []
         while time.monotonic() < stop:
             latencies.append(ver(server.port, f"CAR{len(latencies) % 50:05d}"))
             time.sleep(0.01)
