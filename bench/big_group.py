@@ -62,7 +62,8 @@ def one_run(work: Path, name: str, ids: int, images: dict[str, Path], targeted: 
             ver(server.port, f"CAR{n:05d}")
         if targeted:
             csv = work / f"{name}.csv"
-            csv.write_text("vehicle_id\n" + "".join(f"G{n:07d}\n" for n in range(ids)) + "CAR00001\nCAR00002\n")
+            # ids in all, two of them modules that check in (a group holds at most 1,000,000)
+            csv.write_text("vehicle_id\n" + "".join(f"G{n:07d}\n" for n in range(ids - 2)) + "CAR00001\nCAR00002\n")
             ovota("fleet", "group", "add", "--repo", repo, "big", "--from-file", csv)
         target = ["--group", "big"] if targeted else []
         advance(server.port, 60)  # the fleet's check-ins are in the registry before the start: the rollout's voters

@@ -13,6 +13,7 @@ import os
 import socket
 import sqlite3
 import ssl
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -33,6 +34,7 @@ from ovota.server.store.backends import Backends
 from ovota.server.store.repository import Repository
 from tests.conftest import CliRunner
 from tests.hostile import get, rss_kib
+from tests.module_helpers import image as image_of
 from tests.module_helpers import new_module, run_commands
 from tests.servers import OvotaServer
 from tests.stores import Store
@@ -508,6 +510,48 @@ def test_oversized_settings_and_multipart_bombs_are_refused_before_parsing(embed
         assert http_json(f"{server.url}/api/v1/rollouts", token=token) == (200, [])  # nothing was started
     finally:
         server.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB file system (tmpfs), for a repository whose disk fills up; needs root (CI runs as root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
+                          check=False)  # fmt: skip
+    if made.returncode:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs: {made.stderr.decode()}")
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_refuses_a_publish_cleanly(small_disk: Path, tmp_path: Path, ovota: CliRunner) -> None:
+    """Disk full: the publish answers 507 with one line, the refusal is audited, nothing of the image stays
+    behind, the channel keeps its build, modules keep being answered; the CLI says the same and exits 2."""
+    repo = small_disk / "repo"
+    (tmp_path / "a.bin").write_bytes(image_of(A, 65536))
+    assert ovota("release", "publish", tmp_path / "a.bin", "--repo", repo, "--tag", "main").code == 0
+    token = ovota("token", "create", "--repo", repo, "--name", "ci", "--role", "release").out.strip()
+    server = OvotaServer(repo)
+    try:
+        big = image_of(B, 3 << 20)
+        auth = f"Authorization: Bearer {token}".encode()
+        status, _, body = get(server.port, "/api/v1/publish?tag=main", auth, method=b"POST", body=big)
+        assert status == 507 and b"No space left on device" in body, (status, body)
+        assert ver(server, agent("CAR1")) == A
+        assert "Traceback" not in server.log
+    finally:
+        server.stop()
+    (tmp_path / "b.bin").write_bytes(big)
+    run = ovota("release", "publish", tmp_path / "b.bin", "--repo", repo, "--tag", "main")
+    assert run.code == 2 and run.err.strip().splitlines() == ["Error: cannot store the image: No space left on device"]
+    assert not [p for p in (repo / "blobs").rglob(".*") if p.is_file()]  # no partial file left
+    audit = ovota("audit", "--repo", repo).out
+    assert audit.count("refused: cannot store the image: No space left on device") == 2, audit
 
 
 def test_malformed_and_slow_requests_cost_one_line_and_a_bounded_time(embedded: Setup) -> None:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from ovota.server.context import API_SECONDS, BACKEND_AWAY, CONTEXT_KEY, Desk, Handler, unavailable, undecodable
 from ovota.server.store.database import DatabaseUnavailable
-from ovota.server.store.errors import NotFound, RepositoryError
+from ovota.server.store.errors import NotFound, RepositoryError, StorageFull
 from ovota.server.store.tokens import TokenRecord, allows, authenticate, touch
 
 
@@ -70,6 +70,8 @@ def api_handler(handler: Handler, role: str = "read") -> Handler:
                 API_SECONDS.observe(time.perf_counter() - started)
         except NotFound as err:
             return api_error(404, str(err))
+        except StorageFull as err:
+            return api_error(507, str(err))
         except BACKEND_AWAY as err:
             return unavailable(err, as_json=True)
         except RepositoryError as err:

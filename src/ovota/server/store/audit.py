@@ -8,6 +8,7 @@ and the repository never disagree; a refused one is recorded on its own afterwar
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ovota.server.store.database import Database, DatabaseUnavailable
 from ovota.server.store.errors import RepositoryError
 
 SERVER = "server"
+log = logging.getLogger("ovota.server")
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,11 @@ def audited(db: Database, actor: str, action: str, target: str) -> Iterator[None
     try:
         yield
     except RepositoryError as err:
-        with contextlib.suppress(DatabaseUnavailable), db.transaction():
-            record(db, actor, action, target, outcome=f"refused: {err}")
+        try:
+            with db.transaction():
+                record(db, actor, action, target, outcome=f"refused: {err}")
+        except DatabaseUnavailable as away:  # a full disk may refuse the record too: say so where it can be read
+            log.warning("audit: could not record %s of %s refused (%s): %s", action, target, err, away)
         raise
 
 

@@ -60,7 +60,9 @@ class Database(Protocol):
 
 
 def _busy(err: sqlite3.OperationalError) -> bool:
-    return "locked" in str(err) or "busy" in str(err)
+    """Errors that pass: another process's lock, or a disk that is full or failing for now (answered 503)."""
+    text = str(err)
+    return "locked" in text or "busy" in text or "disk is full" in text or "disk I/O error" in text
 
 
 class SqliteDatabase:

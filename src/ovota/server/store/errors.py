@@ -18,3 +18,7 @@ class Unavailable(RepositoryError):
     def __init__(self, message: str, cause: str = "unavailable") -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class StorageFull(RepositoryError):
+    """The disk (or the blob cache's) is full or failing: nothing was written; the message is one line."""

@@ -7,6 +7,7 @@ and never rewritten. The backends are a folder (SQLite) or PostgreSQL and an S3 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 import time
@@ -21,7 +22,7 @@ from ovota.server.store.backends import Backends
 from ovota.server.store.blobstore import BlobUnavailable, blob_problem
 from ovota.server.store.clock import ServerClock, stored_clock
 from ovota.server.store.database import Database
-from ovota.server.store.errors import NotFound, RepositoryError, Unavailable
+from ovota.server.store.errors import NotFound, RepositoryError, StorageFull, Unavailable
 from ovota.server.store.images import check_fits, check_name, default_product, inspect_image
 from ovota.server.store.product_rules import (
     add_build_product,
@@ -32,6 +33,7 @@ from ovota.server.store.product_rules import (
 from ovota.server.store.trust import BuildSecurity, check_trusted, image_security, record_security
 
 BIN, VER = "ovms3.bin", "ovms3.ver"  # the files a channel serves at /firmware/ota/<product>/<tag>/
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)  # a disk full or failing
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,11 @@ class Repository:
             self.blobs.put(sha256, data)
         except BlobUnavailable as err:
             raise Unavailable(str(err), err.cause) from None
+        except OSError as err:
+            if err.errno not in _STORAGE_ERRORS:
+                raise
+            # The partial file is gone (write_atomic removes it): nothing of the image stays behind.
+            raise StorageFull(f"cannot store the image: {err.strerror}") from None
 
     def find_build(self, ref: str) -> Build:
         """The one build whose version is ``ref`` or whose SHA-256 starts with it (at least 6 hex digits)."""

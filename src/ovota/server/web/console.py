@@ -15,7 +15,7 @@ from ovota.server.api.releases import read_upload
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.store import channels
 from ovota.server.store.channels import HistoryEntry, channel_order
-from ovota.server.store.errors import RepositoryError
+from ovota.server.store.errors import RepositoryError, StorageFull
 from ovota.server.store.product_rules import STANDARD_CHANNELS
 from ovota.server.store.repository import Channel, publish_on_own_connection
 from ovota.server.web.layout import page
@@ -147,7 +147,7 @@ async def publish(request: web.Request) -> web.Response:
             operator.name, False, fields.get("new_channel", "") == "yes",
         )  # fmt: skip
     except RepositoryError as err:
-        return web.json_response({"ok": False, "error": str(err)}, status=400)
+        return web.json_response({"ok": False, "error": str(err)}, status=507 if isinstance(err, StorageFull) else 400)
     _changed(request)
     return web.json_response(
         {"ok": True, "message": f"Published {channel.build.version} to {channel.product}/{channel.tag}."}
