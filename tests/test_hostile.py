@@ -6,6 +6,7 @@ honest modules, the registry, the rollouts and the repository carry on. Numbers 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import http.client
 import json
@@ -552,6 +553,37 @@ def test_a_full_disk_refuses_a_publish_cleanly(small_disk: Path, tmp_path: Path,
     assert not [p for p in (repo / "blobs").rglob(".*") if p.is_file()]  # no partial file left
     audit = ovota("audit", "--repo", repo).out
     assert audit.count("refused: cannot store the image: No space left on device") == 2, audit
+
+
+def test_a_slow_login_body_is_cut_off_within_the_idle_timeout(embedded: Setup) -> None:
+    """A login that announces a body and trickles it (or stops) held its connection for ever: it is answered 408
+    and closed within --idle-timeout; a login body over 4 KiB is refused without being read."""
+    server = OvotaServer(embedded.repo, extra=("--idle-timeout", "2"))
+    try:
+        head = (b"POST /console/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 100\r\n\r\ntoken=")  # fmt: skip
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head)
+            started = time.monotonic()
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                for _ in range(8):  # a byte now and then, never the whole body
+                    sock.sendall(b"x")
+                    time.sleep(0.5)
+                    sock.setblocking(False)
+                    with contextlib.suppress(BlockingIOError):
+                        answer += sock.recv(4096)
+                    sock.setblocking(True)
+                    if answer:
+                        break
+            waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408") and waited < 4, (answer[:80], waited)
+        status, _, body = get(server.port, "/console/login", b"Content-Type: application/x-www-form-urlencoded",
+                              method=b"POST", body=b"token=" + b"x" * 5000)  # fmt: skip
+        assert status == 413, (status, body)
+        assert ver(server, agent("STILL")) == A
+    finally:
+        server.stop()
 
 
 def test_malformed_and_slow_requests_cost_one_line_and_a_bounded_time(embedded: Setup) -> None:

@@ -98,9 +98,20 @@ def server(
     click.echo(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ ({where})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
-    app = create_app(repo, clock, fleet, delta_bases, forwarded_by, public_url, tls is not None, kept)
+    _more_file_descriptors()
+    app = create_app(repo, clock, fleet, delta_bases, forwarded_by, public_url, tls is not None, kept, idle_timeout)
     web.run_app(app, host=host, port=port, reuse_port=workers > 1, ssl_context=tls, print=None, access_log=None,
                 keepalive_timeout=idle_timeout)  # fmt: skip
+
+
+def _more_file_descriptors() -> None:
+    """Raise the soft limit on open files to the hard one: every connection is a descriptor, and 1,024 (a common
+    default) is soon reached by slow clients."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

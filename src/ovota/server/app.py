@@ -70,10 +70,34 @@ class _QuietRequestErrors(logging.Filter):
 LOG_BURST = 20
 
 
+class _QuietAcceptErrors(logging.Filter):
+    """asyncio logs a traceback for every failed ``accept()`` when the process runs out of file descriptors (a
+    flood of connections): tens of MB a minute. One line a minute instead, with how many were left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -60.0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("socket.accept() out of system resource"):
+            return True
+        now = time.monotonic()
+        if now - self._last < 60:
+            self._suppressed += 1
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = f"accept() failed, out of file descriptors ({error}); {self._suppressed} more since last said"
+        record.args, record.exc_info, record.exc_text = (), None, None
+        self._last, self._suppressed = now, 0
+        return True
+
+
 def _quiet_request_errors() -> None:
-    logger = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, _QuietRequestErrors) for f in logger.filters):
-        logger.addFilter(_QuietRequestErrors())
+    for name, kind in (("aiohttp.server", _QuietRequestErrors), ("asyncio", _QuietAcceptErrors)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 async def _strict_transport_security(request: web.Request, response: web.StreamResponse) -> None:
@@ -89,12 +113,14 @@ def create_app(
     public_url: str = "",
     tls: bool = False,
     retention: float = DOWNLOADS_RETENTION,
+    idle_timeout: float = 15.0,
 ) -> web.Application:
     """The server over the repository at ``repo_root`` (a folder, or cluster backends); ``fleet=False`` turns
     the fleet registry off; patches are made from the last ``delta_bases`` builds of each channel (0: none);
     requests from the proxies at ``forwarded_by`` are taken to come from the last X-Forwarded-For address;
     JSON listings give URLs under ``public_url`` (relative ones without); ``tls``: served over HTTPS (Secure
-    cookies, HSTS); download records older than ``retention`` seconds are deleted."""
+    cookies, HSTS); download records older than ``retention`` seconds are deleted; a request that needs no token
+    sends its body within ``idle_timeout`` seconds."""
     repo = Repository(repo_root)
     backends = repo.backends
     clock = clock or repo.clock()
@@ -107,7 +133,8 @@ def create_app(
     proxies = frozenset(forwarded_by)
     devices = DeviceFace(clock, answers, background.recorder, Promises(), OpenBlobs(repo), proxies)
     threads = RepositoryThreads(backends, Desk.over, 4, "ovota-operators")
-    context = Context(clock, threads, background, answers.invalidate, public_url.rstrip("/"), tls, proxies)
+    context = Context(clock, threads, background, answers.invalidate, public_url.rstrip("/"), tls, proxies,
+                      body_seconds=idle_timeout)  # fmt: skip
     # No middlewares: aiohttp would run them around every request, the device paths' too. Handlers that
     # need them (503 while a backend is away, API tokens) are wrapped per route instead.
     app = web.Application(client_max_size=MAX_UPLOAD)

@@ -93,6 +93,7 @@ class Context:
     tls: bool = False
     proxies: frozenset[str] = frozenset()
     throttle: Throttle = field(default_factory=Throttle)
+    body_seconds: float = 15.0  # how long a request that needs no token may take to send its body (--idle-timeout)
 
     async def run(self, job: Callable[[Desk], R], actor: str = "") -> R:
         """``job(desk)`` in a database thread, acting as ``actor`` (the audit log's who) when it changes

@@ -7,6 +7,7 @@ revoked. Failed logins are throttled per address, like failed API calls.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from html import escape
 
@@ -53,14 +54,26 @@ def refuse_cross_site(request: web.Request) -> None:
         raise web.HTTPForbidden(text="Cross-site request refused\n")
 
 
+LOGIN_BODY = 4096  # bytes: a token is 32 characters
+
+
 async def login(request: web.Request) -> web.Response:
+    """The login form, posted by anyone: its body is small (LOGIN_BODY) and must arrive within the idle timeout
+    (a client that trickles it, or stops, would hold its connection for ever)."""
     refuse_cross_site(request)
     context = request.app[CONTEXT_KEY]
     address = context.address(request)
     wait = context.throttle.retry_after(address)
     if wait:
         return _login_page("Too many failed logins: try again later.", 429, {"Retry-After": str(wait)})
-    token = (await read_form(request)).get("token", "").strip()
+    if request.content_length is None or request.content_length > LOGIN_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=LOGIN_BODY, actual_size=request.content_length or 0)
+    try:
+        form = await asyncio.wait_for(read_form(request), context.body_seconds)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {context.body_seconds:g} s\n",
+                                     headers={"Connection": "close"}) from None  # fmt: skip
+    token = form.get("token", "").strip()
     record = await context.run(lambda desk: authenticate(desk.repo.db, token))
     if record is None:
         context.throttle.failed(address)
