@@ -10,6 +10,7 @@ import contextlib
 import getpass
 import http.client
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -667,3 +668,26 @@ def test_the_module_page_refuses_posts_from_other_sites(tmp_path: Path) -> None:
         assert status != 403
     finally:
         web.stop()
+
+
+def test_a_failing_background_worker_is_logged_once_counted_and_shown(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker that fails every round (a full disk under the delta maker) logs once per reason, not every two
+    seconds; the metrics count the rounds and say it is failing; /readyz lists it (see health.readyz)."""
+    from ovota.server.loops import WorkerHealth
+    from ovota.server.metrics import REGISTRY as METRICS
+
+    health = WorkerHealth()
+    with caplog.at_level(logging.WARNING, logger="ovota.server"):
+        for _ in range(50):
+            health.failed("delta patches", OSError(28, "No space left on device"))
+        health.failed("delta patches", OSError(5, "Input/output error"))
+        health.ok("delta patches")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "delta patches failed, retrying later: OSError: [Errno 28] No space left on device",
+        "delta patches failed, retrying later: OSError: [Errno 5] Input/output error",
+        "delta patches works again",
+    ]
+    assert METRICS.get_sample_value("ovota_background_failures_total", {"worker": "delta patches"}) >= 51
+    assert METRICS.get_sample_value("ovota_background_failing", {"worker": "delta patches"}) == 0
+    assert health.failing == {}

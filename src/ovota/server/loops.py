@@ -19,7 +19,13 @@ from ovota.server.fleet.notify import Notifier
 from ovota.server.fleet.registry import DOWNLOADS_RETENTION, BatchFailed, FleetRecorder
 from ovota.server.fleet.rollouts import Decision, Rollouts
 from ovota.server.fleet.status import RolloutStatus
-from ovota.server.metrics import REGISTRY_BATCH_EVENTS, REGISTRY_BATCH_SECONDS, REGISTRY_DROPPED
+from ovota.server.metrics import (
+    BACKGROUND_FAILING,
+    BACKGROUND_FAILURES,
+    REGISTRY_BATCH_EVENTS,
+    REGISTRY_BATCH_SECONDS,
+    REGISTRY_DROPPED,
+)
 from ovota.server.store import deltas
 from ovota.server.store.audit import SERVER
 from ovota.server.store.backends import Backends
@@ -33,6 +39,30 @@ EVALUATE_SECONDS = 0.5  # how often rollouts are checked for silent modules, hal
 DELTA_SECONDS = 2.0  # how often missing delta patches are looked for
 
 log = logging.getLogger("ovota.server")
+
+
+class WorkerHealth:
+    """Which background workers are failing now, and why. A failure is logged once (again only when its reason
+    changes) and counted in the metrics; recovery is logged once. ``/readyz`` shows the failing ones."""
+
+    def __init__(self) -> None:
+        self.failing: dict[str, str] = {}
+
+    def failed(self, worker: str, err: BaseException) -> None:
+        reason = f"{type(err).__name__}: {err}"
+        BACKGROUND_FAILURES.labels(worker).inc()
+        BACKGROUND_FAILING.labels(worker).set(1)
+        if self.failing.get(worker) != reason:
+            log.error("%s failed, retrying later: %s", worker, reason, exc_info=not isinstance(err, OSError))
+        self.failing[worker] = reason
+
+    def ok(self, worker: str) -> None:
+        if self.failing.pop(worker, None) is not None:
+            BACKGROUND_FAILING.labels(worker).set(0)
+            log.warning("%s works again", worker)
+
+
+HEALTH = WorkerHealth()  # one per process: the workers and /readyz share it
 
 
 class Background:
@@ -129,9 +159,10 @@ class Background:
                     log.warning("database unavailable, buffering check-ins: %s", err)
                 failing = True
                 continue
-            except Exception:  # a failing flush must not stop the loop (e.g. the database is locked for a while)
-                log.exception("fleet flush or rollout evaluation failed")
+            except Exception as err:  # a failing round must not stop the loop (a locked database, a full disk)
+                HEALTH.failed("registry and rollouts", err)
                 continue
+            HEALTH.ok("registry and rollouts")
             if failing:
                 log.warning("database back; buffered check-ins written")
                 failing = False
@@ -167,12 +198,19 @@ class DeltaMaker:
         self._worker = None
 
     async def run(self) -> None:
+        """Make what is missing every DELTA_SECONDS; after a failure (a full disk) wait longer each time, up to
+        five minutes, logging it once."""
+        pause = DELTA_SECONDS
         while True:
-            await asyncio.sleep(DELTA_SECONDS)
+            await asyncio.sleep(pause)
             try:
                 await self.make_one()
-            except Exception:
-                log.exception("making a delta patch failed")
+            except Exception as err:
+                HEALTH.failed("delta patches", err)
+                pause = min(pause * 2, 300.0)
+                continue
+            HEALTH.ok("delta patches")
+            pause = DELTA_SECONDS
 
     def stop(self) -> None:
         if self._worker is not None and self._worker.is_alive():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -43,6 +43,14 @@ BACKEND_FAILURES = Counter(
     "ovota_backend_failures", "Requests answered 503 because a backend was away, by backend and cause",
     ["backend", "cause"], registry=REGISTRY,
 )  # fmt: skip
+
+BACKGROUND_FAILURES = Counter(
+    "ovota_background_failures", "Failed rounds of a background worker (registry, rollouts, pruning, deltas)",
+    ["worker"], registry=REGISTRY,
+)  # fmt: skip
+BACKGROUND_FAILING = Gauge(
+    "ovota_background_failing", "1 while a background worker's last round failed", ["worker"], registry=REGISTRY
+)
 
 _requests: dict[tuple[str, int], Counter] = {}  # bound children: no label lookup per request
 SECONDS = {file: DEVICE_SECONDS.labels(file) for file in ("ver", "bin", "build", "other")}

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ovota.server.api.auth import api_handler
 from ovota.server.context import BACKEND_AWAY, CONTEXT_KEY, Desk
+from ovota.server.loops import HEALTH
 from ovota.server.metrics import exposition
 
 READY_WAIT = 3.0
@@ -36,7 +37,9 @@ async def readyz(request: web.Request) -> web.Response:
         checked = _checked[id(context)] = (time.monotonic(), problem)
     if checked[1] is not None:
         return web.Response(status=503, text=f"not ready: {checked[1]}\n", headers={"Retry-After": "5"})
-    return web.Response(text="ready\n")
+    # Background workers that fail do not stop this process from serving: said, not a 503.
+    failing = "".join(f"{worker} failing: {reason}\n" for worker, reason in sorted(HEALTH.failing.items()))
+    return web.Response(text="ready\n" + failing)
 
 
 READY_CACHE = 1.5
