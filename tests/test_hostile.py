@@ -688,6 +688,6 @@ def test_a_failing_background_worker_is_logged_once_counted_and_shown(caplog: py
         "delta patches failed, retrying later: OSError: [Errno 5] Input/output error",
         "delta patches works again",
     ]
-    assert METRICS.get_sample_value("ovota_background_failures_total", {"worker": "delta patches"}) >= 51
+    assert (METRICS.get_sample_value("ovota_background_failures_total", {"worker": "delta patches"}) or 0) >= 51
     assert METRICS.get_sample_value("ovota_background_failing", {"worker": "delta patches"}) == 0
     assert health.failing == {}
