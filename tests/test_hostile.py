@@ -691,3 +691,26 @@ def test_a_failing_background_worker_is_logged_once_counted_and_shown(caplog: py
     assert (METRICS.get_sample_value("ovota_background_failures_total", {"worker": "delta patches"}) or 0) >= 51
     assert METRICS.get_sample_value("ovota_background_failing", {"worker": "delta patches"}) == 0
     assert health.failing == {}
+
+
+def test_client_resets_are_one_line_each_counted_and_bounded() -> None:
+    """aiohttp logs a client that resets mid-request with a traceback (ConnectionResetError, "Transport is
+    closing"); anyone can make those cheaply. One line each, at most 20 a minute, counted in the metrics."""
+    from ovota.server.app import _QuietRequestErrors
+    from ovota.server.metrics import REGISTRY as METRICS
+
+    quiet = _QuietRequestErrors()
+    before = METRICS.get_sample_value("ovota_client_disconnects_total") or 0
+    kept = []
+    for n in range(100):
+        error = ConnectionResetError("Connection lost") if n % 2 else RuntimeError("Transport is closing")
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", (),
+                                   (type(error), error, None))  # fmt: skip
+        if quiet.filter(record):
+            kept.append(record)
+    assert len(kept) == 20 and all(r.exc_info is None and "\n" not in r.getMessage() for r in kept)
+    assert kept[0].getMessage() == "Error handling request: RuntimeError: Transport is closing"
+    assert (METRICS.get_sample_value("ovota_client_disconnects_total") or 0) - before == 100
+    bug = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request", (),
+                            (KeyError, KeyError("x"), None))  # fmt: skip
+    assert quiet.filter(bug) and bug.exc_info is not None  # a handler's bug keeps its traceback

@@ -21,6 +21,7 @@ from ovota.server.devices.promises import Promises
 from ovota.server.fleet.registry import DOWNLOADS_RETENTION
 from ovota.server.fleet.rollouts import Rollouts
 from ovota.server.loops import Background, DeltaMaker, background_tasks
+from ovota.server.metrics import CLIENT_DISCONNECTS
 from ovota.server.store import deltas
 from ovota.server.store.backends import Backends
 from ovota.server.store.clock import ServerClock
@@ -38,10 +39,20 @@ PARTIAL_AGE = 600.0  # a temporary blob file this old belongs to no publish stil
 log = logging.getLogger("ovota.server")
 
 
+def _disconnect(error: BaseException | None) -> bool:
+    """Whether an error is a client that went away mid-request (reset, closed, a transport closing under a write):
+    the client's doing, not a bug."""
+    if isinstance(error, ConnectionError):
+        return True
+    text = str(error).lower() if isinstance(error, RuntimeError) else ""
+    return "transport is closing" in text or "closing transport" in text
+
+
 class _QuietRequestErrors(logging.Filter):
-    """aiohttp logs every malformed request with a traceback; anyone on the internet can send them. One line
-    each instead, at most LOG_BURST per minute, then a count of what was left out. (Errors in handlers keep
-    their tracebacks: they are bugs.)"""
+    """aiohttp logs every malformed request, and every client that resets its connection mid-request, with a
+    traceback; anyone on the internet can cause them cheaply. One line each instead, at most LOG_BURST per minute,
+    then a count of what was left out; disconnects are counted in the metrics. (Errors in handlers keep their
+    tracebacks: they are bugs.)"""
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,7 +62,9 @@ class _QuietRequestErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if not isinstance(error, HttpProcessingError):
+        if _disconnect(error):
+            CLIENT_DISCONNECTS.inc()
+        elif not isinstance(error, HttpProcessingError):
             return True  # anything else is a bug in a handler: its traceback stays
         now = time.monotonic()
         if now - self._window > 60:

@@ -44,6 +44,9 @@ BACKEND_FAILURES = Counter(
     ["backend", "cause"], registry=REGISTRY,
 )  # fmt: skip
 
+CLIENT_DISCONNECTS = Counter(
+    "ovota_client_disconnects", "Requests whose client went away before the answer was sent", registry=REGISTRY
+)
 BACKGROUND_FAILURES = Counter(
     "ovota_background_failures", "Failed rounds of a background worker (registry, rollouts, pruning, deltas)",
     ["worker"], registry=REGISTRY,
