@@ -587,6 +587,40 @@ def test_a_slow_login_body_is_cut_off_within_the_idle_timeout(embedded: Setup) -
         server.stop()
 
 
+def test_one_address_cannot_take_every_connection(embedded: Setup) -> None:
+    """A client that holds connections open (slow bodies, idle keep-alives) from one address reaches its cap and
+    gets resets from then on; a module from another address is answered meanwhile, and the held ones, once
+    closed, free their places."""
+    server = OvotaServer(embedded.repo, extra=("--max-per-address", "10", "--idle-timeout", "60"))
+    held = []
+    try:
+        holder = ("127.0.0.3", 0)  # an address of its own: the test harness's probes come from 127.0.0.1
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5, source_address=holder)
+            sock.sendall(b"POST /console/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                         b"\r\nContent-Length: 50\r\n\r\n")  # and no body: held until the idle timeout  # fmt: skip
+            held.append(sock)
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5, source_address=holder)
+        with extra, contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert extra.recv(100) == b""  # reset, or closed, before anything was read
+        with socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.0.2", 0), timeout=5) as own:
+            own.sendall(f"GET /firmware/ota/v3.3-5/main/ovms3.ver HTTP/1.0\r\nUser-Agent: {agent('OTHER')}\r\n\r\n"
+                        .encode())  # fmt: skip
+            assert own.recv(200).startswith(b"HTTP/1.0 200")
+        for sock in held:
+            sock.close()
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", server.port), source_address=holder, timeout=5) as again:
+            again.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert again.recv(100).startswith(b"HTTP/1.0 200")  # its places are free again
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+
+
 def test_malformed_and_slow_requests_cost_one_line_and_a_bounded_time(embedded: Setup) -> None:
     server = OvotaServer(embedded.repo, extra=("--idle-timeout", "1"))
     try:

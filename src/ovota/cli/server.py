@@ -59,6 +59,10 @@ from ovota.server.store.trust import untrust as untrust_key
     type=click.FloatRange(1, 3600),
     help="Close a connection that is idle, or has not sent its whole request head, after this long (s).",
 )
+@click.option("--max-connections", type=click.IntRange(16), metavar="N",
+              help="Open connections at most (default: the open-file limit less 256).")  # fmt: skip
+@click.option("--max-per-address", default=256, show_default=True, type=click.IntRange(1),
+              help="Open connections from one client address at most (load balancers: only the total).")  # fmt: skip
 @click.option(
     "--retention",
     default="30d",
@@ -68,14 +72,14 @@ from ovota.server.store.trust import untrust as untrust_key
 def server(
     repo: Backends, host: str, port: int, workers: int, time_scale: float, driven_clock: bool, fleet: bool,
     delta_bases: int, tls_cert: Path | None, tls_key: Path | None, forwarded_by: tuple[str, ...], public_url: str,
-    idle_timeout: float, retention: str,
+    idle_timeout: float, retention: str, max_connections: int | None, max_per_address: int,
 ) -> None:  # fmt: skip
     """Serve firmware to modules, the download area and the release API (HTTPS with --tls-cert/--tls-key;
     unchanged OVMS modules only speak plain HTTP, so serve them on a second, plain server)."""
     # Imported here, before the workers fork: the other commands of this module need neither aiohttp nor the app.
     from aiohttp import web
 
-    from ovota.server.app import create_app
+    from ovota.server.app import ConnectionCaps, cap_connections, create_app
 
     if driven_clock and (workers > 1 or time_scale != 1):
         raise click.UsageError("--driven-clock works with one worker and no --time-scale")
@@ -98,20 +102,28 @@ def server(
     click.echo(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ ({where})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
-    _more_file_descriptors()
+    descriptors = _more_file_descriptors()
     app = create_app(repo, clock, fleet, delta_bases, forwarded_by, public_url, tls is not None, kept, idle_timeout)
+    total = max_connections or max(64, descriptors - 256)  # room for blobs, the database and logs
+    cap_connections(app, ConnectionCaps(total, max_per_address, frozenset(forwarded_by)))
     web.run_app(app, host=host, port=port, reuse_port=workers > 1, ssl_context=tls, print=None, access_log=None,
                 keepalive_timeout=idle_timeout)  # fmt: skip
 
 
-def _more_file_descriptors() -> None:
-    """Raise the soft limit on open files to the hard one: every connection is a descriptor, and 1,024 (a common
-    default) is soon reached by slow clients."""
+def _more_file_descriptors() -> int:
+    """Raise the soft limit on open files to the hard one (every connection is a descriptor, and 1,024, a common
+    default, is soon reached by slow clients); the limit now."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    wanted = 1 << 16 if hard == resource.RLIM_INFINITY else hard
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            return soft
+        return wanted
+    return soft
 
 
 def _tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

@@ -3,12 +3,17 @@ over one repository."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
 
 from ovota.server.api import MAX_UPLOAD, create_api
 from ovota.server.api.clock import add_clock_routes
@@ -21,7 +26,7 @@ from ovota.server.devices.promises import Promises
 from ovota.server.fleet.registry import DOWNLOADS_RETENTION
 from ovota.server.fleet.rollouts import Rollouts
 from ovota.server.loops import Background, DeltaMaker, background_tasks
-from ovota.server.metrics import CLIENT_DISCONNECTS
+from ovota.server.metrics import CLIENT_DISCONNECTS, CONNECTIONS_REFUSED
 from ovota.server.store import deltas
 from ovota.server.store.backends import Backends
 from ovota.server.store.clock import ServerClock
@@ -176,3 +181,89 @@ def create_app(
     app.cleanup_ctx.append(background_tasks(background, DeltaMaker(background, delta_bases)))
     app.on_cleanup.append(close)
     return app
+
+
+# -- caps on open connections ----------------------------------------------------------------------------------
+# In total and per client address, so that one client holding connections open (slow bodies, idle keep-alives)
+# cannot take every file descriptor and stop the fleet: a connection over a cap is reset as soon as it is accepted,
+# before anything is read. Load balancers (--forwarded-by) carry everybody's connections: capped only in total.
+# aiohttp has no hook for this: its request handler is subclassed and its server told to make that one instead.
+
+
+class ConnectionCaps:
+    """How many connections are open, per address; whether one more may be."""
+
+    def __init__(self, total: int, per_address: int, exempt: frozenset[str] = frozenset()) -> None:
+        self.total = total
+        self.per_address = per_address
+        self.exempt = exempt
+        self.open: Counter[str] = Counter()
+        self.count = 0
+        self._logged = -60.0
+
+    def admit(self, address: str) -> bool:
+        if self.count >= self.total:
+            return self._refuse("total", address)
+        if address not in self.exempt and self.open[address] >= self.per_address:
+            return self._refuse("per address", address)
+        self.count += 1
+        self.open[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.count -= 1
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]  # the table holds only addresses with open connections
+
+    def _refuse(self, cap: str, address: str) -> bool:
+        CONNECTIONS_REFUSED.labels(cap).inc()
+        now = time.monotonic()
+        if now - self._logged >= 60:
+            self._logged = now
+            log.warning("refusing connections over the %s cap (%d open, %d from %s); said once a minute", cap,
+                        self.count, self.open[address], address)  # fmt: skip
+        return False
+
+
+class _CappedHandler(RequestHandler):
+    _admitted: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if peer else ""
+        caps: ConnectionCaps = self._manager._ovota_caps  # type: ignore[union-attr]
+        if not caps.admit(address):
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()  # a reset at once: nothing is read, no task is started
+            else:
+                transport.close()
+            return
+        self._admitted = address
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._admitted is None:
+            return  # refused: aiohttp never knew it
+        manager = self._manager
+        if manager is not None:
+            manager._ovota_caps.release(self._admitted)  # type: ignore[attr-defined]
+        super().connection_lost(exc)
+
+
+class _CappedServer(Server):
+    def __call__(self) -> RequestHandler:
+        return _CappedHandler(self, loop=self._loop, **self._kwargs)
+
+
+def cap_connections(app: web.Application, caps: ConnectionCaps) -> None:
+    """Make ``app``'s server (as ``web.run_app`` will create it) refuse connections over ``caps``."""
+    make = app._make_handler
+
+    def make_handler(**kwargs: Any) -> Server:
+        server = make(**kwargs)
+        server.__class__ = _CappedServer
+        server._ovota_caps = caps  # type: ignore[attr-defined]
+        return server
+
+    app._make_handler = make_handler  # type: ignore[method-assign]

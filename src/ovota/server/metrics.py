@@ -44,6 +44,10 @@ BACKEND_FAILURES = Counter(
     ["backend", "cause"], registry=REGISTRY,
 )  # fmt: skip
 
+CONNECTIONS_REFUSED = Counter(
+    "ovota_connections_refused", "Connections reset on accept, over the total or the per-address cap", ["cap"],
+    registry=REGISTRY,
+)  # fmt: skip
 CLIENT_DISCONNECTS = Counter(
     "ovota_client_disconnects", "Requests whose client went away before the answer was sent", registry=REGISTRY
 )
