@@ -621,6 +621,28 @@ def test_one_address_cannot_take_every_connection(embedded: Setup) -> None:
         server.stop()
 
 
+def test_a_stalled_upload_is_cut_and_a_steady_one_is_not(embedded: Setup) -> None:
+    """A token holder's upload that stops (or trickles under 1 KiB/s) held its connection for ever: it is cut
+    after --idle-timeout; a whole upload at any honest speed is published."""
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci", "--role", "release").out.strip()
+    server = OvotaServer(embedded.repo, extra=("--idle-timeout", "2"))
+    try:
+        data = embedded.builds[B].read_bytes()
+        head = (f"POST /api/v1/publish?tag=edge HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n").encode()  # fmt: skip
+        with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+            sock.sendall(head + data[:1000])  # then nothing more
+            started = time.monotonic()
+            with contextlib.suppress(ConnectionResetError):
+                assert sock.recv(100) == b""
+            assert time.monotonic() - started < 8
+        status, _, body = get(server.port, "/api/v1/publish?tag=edge", f"Authorization: Bearer {token}".encode(),
+                              method=b"POST", body=data)  # fmt: skip
+        assert status == 201, body
+    finally:
+        server.stop()
+
+
 def test_malformed_and_slow_requests_cost_one_line_and_a_bounded_time(embedded: Setup) -> None:
     server = OvotaServer(embedded.repo, extra=("--idle-timeout", "1"))
     try:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
@@ -63,6 +66,7 @@ async def api_channels(request: web.Request) -> web.Response:
     return web.json_response(await context.run(read))
 
 
+log = logging.getLogger("ovota.server")
 MAX_PARTS = 16  # an upload's multipart parts: the image and a few fields
 MAX_FIELD = 64 << 10  # bytes of a text field (a changelog)
 
@@ -77,9 +81,40 @@ async def _field(part: BodyPartReader) -> bytes:
     return value
 
 
+MIN_UPLOAD_RATE = 1024  # bytes a second, over each --idle-timeout: a slower upload is cut
+
+
+@contextlib.asynccontextmanager
+async def minimum_rate(request: web.Request, seconds: float, rate: int = MIN_UPLOAD_RATE) -> AsyncIterator[None]:
+    """Close the connection of an upload whose body arrives slower than ``rate`` bytes a second over any period of
+    ``seconds`` (a token holder's stalled upload would otherwise hold its connection and thread for ever)."""
+
+    async def watch() -> None:
+        seen = request.content.total_bytes
+        while not request.content.is_eof():
+            await asyncio.sleep(seconds)
+            arrived, seen = request.content.total_bytes - seen, request.content.total_bytes
+            if arrived < rate * seconds and not request.content.is_eof() and request.transport is not None:
+                log.warning("upload from %s cut: %d bytes in %g s", request.remote, arrived, seconds)
+                request.transport.close()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
 async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
     """An image upload: a raw body with the fields in the query, or multipart with an ``image`` part and text
-    fields. RepositoryError for a body that is not what it says or a field that is not UTF-8."""
+    fields, arriving at MIN_UPLOAD_RATE at least. RepositoryError for a body that is not what it says or a field
+    that is not UTF-8."""
+    async with minimum_rate(request, request.app[CONTEXT_KEY].body_seconds):
+        return await _read_upload(request)
+
+
+async def _read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
     fields: dict[str, str] = dict(request.query)
     if not request.content_type.startswith("multipart/"):
         return await request.read(), fields
