@@ -8,12 +8,16 @@ revoked. Failed logins are throttled per address, like failed API calls.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
+from typing import NoReturn
+from urllib.parse import quote
 
 from aiohttp import web
 
-from ovota.server.context import CONTEXT_KEY, guarded
+from ovota.server.context import CONTEXT_KEY, Desk, guarded
+from ovota.server.store.errors import RepositoryError
 from ovota.server.store.sessions import SESSION_SECONDS, end_session, session_user, start_session
 from ovota.server.store.tokens import allows, authenticate
 from ovota.server.web.layout import page
@@ -116,6 +120,18 @@ async def require_user(request: web.Request, role: str = "read") -> Operator:
     if not operator.may(role):
         raise web.HTTPForbidden(text=f"Forbidden: {operator.name} has the role {operator.role}: this needs {role}\n")
     return operator
+
+
+async def act(request: web.Request, operator: Operator, change: Callable[[Desk], str], back: str) -> NoReturn:
+    """Make a console form's change in a database thread as ``operator``, then send the browser ``back`` with the
+    change's message, or the one-line reason it was refused (nothing changed then)."""
+    context = request.app[CONTEXT_KEY]
+    try:
+        message = await context.run(change, operator.name)
+    except RepositoryError as err:
+        raise web.HTTPSeeOther(f"{back}?error={quote(str(err))}") from None
+    context.changed()
+    raise web.HTTPSeeOther(f"{back}?ok={quote(message)}")
 
 
 def console_nav(operator: Operator) -> str:

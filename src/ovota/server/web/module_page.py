@@ -13,9 +13,8 @@ from ovota.server.fleet.explain import Explainer
 from ovota.server.fleet.failures import Failure, module_failures, retry
 from ovota.server.fleet.modules import ModuleStory, module_story
 from ovota.server.fleet.offer import Offer
-from ovota.server.store.errors import RepositoryError
 from ovota.server.web.layout import page
-from ovota.server.web.login import console_nav, read_form, require_user
+from ovota.server.web.login import act, console_nav, read_form, require_user
 from ovota.server.web.rollout_banner import halt_banner
 from ovota.server.web.text import notice, size, when
 
@@ -109,12 +108,7 @@ async def retry_module(request: web.Request) -> web.Response:
         cleared = retry(desk.repo, key, desk.repo.find_build(ref) if ref else None, now)
         return f"Retrying {', '.join(f.version for f in cleared)}: it is offered again."
 
-    try:
-        message = await context.run(change, operator.name)
-    except RepositoryError as err:
-        raise web.HTTPSeeOther(f"{back}?error={quote(str(err))}") from None
-    context.changed()
-    raise web.HTTPSeeOther(f"{back}?ok={quote(message)}")
+    await act(request, operator, change, back)
 
 
 def add_module_page(app: web.Application) -> None:

@@ -7,17 +7,15 @@ import re
 from collections.abc import Callable
 from html import escape
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.fleet.groups import Groups
 from ovota.server.fleet.overrides import Assignment, Overrides
-from ovota.server.store.errors import RepositoryError
 from ovota.server.store.repository import recent_builds
 from ovota.server.web.layout import page
-from ovota.server.web.login import Operator, console_nav, read_form, require_user
+from ovota.server.web.login import Operator, act, console_nav, read_form, require_user
 from ovota.server.web.text import build_options, notice, when
 
 SHOWN = 200
@@ -172,12 +170,7 @@ async def targeting_action(request: web.Request) -> web.Response:
     context = request.app[CONTEXT_KEY]
     form = await read_form(request)
     change: Any = _change(form, request.match_info["action"], context.clock.now())
-    try:
-        message = await context.run(change, operator.name)
-    except RepositoryError as err:
-        raise web.HTTPSeeOther(f"/console/targeting?error={quote(str(err))}") from None
-    context.changed()
-    raise web.HTTPSeeOther(f"/console/targeting?ok={quote(message)}")
+    await act(request, operator, change, "/console/targeting")
 
 
 def add_targeting_page(app: web.Application) -> None:
