@@ -20,7 +20,6 @@ from ovota.server.fleet.overrides import Overrides
 from ovota.server.fleet.rollouts import Rollout, Rollouts
 from ovota.server.store.database import Database
 from ovota.server.store.errors import NotFound
-from ovota.server.store.images import default_product
 from ovota.server.store.repository import Build, Channel, Repository
 from ovota.server.store.trust import trusted_keys
 
@@ -98,14 +97,8 @@ class ChannelInputs:
 def build_facts(repo: Repository, build: Build) -> BuildFacts:
     """What the decision knows of a build."""
     security = repo.security(build.sha256)
-    return BuildFacts(build.sha256, build.version, build.size, products(repo.db, build),
+    return BuildFacts(build.sha256, build.version, build.size, repo.products(build),
                       frozenset(security.signers), security.secure_version)  # fmt: skip
-
-
-def products(db: Database, build: Build) -> frozenset[str]:
-    """The products a build was published for (builds stored before that was recorded: from its version)."""
-    rows = db.execute("SELECT product FROM build_products WHERE sha256 = ?", (build.sha256,)).fetchall()
-    return frozenset(str(p) for (p,) in rows) or frozenset({default_product(build.version)})
 
 
 def product_rules(db: Database) -> dict[str, ProductRules]:
