@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import trustme
 
+from ovota.server.app import ConnectionCaps
 from ovota.server.fleet.agent import Agent
 from ovota.server.fleet.control import RolloutControl
 from ovota.server.fleet.events import CheckIn, Download
@@ -619,6 +620,100 @@ def test_one_address_cannot_take_every_connection(embedded: Setup) -> None:
         for sock in held:
             sock.close()
         server.stop()
+
+
+def _from(port: int, address: str, request: bytes) -> bytes:
+    """What the server answers ``request`` sent from ``address`` (b"" if it reset or closed the connection)."""
+    with socket.create_connection(("127.0.0.1", port), source_address=(address, 0), timeout=5) as sock:
+        try:
+            sock.sendall(request)
+            return sock.recv(300)
+        except (ConnectionResetError, BrokenPipeError):
+            return b""
+
+
+def test_at_the_total_cap_idle_connections_go_first_and_modules_come_first(embedded: Setup) -> None:
+    """At --max-connections the connection idle longest (here a head still arriving) is closed to make room for a
+    module; near the cap the console answers 503 while modules are served."""
+    server = OvotaServer(embedded.repo, extra=("--max-connections", "20", "--idle-timeout", "60"))
+    module = f"GET {VER} HTTP/1.0\r\nUser-Agent: {agent('OTHER')}\r\n\r\n".encode()
+    console = b"GET /console/login HTTP/1.0\r\n\r\n"
+    held: list[socket.socket] = []
+
+    def hold(request: bytes) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5, source_address=("127.0.0.3", 0))
+        sock.sendall(request)
+        held.append(sock)
+        return sock
+
+    slow_body = (b"POST /console/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                 b"Content-Length: 50\r\n\r\n")  # fmt: skip
+    half_head = b"GET /healthz HTTP/1.1\r\n"
+    try:
+        oldest = hold(half_head)
+        for _ in range(16):
+            hold(slow_body)  # requests in progress, not idle
+        time.sleep(0.3)
+        answer = _from(server.port, "127.0.0.2", console)  # the 18th connection: near the cap
+        assert answer.startswith(b"HTTP/1.0 503") and b"modules first" in answer, answer
+        assert _from(server.port, "127.0.0.2", module).startswith(b"HTTP/1.0 200")
+        next_oldest = hold(half_head)
+        hold(half_head)
+        hold(half_head)  # 20 open: at the cap
+        time.sleep(0.2)
+        assert _from(server.port, "127.0.0.2", module).startswith(b"HTTP/1.0 200")
+        assert oldest.recv(100) == b""  # closed to make room
+        hold(half_head)  # at the cap again
+        time.sleep(0.2)
+        assert _from(server.port, "127.0.0.2", module).startswith(b"HTTP/1.0 200")
+        assert next_oldest.recv(100) == b""
+        for sock in held:
+            sock.close()
+        time.sleep(0.3)
+        assert _from(server.port, "127.0.0.2", console).startswith(b"HTTP/1.0 200")
+        token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci", "--role", "read").out.strip()
+        metrics = get(server.port, "/metrics", f"Authorization: Bearer {token}".encode())[2].decode()
+        assert "ovota_idle_connections_closed_total 2.0" in metrics
+        assert "Traceback" not in server.log  # the held bodies' resets are a line each
+    finally:
+        for sock in held:
+            sock.close()
+        server.stop()
+
+
+class _Busy:
+    """A connection's handler, as far as the caps see it."""
+
+    transport = None
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def force_close(self) -> None:
+        self.closed = True
+
+
+def test_the_caps_close_the_longest_idle_and_refuse_when_none_is() -> None:
+    """The rule the test above drives through a server, with the cases it cannot reach: a new connection at the
+    total cap closes the one idle longest, is refused when every open one has a request in progress, and one over
+    the per-address cap is refused whatever is idle."""
+    caps = ConnectionCaps(total=3, per_address=2)
+    first, second, third, fourth = (_Busy() for _ in range(4))
+    for address, handler in (("a", first), ("b", second), ("c", third)):
+        assert caps.admit(address, handler)  # type: ignore[arg-type]
+    assert caps.crowded()
+    caps.busy(first)  # type: ignore[arg-type]
+    caps.busy(third)  # type: ignore[arg-type]
+    assert caps.admit("d", fourth)  # type: ignore[arg-type]
+    assert second.closed and not first.closed and not third.closed
+    caps.release("b", second)  # type: ignore[arg-type]
+    caps.busy(fourth)  # type: ignore[arg-type]
+    assert not caps.admit("e", _Busy())  # type: ignore[arg-type]
+    assert caps.count == 3 and not any(h.closed for h in (first, third, fourth))
+    caps.rest(first)  # type: ignore[arg-type]
+    assert caps.admit("a", _Busy())  # type: ignore[arg-type]
+    assert first.closed
+    assert not caps.admit("a", _Busy())  # type: ignore[arg-type]  # "a" holds 2 (one closing): its cap
 
 
 def test_a_stalled_upload_is_cut_and_a_steady_one_is_not(embedded: Setup) -> None:

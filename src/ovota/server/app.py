@@ -26,7 +26,7 @@ from ovota.server.devices.promises import Promises
 from ovota.server.fleet.registry import DOWNLOADS_RETENTION
 from ovota.server.fleet.rollouts import Rollouts
 from ovota.server.loops import Background, DeltaMaker, background_tasks
-from ovota.server.metrics import CLIENT_DISCONNECTS, CONNECTIONS_REFUSED
+from ovota.server.metrics import CLIENT_DISCONNECTS, CONNECTIONS_REFUSED, IDLE_CLOSED
 from ovota.server.store import deltas
 from ovota.server.store.backends import Backends
 from ovota.server.store.clock import ServerClock
@@ -184,14 +184,19 @@ def create_app(
 
 
 # -- caps on open connections ----------------------------------------------------------------------------------
-# In total and per client address, so that one client holding connections open (slow bodies, idle keep-alives)
-# cannot take every file descriptor and stop the fleet: a connection over a cap is reset as soon as it is accepted,
-# before anything is read. Load balancers (--forwarded-by) carry everybody's connections: capped only in total.
-# aiohttp has no hook for this: its request handler is subclassed and its server told to make that one instead.
+# In total and per client address, so that one client holding connections open (slow heads, slow bodies, idle
+# keep-alives) cannot take every file descriptor and stop the fleet. At the total cap the connection that has been
+# idle longest (no request in progress: a keep-alive, or a head still arriving) is closed to make room; with none
+# idle, and over the per-address cap, a new connection is reset as soon as it is accepted, before anything is
+# read. Near the total cap, operators' requests are answered 503 (context.guarded) so that modules' come first.
+# Load balancers (--forwarded-by) carry everybody's connections: capped only in total. aiohttp has no hook for
+# this: its request handler is subclassed and its server told to make that one instead.
+
+NEAR = 0.9  # the share of the total cap from which operators' requests wait
 
 
 class ConnectionCaps:
-    """How many connections are open, per address; whether one more may be."""
+    """How many connections are open, per address, and which are idle; whether one more may be."""
 
     def __init__(self, total: int, per_address: int, exempt: frozenset[str] = frozenset()) -> None:
         self.total = total
@@ -199,31 +204,60 @@ class ConnectionCaps:
         self.exempt = exempt
         self.open: Counter[str] = Counter()
         self.count = 0
-        self._logged = -60.0
+        self.idle: dict[RequestHandler, None] = {}  # no request in progress, longest idle first
+        self._logged: dict[str, float] = {}
 
-    def admit(self, address: str) -> bool:
-        if self.count >= self.total:
-            return self._refuse("total", address)
+    def admit(self, address: str, handler: RequestHandler) -> bool:
+        """Whether a new connection from ``address`` may be served, closing the longest idle one at the total
+        cap to make room."""
         if address not in self.exempt and self.open[address] >= self.per_address:
             return self._refuse("per address", address)
+        if self.count >= self.total and not self._close_idle():
+            return self._refuse("total", address)
         self.count += 1
         self.open[address] += 1
+        self.idle[handler] = None
         return True
 
-    def release(self, address: str) -> None:
+    def crowded(self) -> bool:
+        return self.count >= self.total * NEAR
+
+    def busy(self, handler: RequestHandler) -> None:
+        self.idle.pop(handler, None)
+
+    def rest(self, handler: RequestHandler) -> None:
+        self.idle[handler] = None
+
+    def release(self, address: str, handler: RequestHandler) -> None:
+        self.idle.pop(handler, None)
         self.count -= 1
         self.open[address] -= 1
         if self.open[address] <= 0:
             del self.open[address]  # the table holds only addresses with open connections
 
+    def _close_idle(self) -> bool:
+        if not self.idle:
+            return False
+        oldest = next(iter(self.idle))
+        del self.idle[oldest]  # counted open until its connection_lost
+        oldest.force_close()
+        if oldest.transport is not None:
+            oldest.transport.close()
+        IDLE_CLOSED.inc()
+        self._say("closing the longest idle connections at the total cap (%d open)", self.count)
+        return True
+
     def _refuse(self, cap: str, address: str) -> bool:
         CONNECTIONS_REFUSED.labels(cap).inc()
-        now = time.monotonic()
-        if now - self._logged >= 60:
-            self._logged = now
-            log.warning("refusing connections over the %s cap (%d open, %d from %s); said once a minute", cap,
-                        self.count, self.open[address], address)  # fmt: skip
+        self._say(f"refusing connections over the {cap} cap (%d open, %d from %s)", self.count, self.open[address],
+                  address)  # fmt: skip
         return False
+
+    def _say(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(message[:20], -60.0) >= 60:
+            self._logged[message[:20]] = now
+            log.warning(message + "; said once a minute", *args)
 
 
 class _CappedHandler(RequestHandler):
@@ -232,8 +266,8 @@ class _CappedHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if peer else ""
-        caps: ConnectionCaps = self._manager._ovota_caps  # type: ignore[union-attr]
-        if not caps.admit(address):
+        self._caps: ConnectionCaps = self._manager._ovota_caps  # type: ignore[union-attr]
+        if not self._caps.admit(address, self):
             if isinstance(transport, asyncio.Transport):
                 transport.abort()  # a reset at once: nothing is read, no task is started
             else:
@@ -242,12 +276,19 @@ class _CappedHandler(RequestHandler):
         self._admitted = address
         super().connection_made(transport)
 
+    async def _handle_request(self, *args: Any) -> Any:
+        self._caps.busy(self)
+        try:
+            return await super()._handle_request(*args)
+        finally:
+            if self.transport is not None and not self._force_close:
+                self._caps.rest(self)  # waits for its next request (a keep-alive)
+
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._admitted is None:
             return  # refused: aiohttp never knew it
-        manager = self._manager
-        if manager is not None:
-            manager._ovota_caps.release(self._admitted)  # type: ignore[attr-defined]
+        self._caps.release(self._admitted, self)
+        self._admitted = None
         super().connection_lost(exc)
 
 
@@ -257,8 +298,10 @@ class _CappedServer(Server):
 
 
 def cap_connections(app: web.Application, caps: ConnectionCaps) -> None:
-    """Make ``app``'s server (as ``web.run_app`` will create it) refuse connections over ``caps``."""
+    """Make ``app``'s server (as ``web.run_app`` will create it) keep to ``caps``, and its operators' requests
+    wait while it is near them."""
     make = app._make_handler
+    app[CONTEXT_KEY].crowded = caps.crowded
 
     def make_handler(**kwargs: Any) -> Server:
         server = make(**kwargs)

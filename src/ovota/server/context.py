@@ -94,6 +94,7 @@ class Context:
     proxies: frozenset[str] = frozenset()
     throttle: Throttle = field(default_factory=Throttle)
     body_seconds: float = 15.0  # how long a request that needs no token may take to send its body (--idle-timeout)
+    crowded: Callable[[], bool] = lambda: False  # near the cap on open connections: modules first (app.py)
 
     async def run(self, job: Callable[[Desk], R], actor: str = "") -> R:
         """``job(desk)`` in a database thread, acting as ``actor`` (the audit log's who) when it changes
@@ -158,12 +159,22 @@ def undecodable(request: web.Request) -> str | None:
     return None
 
 
-def guarded(handler: Handler) -> Handler:
-    """``handler``, answering 400 for undecodable headers and 503 while a backend is away. (Per route rather
-    than a middleware: an aiohttp middleware anywhere wraps every request, the device paths' too.)"""
+def crowded() -> web.Response:
+    """The answer to an operator's request while the server is near its cap on open connections: the modules'
+    requests, which need no more than a connection, come first."""
+    return web.Response(status=503, text="Service unavailable: near the cap on open connections, modules first\n",
+                        headers={"Retry-After": RETRY_AFTER})  # fmt: skip
+
+
+def guarded(handler: Handler, shed: bool = True) -> Handler:
+    """``handler``, answering 400 for undecodable headers and 503 while a backend is away, or (if it may
+    ``shed`` load: not what modules or monitoring ask) while the server is near its cap on open connections. (Per route rather than a middleware: an
+    aiohttp middleware anywhere wraps every request, the device paths' too.)"""
 
     @wraps(handler)
     async def guarded_handler(request: web.Request) -> web.StreamResponse:
+        if shed and request.config_dict[CONTEXT_KEY].crowded():
+            return crowded()
         bad = undecodable(request)
         if bad is not None:
             return web.Response(status=400, text=f"Bad request: {bad} is not UTF-8\n")

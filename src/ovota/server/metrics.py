@@ -48,6 +48,11 @@ CONNECTIONS_REFUSED = Counter(
     "ovota_connections_refused", "Connections reset on accept, over the total or the per-address cap", ["cap"],
     registry=REGISTRY,
 )  # fmt: skip
+IDLE_CLOSED = Counter(
+    "ovota_idle_connections_closed",
+    "Idle connections closed to make room for a new one at the total cap",
+    registry=REGISTRY,
+)
 CLIENT_DISCONNECTS = Counter(
     "ovota_client_disconnects", "Requests whose client went away before the answer was sent", registry=REGISTRY
 )

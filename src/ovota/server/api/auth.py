@@ -8,7 +8,16 @@ from functools import wraps
 
 from aiohttp import web
 
-from ovota.server.context import API_SECONDS, BACKEND_AWAY, CONTEXT_KEY, Desk, Handler, unavailable, undecodable
+from ovota.server.context import (
+    API_SECONDS,
+    BACKEND_AWAY,
+    CONTEXT_KEY,
+    Desk,
+    Handler,
+    crowded,
+    unavailable,
+    undecodable,
+)
 from ovota.server.store.database import DatabaseUnavailable
 from ovota.server.store.errors import NotFound, RepositoryError, StorageFull
 from ovota.server.store.tokens import TokenRecord, allows, authenticate, touch
@@ -37,15 +46,18 @@ def actor(request: web.Request) -> str:
     return str(request.get(ACTOR, ""))
 
 
-def api_handler(handler: Handler, role: str = "read") -> Handler:
+def api_handler(handler: Handler, role: str = "read", shed: bool = True) -> Handler:
     """``handler`` behind the token check, for tokens whose role allows ``role``, its refusals as JSON: 400 for
     undecodable headers and what the repository refuses, 401 without a valid token, 403 for a role that does
     not allow it, 404 for what does not exist, 429 for an address that failed to authenticate too often, 503
-    with Retry-After while a backend is away."""
+    with Retry-After while a backend is away or (if it may ``shed`` load) the server is near its cap on open
+    connections."""
 
     @wraps(handler)
     async def api_call(request: web.Request) -> web.StreamResponse:
         context = request.app[CONTEXT_KEY]
+        if shed and context.crowded():
+            return crowded()
         bad = undecodable(request)
         if bad is not None:
             return api_error(400, f"{bad} is not UTF-8")

@@ -67,7 +67,7 @@ class DeviceFace:
     def add_routes(self, app: web.Application) -> None:
         """Add these routes before any other: the router tries resources in order, and these are the hot ones."""
         app.router.add_get("/firmware/ota/{product}/{tag}/{file}", self.ota_file)
-        app.router.add_get("/firmware/builds/{sha256:[0-9a-f]{64}}/ovms3.bin", guarded(self.build_file))
+        app.router.add_get("/firmware/builds/{sha256:[0-9a-f]{64}}/ovms3.bin", guarded(self.build_file, shed=False))
 
     async def ota_file(self, request: web.Request) -> web.StreamResponse:
         """``GET|HEAD /firmware/ota/<product>/<tag>/ovms3.ver|ovms3.bin``; 503 while a backend is away."""
