@@ -446,6 +446,23 @@ def test_audit_lines_cannot_be_forged(embedded: Setup) -> None:
     assert all(entry["target"].isprintable() for entry in listed)
 
 
+def test_cli_tables_print_one_line_per_row_whatever_the_database_holds(embedded: Setup) -> None:
+    """Rows written before today's validation (or by a hostile proxy's X-Forwarded-For) may hold anything: every
+    CLI table escapes what is not printable, so each row is one line and no ESC sequence reaches the terminal."""
+    hostile = "EV\x1b]0;pwned\x07\n2026-12-01 03:00:00 fake row"
+    db = sqlite3.connect(embedded.repo.backends.folder / "repo.sqlite")  # type: ignore[operator]
+    with db:
+        db.execute("INSERT INTO modules VALUES ('evil', ?, 'v3.3-5', 'main', ?, 'ota_0', ?, 1e9, 1e9, 1)",
+                   (hostile, "3.3.0\x1b[2J", "10.0.0.1\r\nx"))  # fmt: skip
+        db.execute("INSERT INTO vehicle_groups VALUES ('g', ?, 1e9)", (hostile,))
+    db.close()
+    for command, rows in ((("fleet", "list"), 1), (("fleet", "group", "list", "g"), 1)):
+        out = embedded.run(*command, *embedded.repo.args).out
+        assert "\x1b" not in out and "\x07" not in out and "\r" not in out, out
+        assert "fake row" in out and len([line for line in out.splitlines() if "pwned" in line]) == rows, out
+        assert "EV\\x1b]0;pwned\\x07\\n2026" in out, out
+
+
 def test_hostile_numbers_and_json_are_400s_not_500s(embedded: Setup) -> None:
     """Deeply nested JSON, a 5,000-digit integer, 10**400 as a rate growth, a body over the limit, Unicode digits and
     a page number past 64 bits: each a 4xx naming what is wrong, never a 500, and the server goes on."""

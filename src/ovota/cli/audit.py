@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import click
 
+from ovota.cli.output import row, when
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.server.fleet.policy import PolicyError, parse_duration
 from ovota.server.store.audit import entries, printable
@@ -43,9 +44,9 @@ def audit(repo: Backends, since: str | None, actor: str | None, limit: int, as_j
         click.echo(json.dumps([e.__dict__ for e in found], indent=2))
         return
     for e in found:  # escaped again when shown: entries written before escaping existed may hold anything
-        when = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        at = when(e.at)
         actor, action, target, outcome = (printable(v) for v in (e.actor, e.action, e.target, e.outcome))
         detail = f"  {printable(e.detail)}" if e.detail else ""
-        click.echo(f"{when}  {actor:<16} {action:<16} {target:<16} {outcome}{detail}")
+        row(f"{at}  {actor:<16} {action:<16} {target:<16} {outcome}{detail}")
     if not found:
-        click.echo("No audit entries.")
+        row("No audit entries.")

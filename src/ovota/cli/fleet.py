@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import click
 
 from ovota.cli.lazy import LazyGroup
+from ovota.cli.output import row, when
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.cli.targets import FLEET_COMMANDS
 from ovota.server.fleet.explain import Explainer, offer_json
 from ovota.server.fleet.modules import list_modules, module_json
 from ovota.server.fleet.rollouts import Rollouts
+from ovota.server.store.audit import printable
 from ovota.server.store.backends import Backends
 
 
@@ -37,21 +38,16 @@ def list_fleet(repo: Backends, product: str | None, tag: str | None, as_json: bo
         rows = [module_json(m) | offer_json(o) for m, o in zip(modules, offers, strict=True)]
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'Vehicle':<16} {'Product':<8} {'Tag':<6} {'Version':<28} {'Partition':<9} {'Address':<15} "
+    row(f"{'Vehicle':<16} {'Product':<8} {'Tag':<6} {'Version':<28} {'Partition':<9} {'Address':<15} "
                f"{'Last seen':<19} {'Offered':<24} Why")  # fmt: skip
     for m, o in zip(modules, offers, strict=True):
-        seen = datetime.fromtimestamp(m.last_seen, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(
-            f"{_shown(m.vehicle_id) or '(none)':<16} {m.product:<8} {m.tag:<6} {_shown(m.version):<28} "
-            f"{_shown(m.partition):<9} {_shown(m.address):<15} {seen:<19} {o.version if o else '-':<24} "
+        seen = when(m.last_seen)
+        row(
+            f"{printable(m.vehicle_id) or '(none)':<16} {m.product:<8} {m.tag:<6} {printable(m.version):<28} "
+            f"{printable(m.partition):<9} {printable(m.address):<15} {seen:<19} {o.version if o else '-':<24} "
             f"{o.why if o else 'no build on this channel'}"
         )
-    click.echo(f"{len(modules)} modules")
-
-
-def _shown(text: str) -> str:
-    """Text from modules as a terminal may print it: control characters (C0, C1) escaped."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
+    row(f"{len(modules)} modules")
 
 
 for _command in FLEET_COMMANDS:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 
+from ovota.cli.output import row, when
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.server.fleet.control import RolloutControl
 from ovota.server.fleet.policy import ModuleState
@@ -72,7 +72,7 @@ def start_rollout(r: Repository, product: str, tag: str, build: Build, steps: st
     now = r.clock().now()
     rollout = control.start(product, tag, build, settings, now, allow_empty)
     matched = control.matching(product, tag, build, settings, now)
-    click.echo(
+    row(
         f"Rollout {rollout.id} of {product}/{tag}: {rollout.from_build.version} -> {build.version}, "
         f"steps {','.join(map(str, settings.steps))}, now {rollout.state} at {rollout.percent}%; "
         f"matches {matched} known module{'s' if matched != 1 else ''}"
@@ -130,19 +130,15 @@ def status(repo: Backends, product: str, tag: str, as_json: bool, which: str | N
         click.echo(json.dumps(summary, indent=2))
         return
     for line in describe(summary):
-        click.echo(line)
+        row(line)
     if modules is not None:
-        click.echo(f"{'Vehicle':<16} {'State':<9} {'From':<24} {'Received':<20} {'Last seen':<20} {'Address':<15} "
+        row(f"{'Vehicle':<16} {'State':<9} {'From':<24} {'Received':<20} {'Last seen':<20} {'Address':<15} "
                    "Offered now")  # fmt: skip
         for m in modules:
-            received = _when(m.received) if m.received else "-"
-            click.echo(f"{m.vehicle_id or m.module:<16} {m.state:<9} {m.from_version:<24} {received:<20} "
-                       f"{_when(m.last_seen):<20} {m.address:<15} {m.why}")  # fmt: skip
-        click.echo(f"{len(modules)} modules")
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            received = when(m.received) if m.received else "-"
+            row(f"{m.vehicle_id or m.module:<16} {m.state:<9} {m.from_version:<24} {received:<20} "
+                       f"{when(m.last_seen):<20} {m.address:<15} {m.why}")  # fmt: skip
+        row(f"{len(modules)} modules")
 
 
 def describe(summary: dict[str, Any]) -> list[str]:
@@ -157,7 +153,7 @@ def describe(summary: dict[str, Any]) -> list[str]:
         + ("" if summary.get("admitted") is None else f"; {summary['admitted']} modules admitted so far"),
     ]
     if summary["reason"]:
-        at = f" at {_when(summary['reason_at'])} UTC" if summary.get("reason_at") else ""
+        at = f" at {when(summary['reason_at'])} UTC" if summary.get("reason_at") else ""
         lines.append(f"Halted{at}: {summary['reason']}")
     lines.append(
         f"Modules now: {counts['attempted']} attempted, {counts['updating']} updating, {counts['updated']} updated, "
@@ -177,7 +173,7 @@ def _change(action: str) -> Callable[..., None]:
     def command(repo: Backends, product: str, tag: str) -> None:
         with open_repository(repo, create=False) as r:
             changed = RolloutControl(Rollouts(r)).act(action, product, tag, r.clock().now())
-            click.echo(f"Rollout {changed.id} of {product}/{tag} is now {changed.state}")
+            row(f"Rollout {changed.id} of {product}/{tag} is now {changed.state}")
 
     command.__doc__ = {
         "pause": "Stop advancing steps (the current cohort keeps the new build).",
@@ -197,8 +193,8 @@ def list_rollouts(repo: Backends) -> None:
     """Every rollout, newest last."""
     with open_repository(repo, create=False) as r:
         for item in Rollouts(r).every():
-            when = datetime.fromtimestamp(item.created, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            click.echo(
+            at = when(item.created)
+            row(
                 f"{item.id:<4} {item.product:<10} {item.tag:<8} {item.from_build.version} -> {item.to_build.version}"
-                f"  {item.state} at {item.percent}%  {when}"
+                f"  {item.state} at {item.percent}%  {at}"
             )

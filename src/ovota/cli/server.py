@@ -7,12 +7,12 @@ import os
 import re
 import ssl
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ovota.cli.output import row, when
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.cli.rollout import rollout_options, start_rollout
 from ovota.cli.targets import waypoint
@@ -99,7 +99,7 @@ def server(
     scaled = ", driven clock" if driven_clock else f", clock x{time_scale:g}" if time_scale != 1 else ""
     scheme = "https" if tls else "http"
     where = f"repository {repo.describe()}, pid {os.getpid()}{scaled}"
-    click.echo(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ ({where})")
+    row(f"ovota server on {scheme}://{host}:{port}/firmware/ota/ ({where})")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     # The default asyncio loop, not uvloop: uvloop lacks transport sendfile, which the .bin path relies on.
     descriptors = _more_file_descriptors()
@@ -163,13 +163,13 @@ def publish(
         text = changelog.read_text() if changelog else ""
         if steps:
             build, product = r.add_build(image.read_bytes(), product, text)
-            click.echo(f"Added {build.version} to the repository (sha256 {build.sha256})")
+            row(f"Added {build.version} to the repository (sha256 {build.sha256})")
             start_rollout(r, product, tag, build, steps, **options)
             return
         started = time.time()
         channel = r.publish(image.read_bytes(), tag, product, text, force, new_channel)
         what = "Published" if channel.updated >= started else "Nothing to do: already published"
-        click.echo(f"{what} {channel.build.version} to {channel.product}/{channel.tag} (sha256 {channel.build.sha256})")
+        row(f"{what} {channel.build.version} to {channel.product}/{channel.tag} (sha256 {channel.build.sha256})")
 
 
 @release.command("promote")
@@ -191,7 +191,7 @@ def promote(
             start_rollout(r, product, target, r.channel(product, source).build, steps, **options)
             return
         channel = r.promote(product, source, target, force, new_channel)
-        click.echo(f"Promoted {channel.build.version} from {product}/{source} to {product}/{target}")
+        row(f"Promoted {channel.build.version} from {product}/{source} to {product}/{target}")
 
 
 @release.command("rollback")
@@ -202,7 +202,7 @@ def rollback(repo: Backends, product: str, tag: str) -> None:
     """Point a channel back at its previous build."""
     with open_repository(repo, create=False) as r:
         channel = r.rollback(product, tag)
-        click.echo(f"Rolled back {product}/{tag} to {channel.build.version}")
+        row(f"Rolled back {product}/{tag} to {channel.build.version}")
 
 
 @release.command("list")
@@ -211,11 +211,11 @@ def list_channels(repo: Backends) -> None:
     """Show every channel and its current build."""
     with open_repository(repo, create=False) as r:
         for c in r.channels():
-            when = _when(c.updated)
+            at = when(c.updated)
             security = r.security(c.build.sha256)
             signer = security.signers[0][:16] if security.signers else "unsigned"
-            click.echo(
-                f"{c.product:<10} {c.tag:<8} {c.build.version:<32} {c.build.size:>9} {when} {c.build.sha256[:16]} "
+            row(
+                f"{c.product:<10} {c.tag:<8} {c.build.version:<32} {c.build.size:>9} {at} {c.build.sha256[:16]} "
                 f"sv{security.secure_version} {signer}"
             )
 
@@ -230,7 +230,7 @@ def min_secure_version(repo: Backends, product: str, level: int | None) -> None:
     with open_repository(repo, create=level is not None) as r:
         if level is not None:
             set_min_secure_version(r.db, product, level, r.actor)
-        click.echo(f"{product}: builds below secure version {get_min_secure_version(r.db, product)} are never offered")
+        row(f"{product}: builds below secure version {get_min_secure_version(r.db, product)} are never offered")
 
 
 @release.command("trust")
@@ -246,21 +246,21 @@ def trust(repo: Backends, product: str | None, key_file: Path | None, name: str 
         if show:
             keys = trusted_keys(r.db, product)
             for k in keys:
-                when = _when(k.added)
-                click.echo(f"{k.product:<10} {k.digest} {when} {k.name}")
+                at = when(k.added)
+                row(f"{k.product:<10} {k.digest} {at} {k.name}")
             if not keys:
-                click.echo("No trusted keys: every product accepts unsigned builds.")
+                row("No trusted keys: every product accepts unsigned builds.")
             return
         if product is None or key_file is None:
             raise click.UsageError("give --product and --key (or --list)")
         digest = key_digest(load_public_key(key_file.read_bytes()))
         added = trust_key(r.db, product, digest, name or key_file.name, r.actor)
         state = "now trusts" if added else "already trusted"
-        click.echo(f"{product} {state} key digest {digest.hex()}")
+        row(f"{product} {state} key digest {digest.hex()}")
         digests = {k.digest for k in trusted_keys(r.db, product)}
         for c in r.channels():
             if c.product == product and not digests & set(r.security(c.build.sha256).signers):
-                click.echo(f"Warning: {product}/{c.tag} serves {c.build.version}, not signed by a trusted key: it is "
+                row(f"Warning: {product}/{c.tag} serves {c.build.version}, not signed by a trusted key: it is "
                            "offered to nobody until a signed build is published there", err=True)  # fmt: skip
 
 
@@ -281,7 +281,7 @@ def untrust(repo: Backends, product: str, key_file: Path | None, digest: str | N
         if not untrust_key(r.db, product, raw, r.actor):
             raise click.ClickException(f"{product} does not trust key digest {raw.hex()}")
         left = len(trusted_keys(r.db, product))
-        click.echo(f"{product} no longer trusts key digest {raw.hex()} ({left} trusted key(s) left)")
+        row(f"{product} no longer trusts key digest {raw.hex()} ({left} trusted key(s) left)")
 
 
 @click.group()
@@ -298,7 +298,7 @@ def token() -> None:
 def create_token(repo: Backends, name: str, role: str) -> None:
     """Create a token and print it once."""
     with open_repository(repo) as r:
-        click.echo(tokens.create_token(r.db, name, role, r.actor))
+        row(tokens.create_token(r.db, name, role, r.actor))
 
 
 @token.command("list")
@@ -308,10 +308,10 @@ def list_tokens(repo: Backends) -> None:
     with open_repository(repo, create=False) as r:
         records = tokens.list_tokens(r.db)
     for record in records:
-        last = _when(record.last_used) if record.last_used else "never"
-        click.echo(f"{record.name:<24} {record.role:<8} created {_when(record.created)}  last used {last}")
+        last = when(record.last_used) if record.last_used else "never"
+        row(f"{record.name:<24} {record.role:<8} created {when(record.created)}  last used {last}")
     if not records:
-        click.echo("No tokens. Create one with `ovota token create --name NAME`.")
+        row("No tokens. Create one with `ovota token create --name NAME`.")
 
 
 @token.command("revoke")
@@ -321,11 +321,7 @@ def revoke_token(repo: Backends, name: str) -> None:
     """Delete the token called NAME: the API refuses it at once and its console sessions end."""
     with open_repository(repo, create=False) as r:
         tokens.revoke_token(r.db, name, r.actor)
-    click.echo(f"Revoked token {name}")
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    row(f"Revoked token {name}")
 
 
 release.add_command(waypoint)

@@ -4,20 +4,16 @@ which build besides their channel's (groups for targeted rollouts, pins, assignm
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from ovota.cli.output import row, when
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.server.fleet.failures import retry as retry_failed
 from ovota.server.fleet.groups import Groups, ids_from_csv
 from ovota.server.fleet.overrides import Overrides
 from ovota.server.store.backends import Backends
-
-
-def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @click.group("group")
@@ -37,7 +33,7 @@ def group_add(repo: Backends, name: str, vehicle_ids: tuple[str, ...], csv_file:
     with open_repository(repo) as r:
         added = Groups(r).add(name, ids, r.clock().now())
         size = len(Groups(r).show(name))
-    click.echo(f"Group {name}: {added} added, {len(set(ids)) - added} already in it, {size} vehicles")
+    row(f"Group {name}: {added} added, {len(set(ids)) - added} already in it, {size} vehicles")
 
 
 @group.command("remove")
@@ -48,7 +44,7 @@ def group_remove(repo: Backends, name: str, vehicle_ids: tuple[str, ...]) -> Non
     """Remove vehicles from group NAME, or the whole group when no vehicle is named."""
     with open_repository(repo, create=False) as r:
         removed = Groups(r).remove(name, vehicle_ids)
-    click.echo(f"Group {name}: {removed} removed" + ("" if vehicle_ids else " (group deleted)"))
+    row(f"Group {name}: {removed} removed" + ("" if vehicle_ids else " (group deleted)"))
 
 
 @group.command("list")
@@ -60,15 +56,19 @@ def group_list(repo: Backends, name: str | None, as_json: bool) -> None:
     with open_repository(repo, create=False) as r:
         if name is not None:
             ids = Groups(r).show(name)
-            click.echo(json.dumps(ids, indent=2) if as_json else "\n".join(ids))
+            if as_json:
+                click.echo(json.dumps(ids, indent=2))
+                return
+            for vehicle_id in ids:
+                row(vehicle_id)
             return
         sizes = Groups(r).sizes()
     if as_json:
         click.echo(json.dumps([{"name": n, "vehicles": c} for n, c in sizes], indent=2))
         return
-    click.echo(f"{'Group':<24} Vehicles")
+    row(f"{'Group':<24} Vehicles")
     for group_name, count in sizes:
-        click.echo(f"{group_name:<24} {count}")
+        row(f"{group_name:<24} {count}")
 
 
 @click.command("pin")
@@ -80,7 +80,7 @@ def pin(repo: Backends, vehicle_id: str, build_ref: str) -> None:
     with open_repository(repo, create=False) as r:
         build = r.find_build(build_ref)
         Overrides(r).pin(vehicle_id, build, r.clock().now())
-    click.echo(f"Pinned {vehicle_id} to {build.version} ({build.sha256[:12]})")
+    row(f"Pinned {vehicle_id} to {build.version} ({build.sha256[:12]})")
 
 
 @click.command("unpin")
@@ -90,7 +90,7 @@ def unpin(repo: Backends, vehicle_id: str) -> None:
     """Let VEHICLE_ID follow its channel (and rollouts) again."""
     with open_repository(repo, create=False) as r:
         Overrides(r).unpin(vehicle_id)
-    click.echo(f"Unpinned {vehicle_id}")
+    row(f"Unpinned {vehicle_id}")
 
 
 @click.command("pins")
@@ -105,9 +105,9 @@ def pins(repo: Backends, as_json: bool) -> None:
                  "actor": p.actor} for p in found]  # fmt: skip
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'Vehicle':<16} {'Version':<28} {'Pinned':<20} By")
+    row(f"{'Vehicle':<16} {'Version':<28} {'Pinned':<20} By")
     for p in found:
-        click.echo(f"{p.vehicle_id:<16} {p.build.version:<28} {_when(p.at):<20} {p.actor}")
+        row(f"{p.vehicle_id:<16} {p.build.version:<28} {when(p.at):<20} {p.actor}")
 
 
 @click.command("assignments")
@@ -124,12 +124,10 @@ def assignments(repo: Backends, product: str | None, vehicle_id: str | None, as_
                  "sha256": a.build.sha256, "rollout": a.rollout, "at": a.at} for a in found]  # fmt: skip
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'Vehicle':<16} {'Channel':<14} {'Version':<28} {'Rollout':<8} Since")
+    row(f"{'Vehicle':<16} {'Channel':<14} {'Version':<28} {'Rollout':<8} Since")
     for a in found:
-        click.echo(
-            f"{a.vehicle_id:<16} {a.product + '/' + a.tag:<14} {a.build.version:<28} {a.rollout:<8} {_when(a.at)}"
-        )
-    click.echo(f"{len(found)} assignments")
+        row(f"{a.vehicle_id:<16} {a.product + '/' + a.tag:<14} {a.build.version:<28} {a.rollout:<8} {when(a.at)}")
+    row(f"{len(found)} assignments")
 
 
 @click.command("unassign")
@@ -141,7 +139,7 @@ def unassign(repo: Backends, vehicle_id: str, product: str | None, tag: str | No
     """Let VEHICLE_ID follow its channel again after a targeted rollout."""
     with open_repository(repo, create=False) as r:
         removed = Overrides(r).unassign(vehicle_id, product, tag)
-    click.echo(f"Removed {removed} assignment{'s' if removed != 1 else ''} of {vehicle_id}")
+    row(f"Removed {removed} assignment{'s' if removed != 1 else ''} of {vehicle_id}")
 
 
 @click.command("retry")
@@ -154,8 +152,8 @@ def retry(repo: Backends, vehicle_id: str, build_ref: str | None) -> None:
         build = r.find_build(build_ref) if build_ref else None
         cleared = retry_failed(r, vehicle_id, build, r.clock().now())
     for failure in cleared:
-        click.echo(f"Retrying {failure.version} ({failure.sha256[:12]}) for {vehicle_id}: it failed on it "
-                   f"{_when(failure.at)} ({failure.reason})")  # fmt: skip
+        row(f"Retrying {failure.version} ({failure.sha256[:12]}) for {vehicle_id}: it failed on it "
+                   f"{when(failure.at)} ({failure.reason})")  # fmt: skip
 
 
 @click.command("waypoint")
@@ -170,7 +168,7 @@ def waypoint(repo: Backends, product: str, build_ref: str | None, remove: bool, 
     if listing or build_ref is None:
         with open_repository(repo, create=False) as r:
             for build in Overrides(r).waypoints(product):
-                click.echo(f"{build.version}  {build.sha256[:12]}")
+                row(f"{build.version}  {build.sha256[:12]}")
         return
     with open_repository(repo, create=False) as r:
         build = r.find_build(build_ref)
@@ -178,7 +176,7 @@ def waypoint(repo: Backends, product: str, build_ref: str | None, remove: bool, 
             Overrides(r).remove_waypoint(product, build)
         else:
             Overrides(r).add_waypoint(product, build, r.clock().now())
-    click.echo(f"{'Removed' if remove else 'Added'} waypoint {build.version} for {product}")
+    row(f"{'Removed' if remove else 'Added'} waypoint {build.version} for {product}")
 
 
 FLEET_COMMANDS = (group, pin, unpin, pins, assignments, unassign, retry)
