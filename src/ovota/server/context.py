@@ -168,8 +168,9 @@ def crowded() -> web.Response:
 
 def guarded(handler: Handler, shed: bool = True) -> Handler:
     """``handler``, answering 400 for undecodable headers and 503 while a backend is away, or (if it may
-    ``shed`` load: not what modules or monitoring ask) while the server is near its cap on open connections. (Per route rather than a middleware: an
-    aiohttp middleware anywhere wraps every request, the device paths' too.)"""
+    ``shed`` load: not what modules or monitoring ask) while the server is near its cap on open connections.
+    (Per route rather than a middleware: an aiohttp middleware anywhere wraps every request, the device paths'
+    too.)"""
 
     @wraps(handler)
     async def guarded_handler(request: web.Request) -> web.StreamResponse:
