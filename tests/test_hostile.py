@@ -730,7 +730,8 @@ def test_the_caps_close_the_longest_idle_and_refuse_when_none_is() -> None:
     caps.rest(first)  # type: ignore[arg-type]
     assert caps.admit("a", _Busy())  # type: ignore[arg-type]
     assert first.closed
-    assert not caps.admit("a", _Busy())  # type: ignore[arg-type]  # "a" holds 2 (one closing): its cap
+    # "a" holds 2 connections (one of them closing): its cap
+    assert not caps.admit("a", _Busy())  # type: ignore[arg-type]
 
 
 def test_a_stalled_upload_is_cut_and_a_steady_one_is_not(embedded: Setup) -> None:
