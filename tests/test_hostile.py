@@ -722,14 +722,15 @@ def test_the_caps_close_the_longest_idle_and_refuse_when_none_is() -> None:
     caps.busy(first)  # type: ignore[arg-type]
     caps.busy(third)  # type: ignore[arg-type]
     assert caps.admit("d", fourth)  # type: ignore[arg-type]
-    assert second.closed and not first.closed and not third.closed
+    handlers = (first, second, third, fourth)
+    assert [h.closed for h in handlers] == [False, True, False, False]
     caps.release("b", second)  # type: ignore[arg-type]
     caps.busy(fourth)  # type: ignore[arg-type]
     assert not caps.admit("e", _Busy())  # type: ignore[arg-type]
-    assert caps.count == 3 and not any(h.closed for h in (first, third, fourth))
+    assert caps.count == 3 and [h.closed for h in handlers] == [False, True, False, False]
     caps.rest(first)  # type: ignore[arg-type]
     assert caps.admit("a", _Busy())  # type: ignore[arg-type]
-    assert first.closed
+    assert [h.closed for h in handlers] == [True, True, False, False]
     # "a" holds 2 connections (one of them closing): its cap
     assert not caps.admit("a", _Busy())  # type: ignore[arg-type]
 
