@@ -53,12 +53,15 @@ def ovota(*args: str | Path) -> str:
 
 
 class Server:
-    def __init__(self, repo: Path, *extra: str) -> None:
+    def __init__(self, repo: Path, *extra: str, log: Path | None = None) -> None:
+        """``log``: a file for the server's standard error (its log), else discarded."""
         self.port = free_port()
+        self._log = log.open("wb") if log else None
+        stderr = self._log or subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [OVOTA, "server", "--repo", str(repo), "--port", str(self.port), "--driven-clock",
              "--delta-bases", "0", *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
         )  # fmt: skip
         for _ in range(200):
             try:
@@ -71,6 +74,8 @@ class Server:
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(timeout=30)
+        if self._log is not None:
+            self._log.close()
 
 
 def write_images(work: Path, size: int) -> dict[str, Path]:
