@@ -14,16 +14,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The main job: the update server on an embedded repository (a folder + SQLite), seeded with one
-# sample build per channel. Seeds are reproducible (fixed build time), so re-running publishes nothing new.
+# The main job: the update server on an embedded repository (a folder + SQLite), where a channel is empty seeded
+# with a sample build, for both products: v3.3-5 (the v3-35 layout) and v3.3 (the older layouts' 4 MB slots, whose
+# modules take 3.3.006 before `ota partitions upgrade`). A channel that serves a build (an operator's) is kept, so
+# re-running `make run` changes nothing; seeds are reproducible (fixed build time).
 HOST ?= 127.0.0.1
 PORT ?= 8080
 run: $(STAMP)
 	mkdir -p $(RUN)
 	for seed in main:3.3.006 eap:3.3.006-52-g1b2c3d4 edge:3.3.006-172-g362f87425; do \
 	  tag=$${seed%%:*}; version=$${seed#*:}; \
-	  SOURCE_DATE_EPOCH=1784000000 $(VENV)/bin/ovota image build --version $$version --size 2100352 $(RUN)/$$tag.bin >/dev/null && \
-	  $(VENV)/bin/ovota release publish $(RUN)/$$tag.bin --repo $(RUN)/repo --tag $$tag || exit 1; \
+	  SOURCE_DATE_EPOCH=1784000000 $(VENV)/bin/ovota image build --version $$version --size 2100352 $(RUN)/$$tag.bin >/dev/null || exit 1; \
+	  for product in v3.3-5 v3.3; do \
+	    $(VENV)/bin/ovota release publish $(RUN)/$$tag.bin --repo $(RUN)/repo --tag $$tag --product $$product --if-empty || exit 1; \
+	  done; \
 	done
 	$(VENV)/bin/ovota server --repo $(RUN)/repo --host $(HOST) --port $(PORT)
 

@@ -53,8 +53,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _exchange(port: int, request: bytes, timeout: float = 10) -> bytes:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+def _source(kind: str) -> tuple[str, int]:
+    """The address a kind of hostile traffic comes from: one of its own (127.0.0.2 and up), as attackers on the
+    internet have theirs; the honest probe and fleet come from 127.0.0.1."""
+    return f"127.0.0.{2 + sum(map(ord, kind)) % 200}", 0
+
+
+async def _exchange(port: int, request: bytes, kind: str, timeout: float = 10) -> bytes:
+    opening = asyncio.open_connection("127.0.0.1", port, local_addr=_source(kind))
+    reader, writer = await asyncio.wait_for(opening, timeout)
     try:
         writer.write(request)
         return await asyncio.wait_for(reader.read(), timeout)
@@ -73,7 +80,7 @@ class Attack:
     async def _loop(self, kind: str, request: Any, pause: float) -> None:
         while not self.stop.is_set():
             try:
-                await _exchange(self.port, request())
+                await _exchange(self.port, request(), kind)
                 self.sent[kind] += 1
             except (OSError, TimeoutError):
                 self.sent[kind + " (failed)"] += 1
@@ -83,7 +90,7 @@ class Attack:
         async def one() -> None:
             while not self.stop.is_set():
                 try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                    _, writer = await asyncio.open_connection("127.0.0.1", self.port, local_addr=_source("head"))
                     self.sent["slow header connections"] += 1
                     writer.write(f"GET {VER} HTTP/1.1\r\n".encode())
                     while not self.stop.is_set() and not writer.is_closing():
@@ -103,7 +110,7 @@ class Attack:
         async def one() -> None:
             while not self.stop.is_set():
                 try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port, local_addr=_source("body"))
                     self.sent["slow body connections"] += 1
                     writer.write(head)
                     while not self.stop.is_set():
@@ -112,6 +119,7 @@ class Attack:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(reader.read(100), 2)  # the server's 408, or its close
                             self.sent["slow bodies cut by the server"] += 1
+                            await asyncio.sleep(1)  # then again (at once would be a connection flood)
                             break
                     writer.close()
                 except OSError:
@@ -126,7 +134,7 @@ class Attack:
         while not self.stop.is_set():
             request = requests[self.sent["resets"] % 2]
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port, local_addr=_source("reset"))
                 writer.write(request)
                 if request.startswith(b"GET"):
                     await asyncio.wait_for(reader.read(1), 10)  # the answer has begun
@@ -163,7 +171,8 @@ class Attack:
                 agent = f"ovms/v3.3-5 (FAKE{random.randrange(10**9)} {A}/ota_0/main (build x))"
                 for path in (VER, VER.replace(".ver", ".bin"), VER):
                     try:
-                        await _exchange(self.port, f"GET {path} HTTP/1.0\r\nUser-Agent: {agent}\r\n\r\n".encode())
+                        request = f"GET {path} HTTP/1.0\r\nUser-Agent: {agent}\r\n\r\n".encode()
+                        await _exchange(self.port, request, "fake fleet")
                         self.sent["fake fleet requests"] += 1
                     except (OSError, TimeoutError):
                         self.sent["fake fleet requests (failed)"] += 1

@@ -145,8 +145,11 @@ cluster_seed() {
   for seed in main:3.3.006 eap:3.3.006-52-g1b2c3d4 edge:3.3.006-172-g362f87425; do
     tag=${seed%%:*}; version=${seed#*:}
     SOURCE_DATE_EPOCH=1784000000 "$OVOTA" image build --version "$version" --size 2100352 "$CLUSTER/$tag.bin" >/dev/null
-    # Reproducible seeds: publishing one again changes nothing, so a retry (or a second start) is harmless.
-    retry "$OVOTA" release publish "$CLUSTER/$tag.bin" --tag "$tag" >/dev/null
+    # Only empty channels, of both products (v3.3: the older layouts), as `make run`: an operator's build is kept,
+    # and a retry (or a second start) is harmless.
+    for product in v3.3-5 v3.3; do
+      retry "$OVOTA" release publish "$CLUSTER/$tag.bin" --tag "$tag" --product "$product" --if-empty >/dev/null
+    done
   done
 }
 

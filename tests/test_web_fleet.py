@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,15 +82,72 @@ def test_fleet_page_pages_searches_and_sorts_in_the_database(browser: Browser, f
     page.get_by_label("Search").fill("SIM00007")
     page.get_by_role("button", name="Show").click()
     expect(page.locator("#modules tbody tr")).to_have_count(1)
-    expect(page.get_by_role("heading", name="1 modules")).to_be_visible()
+    expect(page.get_by_role("heading", name="1 modules match")).to_be_visible()
     page.goto(f"{fleet.server.url}/console/fleet?sort=vehicle&order=desc")
-    expect(page.locator("#modules tbody tr").first.locator("td").first).to_have_text(f"SIM{MODULES:05d}")
+    expect(page.locator("#modules tbody tr").first.locator("td a").first).to_have_text(f"SIM{MODULES:05d}")
     chart = page.get_by_role("img", name="Modules per running version")
     expect(chart.locator("g.bar")).to_have_count(1)
     page.screenshot(path=screenshot_path("server-fleet"), full_page=True)
     page.locator("#modules tbody tr").first.get_by_role("link").click()
     expect(page.get_by_role("heading", name=f"Module SIM{MODULES:05d}")).to_be_visible()
     expect(page.locator("section").filter(has_text="Versions over time").locator("tbody tr")).to_have_count(1)
+
+
+def test_the_fleet_page_filters_by_rollout_state_and_pin_and_fits_the_screen(browser: Browser, fleet: Fleet) -> None:
+    """The filters live in the URL (shareable), count modules per rollout state, and say so when nothing matches;
+    the API takes the same; at 1366 px nothing scrolls sideways and what each module is offered is on screen; on
+    a phone the rows are cards."""
+    start_rollout(fleet)
+    fleet.simulate(2, "--fail", f"{B}:0.4")
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page, fleet.server, fleet.token)
+    page.goto(f"{fleet.server.url}/console/fleet")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    offered = page.get_by_role("columnheader", name="Offered now").bounding_box()
+    assert offered is not None and offered["x"] + offered["width"] <= 1366
+    failed_link = page.locator("p.states a.state-failed")
+    failed = int(failed_link.inner_text().split()[-1])
+    assert failed >= 1
+    page.screenshot(path=screenshot_path("server-fleet-desktop"))
+    failed_link.click()
+    expect(page).to_have_url(re.compile(r"state=failed"))
+    expect(page.locator("#modules tbody tr")).to_have_count(failed)
+    for cell in page.locator('#modules td[data-label="Rollout"]').all():
+        expect(cell).to_have_text("failed")
+    expect(page.locator("#modules td.offered").first).not_to_be_empty()
+    request = urllib.request.Request(f"{fleet.server.url}/api/v1/fleet?state=failed",
+                                     headers={"Authorization": f"Bearer {fleet.viewer}"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["X-Total-Count"] == str(failed)
+    page.goto(f"{fleet.server.url}/console/fleet?q=nothing-like-this")
+    expect(page.locator("#shown")).to_have_text(f"No module matches these filters ({MODULES} registered).")
+    # Pin one module from its page: the pinned filter finds it, the module page says so and can unpin.
+    page.goto(f"{fleet.server.url}/console/fleet/module/SIM00003")
+    sha = page.locator("#pin-build option", has_text=f"{A} for").first.get_attribute("value")
+    page.get_by_label("Pin it to a build").select_option(value=sha)
+    page.get_by_role("button", name="Pin").click()
+    expect(page.get_by_role("status").first).to_have_text(f"Pinned SIM00003 to {A}.")
+    expect(page.locator("#overrides")).to_contain_text(f"Pinned to {A}")
+    page.goto(f"{fleet.server.url}/console/fleet?override=pinned")
+    expect(page.locator("#modules tbody tr")).to_have_count(1)
+    expect(page.locator("#modules td.offered")).to_contain_text(f"{A} pin")
+    page.goto(f"{fleet.server.url}/console/fleet/module/SIM00003")
+    page.locator("#overrides").get_by_role("button", name="Unpin").click()
+    expect(page.get_by_role("status").first).to_have_text("Unpinned SIM00003.")
+    expect(page.locator("#overrides")).to_contain_text("No pin, assignment or waypoint applies to it.")
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    log_in(phone, fleet.server, fleet.token)
+    phone.goto(f"{fleet.server.url}/console/fleet?state=failed")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert phone.locator("#modules thead").is_hidden()  # cards: each cell says what it is
+    phone.screenshot(path=screenshot_path("server-fleet-phone"), full_page=True)
+    # The API refuses an unknown state with a reason, not a 500.
+    bad = urllib.request.Request(f"{fleet.server.url}/api/v1/fleet?state=broken",
+                                 headers={"Authorization": f"Bearer {fleet.viewer}"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bad, timeout=10)
+    assert refused.value.code == 400 and b"unknown rollout state" in refused.value.read()
 
 
 def test_who_failed_and_the_halt_on_an_open_page(browser: Browser, fleet: Fleet) -> None:

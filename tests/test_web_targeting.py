@@ -51,7 +51,7 @@ def test_groups_pins_and_a_paced_group_rollout_from_the_console(browser: Browser
     )
     page.goto(f"{fleet.server.url}/console/fleet?q=SIM0010")
     row = page.locator("#modules tr", has_text="SIM00100")
-    expect(row).to_contain_text(f"{B} (pinned)")
+    expect(row.locator("td.offered")).to_have_text(f"{B} pinned")
     expect(page.locator("#modules tr", has_text="SIM00101")).to_contain_text("not in rollout 1's target")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 
 import click
@@ -15,12 +14,13 @@ from ovota.server.store.audit import entries, printable
 from ovota.server.store.backends import Backends
 
 
-def _since(text: str | None) -> float | None:
-    """A duration back from now (``1d``, ``12h``) or a UTC date or time (``2026-11-29``, ``2026-11-29T10:00``)."""
+def _since(text: str | None, now: float) -> float | None:
+    """A duration back from ``now`` (``1d``, ``12h``) or a UTC date or time (``2026-11-29``,
+    ``2026-11-29T10:00``)."""
     if text is None:
         return None
     try:
-        return time.time() - parse_duration(text)
+        return now - parse_duration(text)
     except PolicyError:
         pass
     try:
@@ -39,7 +39,7 @@ def audit(repo: Backends, since: str | None, actor: str | None, limit: int, as_j
     """Every state change (publish, promote, rollback, trust, tokens, rollouts and the server's own rollout
     decisions): when, who, what, to what, and how it ended; oldest first."""
     with open_repository(repo, create=False) as r:
-        found = entries(r.db, _since(since), actor, limit)
+        found = entries(r.db, _since(since, r.clock().now()), actor, limit)
     if as_json:
         click.echo(json.dumps([e.__dict__ for e in found], indent=2))
         return

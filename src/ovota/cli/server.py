@@ -20,9 +20,11 @@ from ovota.formats.signature import key_digest, load_public_key
 from ovota.server.fleet.policy import PolicyError, parse_duration
 from ovota.server.store import tokens
 from ovota.server.store.backends import Backends
+from ovota.server.store.errors import NotFound
+from ovota.server.store.images import default_product, inspect_image
 from ovota.server.store.product_rules import min_secure_version as get_min_secure_version
 from ovota.server.store.product_rules import set_min_secure_version
-from ovota.server.store.repository import Repository
+from ovota.server.store.repository import Channel, Repository
 from ovota.server.store.trust import trust as trust_key
 from ovota.server.store.trust import trusted_keys
 from ovota.server.store.trust import untrust as untrust_key
@@ -152,14 +154,19 @@ def release() -> None:
 @click.option("--changelog", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Changelog text.")
 @click.option("--force", is_flag=True, help="Publish even if the channel has a rollout (which is aborted).")
 @click.option("--new-channel", is_flag=True, help="Make the channel if it is none of main, eap, edge and is new.")
+@click.option("--if-empty", is_flag=True, help="Only into a channel that serves no build yet (seeding); else keep it.")
 @click.option("--rollout", "steps", help="Roll the build out in steps (e.g. 1,10,50,100) instead of at once.")
 @rollout_options
 def publish(
     image: Path, repo: Backends, tag: str, product: str | None, changelog: Path | None, force: bool,
-    new_channel: bool, steps: str | None, **options: Any,
+    new_channel: bool, if_empty: bool, steps: str | None, **options: Any,
 ) -> None:  # fmt: skip
     """Validate IMAGE and make it the current build of a channel (or start a rollout of it)."""
     with open_repository(repo) as r:
+        if if_empty and (kept := _serving(r, image, product, tag)) is not None:
+            row(f"Kept {kept.product}/{kept.tag}: the channel already serves {kept.build.version} "
+                f"(sha256 {kept.build.sha256})")  # fmt: skip
+            return
         text = changelog.read_text() if changelog else ""
         if steps:
             build, product = r.add_build(image.read_bytes(), product, text)
@@ -170,6 +177,15 @@ def publish(
         channel = r.publish(image.read_bytes(), tag, product, text, force, new_channel)
         what = "Published" if channel.updated >= started else "Nothing to do: already published"
         row(f"{what} {channel.build.version} to {channel.product}/{channel.tag} (sha256 {channel.build.sha256})")
+
+
+def _serving(r: Repository, image: Path, product: str | None, tag: str) -> Channel | None:
+    """The channel a publish of IMAGE would move, if it serves a build already (IMAGE is validated either way)."""
+    product = product or default_product(inspect_image(image.read_bytes())[0])
+    try:
+        return r.channel(product, tag)
+    except NotFound:
+        return None
 
 
 @release.command("promote")

@@ -5,21 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import click
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
+from ovota.device.fetch import failure_reason
 from ovota.files import write_atomic
 from ovota.formats import FormatError
 from ovota.server.fleet.policy import PolicyError
 from ovota.server.fleet.targeting import parse_schedule
 from ovota.sim.fleet import FailureModel, Simulation, first_image, first_version, make_fleet, parse_hours, run
-from ovota.sim.http import HttpFailed, Server
+from ovota.sim.http import HttpFailed, Server, Unreachable
+from ovota.sim.progress import Progress
 
 
 @click.command("simulate")
@@ -62,7 +63,7 @@ def simulate(
     try:
         start_version = start_version or asyncio.run(first_version(server, product, tag))
     except HttpFailed as err:
-        raise FormatError(str(err)) from None
+        raise _failed(server, err) from None
     simulation = Simulation(server, make_fleet(count, start_version, id_prefix, hours), product, tag, start_version,
                             fail, silent, delta=delta)  # fmt: skip
     if delta:
@@ -71,7 +72,7 @@ def simulate(
             channel_version = asyncio.run(first_version(server, product, tag))
             image = asyncio.run(first_image(server, product, tag))
         except HttpFailed as err:
-            raise FormatError(str(err)) from None
+            raise _failed(server, err) from None
         if channel_version != start_version:
             raise FormatError(
                 f"--delta starts the fleet on the channel's build ({channel_version}), not {start_version}"
@@ -82,19 +83,12 @@ def simulate(
         # Piped or in a file: rich would assume 80 columns and cut the report's headers.
         console = Console(width=200)
     started = time.monotonic()
-    live = Live(console=console, refresh_per_second=4, transient=True) if console.is_terminal else None
-
-    def on_tick(now: float, sim: Simulation) -> None:
-        if live is not None:
-            live.update(_live_table(now, sim, time.monotonic() - started))
-
-    if live is not None:
-        live.start()
-    try:
-        asyncio.run(run(simulation, f"http://{server.host}:{server.port}/clock", days, on_tick, zone))
-    finally:
-        if live is not None:
-            live.stop()
+    clock_url = f"http://{server.host}:{server.port}/clock"
+    with Progress(console) as progress:
+        try:
+            asyncio.run(run(simulation, clock_url, days, progress.update, zone, on_wait=progress.update))
+        except (aiohttp.ClientError, HttpFailed, TimeoutError) as err:  # the server's clock did not answer
+            raise _failed(server, err) from None
     wall = time.monotonic() - started
     console.print(_report_table(simulation))
     summary = _summary(simulation, wall)
@@ -112,6 +106,18 @@ def simulate(
     if report_path is not None:
         report = {"summary": summary, "days": [day.__dict__ for day in simulation.days]}
         write_atomic(report_path, json.dumps(report, indent=2).encode())
+
+
+def _failed(server: Server, err: BaseException) -> FormatError:
+    """The one line for a server that did not answer (``cannot reach 127.0.0.1:1/firmware/ota: connection refused``)
+    or answered without what the simulation needs."""
+    if isinstance(err, aiohttp.ClientResponseError):
+        return FormatError(f"{server}: GET {err.request_info.real_url} answered {err.status} {err.message}")
+    if isinstance(err, Unreachable | OSError):
+        return FormatError(
+            f"cannot reach {server}: {err.reason if isinstance(err, Unreachable) else failure_reason(err)}"
+        )
+    return FormatError(str(err))
 
 
 def _summary(simulation: Simulation, wall: float) -> dict[str, Any]:
@@ -133,21 +139,6 @@ def _summary(simulation: Simulation, wall: float) -> dict[str, Any]:
         "delta_downloads": stats.delta_downloads,
         "bytes_saved": stats.bytes_saved,
     }
-
-
-def _live_table(now: float, simulation: Simulation, elapsed: float) -> Table:
-    table = Table(title=f"Simulated {datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M} UTC ({elapsed:.0f} s)")
-    for column in ("Version", "Modules"):
-        table.add_column(column)
-    running: dict[str, int] = {}
-    for m in simulation.modules:
-        if not m.silent:
-            running[m.version] = running.get(m.version, 0) + 1
-    for version, n in sorted(running.items(), key=lambda item: -item[1]):
-        table.add_row(version, str(n))
-    stats = simulation.stats
-    table.caption = f"{stats.checkins} check-ins, {stats.downloads} downloads, {stats.errors} errors"
-    return table
 
 
 def _report_table(simulation: Simulation) -> Table:

@@ -7,9 +7,12 @@ URL without a scheme is plain http (as OVMS), and an https URL gets real, verifi
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -87,7 +90,7 @@ async def get(
                 )
                 break
             except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-                last_error = str(err) or type(err).__name__
+                last_error = request_failure(url, err)
                 if attempt + 1 < CONNECT_ATTEMPTS:
                     await asyncio.sleep(0.2 * 2**attempt)
         else:
@@ -96,6 +99,56 @@ async def get(
             yield Response(resp.status, resp.reason or "", resp.content_length, resp)
         finally:
             resp.release()
+
+
+def request_failure(url: str, err: BaseException) -> str:
+    """One line saying why a GET of ``url`` got no response: ``cannot connect to 127.0.0.1:1: connection
+    refused``, ``no answer from HOST:PORT: timed out``, ``invalid URL …``."""
+    if isinstance(err, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return f"cannot connect to {_where(url)}: {failure_reason(err)}"
+    if isinstance(err, ValueError):  # aiohttp.InvalidURL, or a URL yarl cannot parse
+        return f"invalid URL {url}"
+    return f"no answer from {_where(url)}: {failure_reason(err)}"
+
+
+def failure_reason(err: BaseException) -> str:
+    """Why a connection failed or gave no answer, in a few words: ``connection refused``, ``timed out``, ``name
+    lookup failed (Name or service not known)``, ``TLS certificate not trusted (…)``."""
+    # aiohttp's own text names its TLS setting ("ssl:default") even for plain http: the cause it wraps is used.
+    if isinstance(err, aiohttp.ClientConnectorCertificateError):
+        err = err.certificate_error
+    elif isinstance(err, aiohttp.ClientConnectorError):
+        err = err.os_error
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({err.verify_message or err.reason})"
+    if isinstance(err, ssl.SSLError):
+        return f"TLS failed ({err.reason or err})"
+    if isinstance(err, socket.gaierror):
+        return f"name lookup failed ({err.strerror})"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, ConnectionResetError):
+        return "connection reset"
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(err, aiohttp.ClientResponseError):
+        return err.message
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror[:1].lower() + err.strerror[1:]
+    return str(err) or type(err).__name__
+
+
+def _where(url: str) -> str:
+    """``host:port`` of a URL, the port filled in from its scheme."""
+    parts = urlsplit(http_url(url))
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number
+        return parts.netloc
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    return f"{host}:{port}"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ DAY = 86400
 TICK = 600  # OVMS's Ticker600
 BUILD = "idf v3.3.4-854-g9063c8662c May 13 2026 20:13:48"
 CONCURRENCY = 64
+HEARTBEAT = 1.0  # seconds of wall time between a run's on_wait calls
 ALL_HOURS = tuple(range(24))
 
 
@@ -263,6 +264,10 @@ class ServerClockClient:
         return self._synced[0]
 
     def estimate(self) -> float:
+        """The server's time now: a driven clock's last position, else the last read moved on by the wall time
+        since, at the clock's scale."""
+        if self.driven:
+            return self._synced[0]
         return self._synced[0] + (time.monotonic() - self._synced[1]) * self.scale
 
     async def reach(self, when: float, retry_for: float = 60.0) -> None:
@@ -274,7 +279,8 @@ class ServerClockClient:
                 if self.driven:
                     async with self.session.post(self.url, json={"to": when}) as response:
                         response.raise_for_status()
-                        return
+                    self._synced = (max(self._synced[0], when), time.monotonic())
+                    return
                 if self.estimate() < when:
                     await asyncio.sleep(min(1.0, (when - self.estimate()) / self.scale))
                     await self.read()
@@ -292,9 +298,12 @@ async def run(
     days: float,
     on_tick: Callable[[float, Simulation], None] | None = None,
     zone: ZoneInfo | None = None,
+    on_wait: Callable[[float, Simulation], None] | None = None,
 ) -> list[DayReport]:
-    """Run ``days`` simulated days from the server's current time; a report per completed day. Modules check
-    at their local check time in ``zone``."""
+    """Run ``days`` simulated days from the server's current time, and end there; a report per completed day.
+    Modules check at their local check time in ``zone``. ``on_tick`` is called after each tick's requests;
+    ``on_wait`` every HEARTBEAT seconds of wall time with the server's time, also while a tick's requests or a
+    clock that runs by itself (the real one: 10 minutes a tick) keep the run waiting."""
     by_tick: dict[int, list[SimModule]] = {}
     for module in simulation.modules:
         by_tick.setdefault(module.check_second // TICK, []).append(module)
@@ -310,18 +319,34 @@ async def run(
         first_tick = int(start // TICK) + 1
         last_tick = first_tick + int(days * DAY / TICK)
         day_start = Stats(**simulation.stats.__dict__)
-        for tick in range(first_tick, last_tick):
-            now = tick * TICK
-            await clock.reach(now)
-            due = [m for m in by_tick.get(_local_tick(now, zone), []) if not m.silent]
-            await asyncio.gather(*(check(m) for m in due))
-            if on_tick is not None:
-                on_tick(now, simulation)
-            if (tick + 1 - first_tick) % (DAY // TICK) == 0:
-                simulation.days.append(simulation.report(len(simulation.days) + 1, day_start))
-                day_start = Stats(**simulation.stats.__dict__)
-        await clock.reach(last_tick * TICK)
+        beat = asyncio.create_task(_heartbeat(clock, simulation, on_wait)) if on_wait is not None else None
+        try:
+            for tick in range(first_tick, last_tick):
+                now = tick * TICK
+                await clock.reach(now)
+                due = [m for m in by_tick.get(_local_tick(now, zone), []) if not m.silent]
+                await asyncio.gather(*(check(m) for m in due))
+                if on_tick is not None:
+                    on_tick(now, simulation)
+                if (tick + 1 - first_tick) % (DAY // TICK) == 0:
+                    simulation.days.append(simulation.report(len(simulation.days) + 1, day_start))
+                    day_start = Stats(**simulation.stats.__dict__)
+            # The last tick ran at or before start + days: a shorter run than a tick (on the real clock, ten
+            # minutes) ends on time rather than at the next tick.
+            await clock.reach(min(last_tick * TICK, start + days * DAY))
+        finally:
+            if beat is not None:
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
     return simulation.days
+
+
+async def _heartbeat(
+    clock: ServerClockClient, simulation: Simulation, on_wait: Callable[[float, Simulation], None]
+) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT)
+        on_wait(clock.estimate(), simulation)
 
 
 def _local_tick(now: float, zone: ZoneInfo | None) -> int:

@@ -11,9 +11,20 @@ import asyncio
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ovota.device.fetch import failure_reason
+
 
 class HttpFailed(Exception):
-    """No answer: connection refused or reset, or a timeout."""
+    """No usable answer from the server."""
+
+
+class Unreachable(HttpFailed):
+    """No answer at all: the connection was refused or reset, the name lookup failed, or it timed out. ``reason``
+    says which, in a few words (``connection refused``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,11 @@ class Server:
             raise ValueError(f"invalid server URL {url!r}: use host:port/path or http://host:port/path")
         return cls(parts.hostname, parts.port or 80, parts.path.rstrip("/"))
 
+    def __str__(self) -> str:
+        """``host:port/path``, as OVMS's ``ota server`` param holds it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}{self.path}"
+
 
 async def ovms_get(
     server: Server, path: str, user_agent: str, timeout: float = 30.0, extra: dict[str, str] | None = None
@@ -53,7 +69,7 @@ async def ovms_get(
         finally:
             writer.close()
     except (OSError, TimeoutError) as err:
-        raise HttpFailed(f"{type(err).__name__}: {err}") from None
+        raise Unreachable(failure_reason(err)) from None
     head, _, body = data.partition(b"\r\n\r\n")
     status, length = 0, 0
     for line in head.split(b"\r\n"):

@@ -23,10 +23,11 @@ LISTS = ("groups", "vehicles", "windows")  # lists of strings
 
 
 async def api_fleet(request: web.Request) -> web.Response:
-    """The registry's modules by key, ``?limit=`` (default and most 1000) at a time ``after=`` a key, of a
-    ``product`` and ``tag``, whose vehicle id, version or address contains ``q``. ``X-Total-Count`` says how
+    """The registry's modules by key, ``?limit=`` (default and most 1000) at a time ``after=`` a key, filtered
+    as the console's Fleet page filters (``product``, ``tag``, ``version``, ``state`` in an active rollout,
+    ``override`` pinned or assigned, ``q`` in the vehicle id, version or address). ``X-Total-Count`` says how
     many match; ``Link: <…>; rel="next"`` gives the next page while there is one."""
-    query = FleetQuery(request.query.get("product"), request.query.get("tag"), request.query.get("q", ""))
+    query = FleetQuery.from_params(request.query)
     after = request.query.get("after", "")
     try:
         limit = int(request.query.get("limit", str(MAX_PAGE)))

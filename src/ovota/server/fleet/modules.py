@@ -3,6 +3,7 @@ modules is never read whole for one page), versions in use, and one module's sto
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,28 +40,73 @@ class Module:
     checkins: int
 
 
+ROLLOUT_STATES = ("pending", "updating", "updated", "failed", "silent")
+OVERRIDES = ("pinned", "assigned")
+_IN_ROLLOUT = ("EXISTS (SELECT 1 FROM rollout_modules rm JOIN rollouts r ON r.id = rm.rollout WHERE rm.module = "
+               "m.module AND rm.state = ? AND r.state IN ('running', 'paused', 'halted'))")  # fmt: skip
+_OVERRIDDEN = {
+    "pinned": "m.vehicle_id IN (SELECT vehicle_id FROM vehicle_pins)",
+    "assigned": "EXISTS (SELECT 1 FROM assignments a WHERE a.vehicle_id = m.vehicle_id AND a.product = m.product "
+    "AND a.tag = m.tag)",
+}
+FILTERS = ("product", "tag", "version", "state", "override", "q")  # the query parameters a filtered view takes
+
+
 @dataclass(frozen=True)
 class FleetQuery:
-    """Which modules: of a product and tag, whose vehicle id, version or address contains ``search``."""
+    """Which modules: of a product, tag and version, in a rollout ``state`` (in an active rollout), pinned or
+    assigned (``override``), whose vehicle id, version or address contains ``search``."""
 
     product: str | None = None
     tag: str | None = None
     search: str = ""
+    version: str | None = None
+    state: str | None = None
+    override: str | None = None
 
-    def where(self) -> tuple[str, list[Any]]:
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> FleetQuery:
+        """The query a page's or the API's parameters (``FILTERS``) ask for; RepositoryError naming a state or
+        override that does not exist."""
+        state, override = params.get("state") or None, params.get("override") or None
+        if state is not None and state not in ROLLOUT_STATES:
+            raise RepositoryError(f"unknown rollout state {state[:40]!r}: use {', '.join(ROLLOUT_STATES)}")
+        if override is not None and override not in OVERRIDES:
+            raise RepositoryError(f"unknown override {override[:40]!r}: use {', '.join(OVERRIDES)}")
+        return cls(params.get("product") or None, params.get("tag") or None, (params.get("q") or "").strip(),
+                   params.get("version") or None, state, override)  # fmt: skip
+
+    def where(self, with_state: bool = True) -> tuple[str, list[Any]]:
         clauses, params = [], []
-        if self.product:
-            clauses.append("m.product = ?")
-            params.append(self.product)
-        if self.tag:
-            clauses.append("m.tag = ?")
-            params.append(self.tag)
+        for column, value in (("m.product", self.product), ("m.tag", self.tag), ("m.version", self.version)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.state and with_state:
+            clauses.append(_IN_ROLLOUT)
+            params.append(self.state)
+        if self.override:
+            clauses.append(_OVERRIDDEN[self.override])
         if self.search:
             needle = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             clauses.append("(m.vehicle_id LIKE ? ESCAPE '\\' OR m.version LIKE ? ESCAPE '\\' "
                            "OR m.address LIKE ? ESCAPE '\\')")  # fmt: skip
             params += [needle, needle, needle]
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def state_counts(db: Database, query: FleetQuery) -> dict[str, int]:
+    """How many of the modules the query matches (whatever state it asks for) are in each rollout state, in
+    the active rollouts."""
+    where, params = query.where(with_state=False)
+    joined = f"{where} {'AND' if where else 'WHERE'} r.state IN ('running', 'paused', 'halted')"
+    rows = db.execute(
+        "SELECT rm.state, count(DISTINCT m.module) FROM modules m JOIN rollout_modules rm ON rm.module = m.module "
+        f"JOIN rollouts r ON r.id = rm.rollout{joined} GROUP BY rm.state",
+        params,
+    ).fetchall()
+    found = {str(state): int(n) for state, n in rows}
+    return {state: found.get(state, 0) for state in ROLLOUT_STATES}
 
 
 def list_modules(db: Database, product: str | None = None, tag: str | None = None) -> list[Module]:

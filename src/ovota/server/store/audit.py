@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ovota.server.store.clock import stored_clock
 from ovota.server.store.database import Database, DatabaseUnavailable
 from ovota.server.store.errors import RepositoryError
 
@@ -41,12 +41,13 @@ def printable(text: str) -> str:
 
 
 def record(db: Database, actor: str, action: str, target: str, detail: str = "", outcome: str = "ok") -> None:
-    """Add an entry, inside the caller's transaction. Names and reasons may come from a request: they are
+    """Add an entry, inside the caller's transaction, at the server's clock's time (a simulation's audit lines
+    and its rollout log agree). Names and reasons may come from a request: they are
     written with their control characters escaped (``printable``)."""
     db.execute(
         "INSERT INTO audit (at, actor, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (time.time(), printable(actor or "unknown"), printable(action), printable(target), printable(outcome),
-         printable(detail)),
+        (stored_clock(db).now(), printable(actor or "unknown"), printable(action), printable(target),
+         printable(outcome), printable(detail)),
     )  # fmt: skip
 
 

@@ -3,10 +3,10 @@ line and the audit entry, all in one transaction."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from ovota.server.store.audit import record
+from ovota.server.store.clock import stored_clock
 from ovota.server.store.database import Database
 from ovota.server.store.errors import RepositoryError
 from ovota.server.store.schema import ACTIVE_ROLLOUT_STATES
@@ -32,8 +32,8 @@ def point(db: Database, actor: str, product: str, tag: str, sha256: str, version
           force: bool = False) -> float:  # fmt: skip
     """Point ``product``/``tag`` at a build (checked by the caller) in one transaction; the time it moved (or,
     if it already served that build, when it last moved: nothing is written). A channel with an active rollout
-    is refused unless ``force``, which aborts the rollout."""
-    now = time.time()
+    is refused unless ``force``, which aborts the rollout. Times are the server's clock's."""
+    now = stored_clock(db).now()
     with db.transaction():
         current = db.execute("SELECT sha256, updated FROM channels WHERE product = ? AND tag = ?",
                              (product, tag)).fetchone()  # fmt: skip

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, guarded
 from ovota.server.store.audit import entries
-from ovota.server.web.layout import page
-from ovota.server.web.login import console_nav, require_user
+from ovota.server.web.frame import console_page
+from ovota.server.web.login import require_user
 from ovota.server.web.text import when
 
 SHOWN = 500
@@ -30,11 +30,11 @@ async def audit_page(request: web.Request) -> web.Response:
     filters = f"""<form method="get" action="/console/audit" class="filters"><label for="actor">Actor</label>
 <input type="text" id="actor" name="actor" value="{escape(actor or "")}" placeholder="all">
 <button type="submit">Show</button></form>"""
-    body = f"""{console_nav(operator)}<section id="audit" data-live>{filters}
+    body = f"""<section id="audit" data-live>{filters}
 <p class="hint">The newest {SHOWN} entries; <code>ovota audit</code> and <code>GET /api/v1/audit</code> give all.</p>
 <div class="table"><table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Outcome</th>
 <th>Detail</th></tr></thead><tbody>{rows}</tbody></table></div></section>"""
-    return web.Response(text=page("Audit log", body, script="/static/console.js"), content_type="text/html")
+    return await console_page(request, operator, "Audit log", body)
 
 
 def add_audit_page(app: web.Application) -> None:

@@ -18,10 +18,9 @@ from ovota.server.store.channels import HistoryEntry, channel_order
 from ovota.server.store.errors import RepositoryError, StorageFull
 from ovota.server.store.product_rules import STANDARD_CHANNELS
 from ovota.server.store.repository import Channel, publish_on_own_connection
-from ovota.server.web.layout import page
-from ovota.server.web.login import Operator, add_login_routes, console_nav, read_form, require_user
-from ovota.server.web.rollout_banner import halt_banner
-from ovota.server.web.text import notice, size, when
+from ovota.server.web.frame import console_page
+from ovota.server.web.login import Operator, add_login_routes, read_form, require_user
+from ovota.server.web.text import size, when
 
 History = list[HistoryEntry]  # newest first
 PROMOTIONS = (("edge", "eap"), ("eap", "main"))
@@ -67,11 +66,11 @@ def _product_section(product: str, moves: dict[str, tuple[Channel, History]], op
 <div class="actions">{promotions}</div></section>"""
 
 
-def _read_channels(desk: Desk) -> tuple[dict[str, dict[str, tuple[Channel, History]]], str]:
+def _read_channels(desk: Desk) -> dict[str, dict[str, tuple[Channel, History]]]:
     products: dict[str, dict[str, tuple[Channel, History]]] = {}
     for c in desk.repo.channels():
         products.setdefault(c.product, {})[c.tag] = (c, channels.history(desk.repo.db, c.product, c.tag)[:6])
-    return products, halt_banner(desk.rollouts)
+    return products
 
 
 def publish_form(tags: set[str]) -> str:
@@ -97,12 +96,12 @@ only main, eap, edge and existing tags are accepted: a typo makes nothing)</labe
 
 async def console(request: web.Request) -> web.Response:
     operator = await require_user(request)
-    products, banner = await request.app[CONTEXT_KEY].run(_read_channels)
+    products = await request.app[CONTEXT_KEY].run(_read_channels)
     sections = "".join(_product_section(p, products[p], operator) for p in sorted(products))
     form = publish_form({t for tags in products.values() for t in tags}) if operator.may("release") else ""
-    body = f"""{console_nav(operator)}<div id="banner" data-live>{banner}</div>{notice(request)}{form}
+    body = f"""{form}
 {sections or "<p>No builds published yet.</p>"}"""
-    return web.Response(text=page("Release console", body, script="/static/console.js"), content_type="text/html")
+    return await console_page(request, operator, "Release console", body)
 
 
 def _back(ok: str = "", error: str = "") -> web.HTTPSeeOther:

@@ -17,10 +17,9 @@ from ovota.server.store.channels import channel_order
 from ovota.server.store.errors import RepositoryError
 from ovota.server.store.repository import Build, recent_builds
 from ovota.server.web.charts import line_chart
-from ovota.server.web.layout import page
-from ovota.server.web.login import Operator, console_nav, read_form, require_user
-from ovota.server.web.rollout_banner import halt_banner
-from ovota.server.web.text import build_options, duration, notice, when
+from ovota.server.web.frame import console_page
+from ovota.server.web.login import Operator, read_form, require_user
+from ovota.server.web.text import build_options, duration, when
 
 MAX_LISTED = 200  # modules listed per state; the counts say how many there are
 ACTIONS = {RolloutState.RUNNING: ("pause", "abort"), RolloutState.PAUSED: ("resume", "abort"),
@@ -148,20 +147,19 @@ async def rollouts_page(request: web.Request) -> web.Response:
 
     now = request.app[CONTEXT_KEY].clock.now()
 
-    def read(desk: Desk) -> tuple[str, str, str]:
+    def read(desk: Desk) -> tuple[str, str]:
         sections = "".join(_section(desk, r, operator, now) for r in reversed(desk.rollouts.every()))
         form = ""
         if operator.may("release"):
             channels = sorted(desk.repo.channels(), key=lambda c: channel_order(c.product, c.tag))
             listed = [(c.product, c.tag, c.build.version) for c in channels]
             form = _start_form(listed, recent_builds(desk.repo.db))
-        return sections, halt_banner(desk.rollouts), form
+        return sections, form
 
-    sections, banner, form = await request.app[CONTEXT_KEY].run(read)
+    sections, form = await request.app[CONTEXT_KEY].run(read)
     hint = ("<p>No rollouts yet. Start one here, with <code>ovota rollout start</code>, or with "
             "<code>ovota release publish … --rollout 1,10,50,100</code>.</p>")  # fmt: skip
-    body = f'{console_nav(operator)}<div id="banner" data-live>{banner}</div>{notice(request)}{form}{sections or hint}'
-    return web.Response(text=page("Rollouts", body, script="/static/console.js"), content_type="text/html")
+    return await console_page(request, operator, "Rollouts", form + (sections or hint))
 
 
 async def start_rollout(request: web.Request) -> web.Response:

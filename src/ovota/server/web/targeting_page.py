@@ -14,9 +14,9 @@ from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.fleet.groups import Groups
 from ovota.server.fleet.overrides import Assignment, Overrides
 from ovota.server.store.repository import recent_builds
-from ovota.server.web.layout import page
-from ovota.server.web.login import Operator, act, console_nav, read_form, require_user
-from ovota.server.web.text import build_options, notice, when
+from ovota.server.web.frame import console_page
+from ovota.server.web.login import Operator, act, read_form, require_user
+from ovota.server.web.text import build_options, when
 
 SHOWN = 200
 _IDS = re.compile(r"[\s,;]+")
@@ -127,8 +127,7 @@ async def targeting_page(request: web.Request) -> web.Response:
             _assignments(desk, editable))  # fmt: skip
 
     sections = await request.app[CONTEXT_KEY].run(read)
-    body = f"{console_nav(operator)}{notice(request)}{sections}"
-    return web.Response(text=page("Targeting", body, script="/static/console.js"), content_type="text/html")
+    return await console_page(request, operator, "Targeting", sections)
 
 
 def _change(form: dict[str, str], action: str, now: float) -> Callable[[Desk], str]:
