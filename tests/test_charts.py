@@ -1,6 +1,7 @@
 """The rollout chart (issue 28): round UTC ticks that say their time, marks at their times and in their own
 styles, series carried forward to now, and every label inside the viewBox without overlapping another; in
-Chromium, a 3-day chart fits a desktop and a 390 px phone with text no smaller than 9 px."""
+Chromium, a 3-day chart fits a desktop and a 390 (and 360) px phone with text no smaller than 9 px, no two texts
+overlapping."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 from hypothesis import given
@@ -48,10 +50,19 @@ def utc(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
+def child(element: ET.Element, tag: str) -> ET.Element:
+    found = element.find(tag)
+    assert found is not None, (element.attrib, tag)
+    return found
+
+
 def ticks(svg: ET.Element) -> list[tuple[float, float, list[str]]]:
     """(time, x, texts) per tick."""
-    return [(utc(g.attrib["data-time"]), float(g.find("line").attrib["x1"]), [t.text or "" for t in g.iter("text")])  # type: ignore[union-attr]
-            for g in svg.iter("g") if g.attrib.get("class") == "tick"]  # fmt: skip
+    return [
+        (utc(g.attrib["data-time"]), float(child(g, "line").attrib["x1"]), [t.text or "" for t in g.iter("text")])
+        for g in svg.iter("g")
+        if g.attrib.get("class") == "tick"
+    ]
 
 
 def marks(svg: ET.Element) -> list[tuple[str, float, float, ET.Element]]:
@@ -59,8 +70,7 @@ def marks(svg: ET.Element) -> list[tuple[str, float, float, ET.Element]]:
     found = []
     for g in svg.iter("g"):
         if g.attrib.get("class", "").startswith("mark "):
-            line, text = g.find("line"), g.find("text")
-            assert line is not None and text is not None
+            line, text = child(g, "line"), child(g, "text")
             kind = g.attrib["class"].split()[1].removeprefix("mark-")
             found.append((kind, utc(g.attrib["data-time"]), float(line.attrib["x1"]), text))
     return found
@@ -87,8 +97,18 @@ def assert_texts_inside(svg: ET.Element) -> None:
     for text in svg.iter("text"):
         left, right = extent(text, font)
         y = float(text.attrib["y"])
-        assert 0 <= left and right <= width, f"{text.text!r} spans {left:.1f}..{right:.1f} of {width}"
+        assert left >= 0 and right <= width, f"{text.text!r} spans {left:.1f}..{right:.1f} of {width}"
         assert y - 0.8 * font >= 0 and y + 0.25 * font <= height, f"{text.text!r} at y {y} of {height}"
+
+
+def assert_texts_apart(svg: ET.Element) -> None:
+    """No two texts' boxes (CHAR font sizes a character, 0.8 above the baseline and 0.25 below) overlap."""
+    font = float(svg.attrib["font-size"])
+    boxes = [(*extent(t, font), float(t.attrib["y"]) - 0.8 * font, float(t.attrib["y"]) + 0.25 * font, t.text)
+             for t in svg.iter("text")]  # fmt: skip
+    for i, (left, right, top, bottom, text) in enumerate(boxes):
+        for left2, right2, top2, bottom2, text2 in boxes[i + 1 :]:
+            assert right <= left2 or right2 <= left or bottom <= top2 or bottom2 <= top, (text, text2)
 
 
 def assert_marks_apart(svg: ET.Element) -> None:
@@ -98,7 +118,7 @@ def assert_marks_apart(svg: ET.Element) -> None:
         rows[text.attrib["y"]].append(extent(text, font))
     for row in rows.values():
         row.sort()
-        for (_, right), (left, _) in zip(row, row[1:], strict=False):
+        for (_, right), (left, _) in pairwise(row):
             assert right < left, f"mark labels overlap: {row}"
 
 
@@ -109,7 +129,7 @@ def test_ticks_are_round_utc_times_that_say_their_time() -> None:
     step = times[1] - times[0]
     assert step in STEPS and step >= HOUR and 4 <= len(found) <= 8
     assert times == sorted(times) and all(t % step == 0 for t in times)
-    assert all(b - a == step for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == step for a, b in pairwise(times))
     assert [x for _, x, _ in found] == sorted(x for _, x, _ in found)
     day = ""
     for t, _, texts in found:
@@ -129,19 +149,28 @@ def test_marks_sit_at_their_times_in_their_own_styles() -> None:
     origin, per = scale(svg)
     found = marks(svg)
     assert [(kind, text.text) for kind, _, _, text in found] == [
-        ("start", "started 1%"), ("step", "10%"), ("halt", "halted"), ("resume", "resumed"), ("step", "50%")]  # fmt: skip
+        ("start", "started 1%"),
+        ("step", "10%"),
+        ("halt", "halted"),
+        ("resume", "resumed"),
+        ("step", "50%"),
+    ]
     for _, t, x, _ in found:
         assert abs(x - (origin + t * per)) < 0.15
     halt = next(x for kind, _, x, _ in found if kind == "halt")
     assert halt == next(x for t, x, _ in ticks(svg) if t == HALT_AT)  # at the midnight tick, not left of it
-    styles = {kind: (g.find("line").attrib["stroke"], g.find("line").attrib["stroke-dasharray"])  # type: ignore[union-attr]
-              for g in svg.iter("g") if (kind := g.attrib.get("class", "")).startswith("mark ")}  # fmt: skip
+    styles = {
+        kind: (child(g, "line").attrib["stroke"], child(g, "line").attrib["stroke-dasharray"])
+        for g in svg.iter("g")
+        if (kind := g.attrib.get("class", "")).startswith("mark ")
+    }
     assert len(set(styles.values())) == len(styles) - 1  # start and step look alike; halt, resume differ
     band = next(r for r in svg.iter("rect") if r.attrib.get("class") == "band band-halt")
     assert abs(float(band.attrib["x"]) - halt) < 0.15
     assert abs(float(band.attrib["x"]) + float(band.attrib["width"]) - (origin + found[3][1] * per)) < 0.3
     assert_texts_inside(svg)
     assert_marks_apart(svg)
+    assert_texts_apart(svg)
 
 
 def test_an_active_rollout_is_carried_forward_to_now() -> None:
@@ -154,7 +183,7 @@ def test_an_active_rollout_is_carried_forward_to_now() -> None:
         points = [tuple(map(float, p.split(","))) for p in line.attrib["points"].split()]
         assert abs(points[-1][0] - (origin + NOW * per)) < 0.15
         assert points[-1][1] == points[-2][1]  # the last sample's value, held
-        assert all(a[0] <= b[0] for a, b in zip(points, points[1:], strict=False))
+        assert all(a[0] <= b[0] for a, b in pairwise(points))
     assert "(now)" in html and "updated 90</li>" in html
 
 
@@ -172,12 +201,21 @@ def test_an_aborted_rollout_ends_at_its_abort() -> None:
 
 
 def test_pause_resume_abort_and_completion_are_marked() -> None:
-    events = [(T0, STARTED, "a"), (T0 + HOUR, "pause", "a"), (T0 + 2 * HOUR, "resume", "a"),
-              (T0 + 3 * HOUR, "aborted by promote", "a"), (T0 + 4 * HOUR, "completed: 3.3.006 is the channel's build", "s")]  # fmt: skip
+    events = [
+        (T0, STARTED, "a"),
+        (T0 + HOUR, "pause", "a"),
+        (T0 + 2 * HOUR, "resume", "a"),
+        (T0 + 3 * HOUR, "aborted by promote", "a"),
+        (T0 + 4 * HOUR, "completed: 3.3.006 is the channel's build", "s"),
+    ]
     svg = svg_of(rollout_chart("r", SAMPLES[:2], events, NOW))
     assert [(kind, text.text) for kind, _, _, text in marks(svg)] == [
-        ("start", "started 1%"), ("pause", "paused"), ("resume", "resumed"), ("abort", "aborted"),
-        ("complete", "completed")]  # fmt: skip
+        ("start", "started 1%"),
+        ("pause", "paused"),
+        ("resume", "resumed"),
+        ("abort", "aborted"),
+        ("complete", "completed"),
+    ]
     assert [r.attrib["class"] for r in svg.iter("rect")] == ["band band-pause"]
 
 
@@ -190,6 +228,7 @@ def test_marks_at_the_right_edge_are_anchored_end() -> None:
     assert labels["halted"].attrib["y"] != labels["resumed"].attrib["y"]
     assert_texts_inside(svg)
     assert_marks_apart(svg)
+    assert_texts_apart(svg)
 
 
 def test_too_many_marks_are_numbered_and_listed() -> None:
@@ -204,6 +243,7 @@ def test_too_many_marks_are_numbered_and_listed() -> None:
     assert len({text.attrib["y"] for *_, text in marks(svg)}) <= 3
     assert_texts_inside(svg)
     assert_marks_apart(svg)
+    assert_texts_apart(svg)
 
 
 @given(
@@ -218,6 +258,7 @@ def test_any_chart_keeps_its_text_inside_and_apart(offsets: list[int], messages:
     svg = svg_of(rollout_chart("r", samples, events, times[-1] + after))
     assert_texts_inside(svg)
     assert_marks_apart(svg)
+    assert_texts_apart(svg)
     found = ticks(svg)
     assert found and all(t % MINUTE == 0 for t, _, _ in found)
 
@@ -231,10 +272,12 @@ def test_nothing_yet_and_the_old_line_chart() -> None:
 
 def test_a_three_day_chart_fits_a_desktop_and_a_phone(browser: Browser) -> None:
     chart = rollout_chart("Rollout 7 over time", SAMPLES, EVENTS, NOW)
-    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><style>{CSS.read_text()}</style></head><body><main>'
-            f'<section class="rollout state-running"><h2>Rollout 7</h2>{chart}</section></main></body></html>')  # fmt: skip
-    for name, width, height in (("desktop", 1366, 768), ("phone", 390, 844)):
+    html = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+        f'content="width=device-width, initial-scale=1"><style>{CSS.read_text()}</style></head><body><main>'
+        f'<section class="rollout state-running"><h2>Rollout 7</h2>{chart}</section></main></body></html>'
+    )
+    for name, width, height in (("desktop", 1366, 768), ("phone", 390, 844), ("small-phone", 360, 740)):
         page = browser.new_page(viewport={"width": width, "height": height})
         try:
             page.set_content(html)
@@ -250,7 +293,11 @@ def test_a_three_day_chart_fits_a_desktop_and_a_phone(browser: Browser) -> None:
                 assert box["x"] - 0.5 <= left and right <= box["x"] + box["width"] + 0.5, (name, text)
                 assert box["y"] - 0.5 <= top and bottom <= box["y"] + box["height"] + 0.5, (name, text)
                 assert high >= 9, (name, text, high)
-            scaled = box["width"] / float(page.locator("svg.chart").get_attribute("viewBox").split()[2])  # type: ignore[union-attr]
+            for i, (text, left, right, top, bottom, *_) in enumerate(texts):  # no two texts overlap
+                for other, left2, right2, top2, bottom2, *_ in texts[i + 1 :]:
+                    apart = right <= left2 + 0.5 or right2 <= left + 0.5 or bottom <= top2 + 0.5 or bottom2 <= top + 0.5
+                    assert apart, (name, text, other)
+            scaled = box["width"] / float((page.locator("svg.chart").get_attribute("viewBox") or "").split()[2])
             assert min(size for *_, size in texts) * scaled >= 9, (name, scaled)
             assert TIME_FONT * scaled >= 9
         finally:

@@ -12,6 +12,8 @@ from ovota.cli.output import row, when
 from ovota.cli.repo_access import open_repository, repo_option
 from ovota.server.fleet.control import RolloutControl
 from ovota.server.fleet.policy import ModuleState
+from ovota.server.fleet.progress import NextStep
+from ovota.server.fleet.progress import describe as next_line
 from ovota.server.fleet.rollouts import Rollout, Rollouts, parse_settings
 from ovota.server.fleet.status import RolloutStatus
 from ovota.server.store.backends import Backends
@@ -121,8 +123,8 @@ def status(repo: Backends, product: str, tag: str, as_json: bool, which: str | N
         rollouts = Rollouts(r)
         status = RolloutStatus(rollouts)
         rollout = rollouts.current(product, tag)
-        summary = status.summary(rollout)
         now = r.clock().now()
+        summary = status.summary(rollout, now)
         modules = None if which is None else status.modules(rollout, None if which == "all" else which, now)
     if as_json:
         if modules is not None:
@@ -155,6 +157,8 @@ def describe(summary: dict[str, Any]) -> list[str]:
     if summary["reason"]:
         at = f" at {when(summary['reason_at'])} UTC" if summary.get("reason_at") else ""
         lines.append(f"Halted{at}: {summary['reason']}")
+    if "next" in summary:
+        lines.append(next_line(NextStep(**summary["next"]), lambda t: f"{when(t)} UTC"))
     lines.append(
         f"Modules now: {counts['attempted']} attempted, {counts['updating']} updating, {counts['updated']} updated, "
         f"{counts['failed']} failed, {counts['silent']} silent"

@@ -50,7 +50,10 @@ async def api_fleet(request: web.Request) -> web.Response:
 
 
 async def api_rollouts(request: web.Request) -> web.Response:
-    summaries = await request.app[CONTEXT_KEY].run(lambda desk: [desk.status.summary(r) for r in desk.rollouts.every()])
+    now = request.app[CONTEXT_KEY].clock.now()
+    summaries = await request.app[CONTEXT_KEY].run(
+        lambda desk: [desk.status.summary(r, now) for r in desk.rollouts.every()]
+    )
     return web.json_response(summaries)
 
 
@@ -111,7 +114,10 @@ async def api_rollout_start(request: web.Request) -> web.Response:
 
 async def api_rollout_status(request: web.Request) -> web.Response:
     product, tag = request.match_info["product"], request.match_info["tag"]
-    summary = await request.app[CONTEXT_KEY].run(lambda desk: desk.status.summary(desk.rollouts.current(product, tag)))
+    now = request.app[CONTEXT_KEY].clock.now()
+    summary = await request.app[CONTEXT_KEY].run(
+        lambda desk: desk.status.summary(desk.rollouts.current(product, tag), now)
+    )
     return web.json_response(summary)
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from ovota.server.fleet.admission import admissions
 from ovota.server.fleet.cohorts import Cohorts
 from ovota.server.fleet.explain import Explainer
-from ovota.server.fleet.policy import HASH_SPACE, Counts, ModuleState
+from ovota.server.fleet.policy import HASH_SPACE, Counts, ModuleState, RolloutState
+from ovota.server.fleet.progress import NextStep, StepFacts, next_step
 from ovota.server.fleet.rollouts import COUNTED, Rollout, Rollouts
 
 
@@ -97,10 +98,26 @@ class RolloutStatus:
             ))  # fmt: skip
         return found
 
-    def summary(self, rollout: Rollout) -> dict[str, Any]:
-        """The rollout as JSON: what ``rollout status``, the API and the notify URL report."""
+    def next_step(self, rollout: Rollout, now: float) -> NextStep | None:
+        """What the rollout's next step (or completion) waits for at ``now``; None once it has ended."""
+        if not rollout.state.active:
+            return None
+        settings = rollout.settings
+        return next_step(StepFacts(
+            rollout.state, rollout.step == len(settings.steps) - 1, rollout.step_started,
+            rollout.reason_at if rollout.state is RolloutState.HALTED and rollout.reason_at else rollout.updated,
+            settings.step_interval, settings.schedule.open_seconds(rollout.step_started, now),
+            settings.schedule.is_open(now), self.cohorts.step_waiting(rollout),
+            self.cohorts.current_step_counts(rollout), self.cohorts.step_offered(rollout), settings.limits,
+            rollout.baseline != Counts(), now,
+        ))  # fmt: skip
+
+    def summary(self, rollout: Rollout, now: float | None = None) -> dict[str, Any]:
+        """The rollout as JSON: what ``rollout status``, the API and the notify URL report; with ``now``, what
+        its next step waits for (``next``)."""
         counts = self.rollouts.counts(rollout.id)
         settings = rollout.settings
+        following = self.next_step(rollout, now) if now is not None else None
         return {
             "id": rollout.id,
             "product": rollout.product,
@@ -135,4 +152,5 @@ class RolloutStatus:
             },
             "created": rollout.created,
             "updated": rollout.updated,
+            **({"next": following.to_json()} if following is not None else {}),
         }

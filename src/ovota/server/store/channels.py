@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ovota.server.store.audit import record
 from ovota.server.store.clock import stored_clock
 from ovota.server.store.database import Database
-from ovota.server.store.errors import RepositoryError
+from ovota.server.store.errors import RolloutInTheWay
 from ovota.server.store.schema import ACTIVE_ROLLOUT_STATES
 
 CHANNEL_ORDER = ("edge", "eap", "main")  # least to most tested: how every page and listing orders channels
@@ -44,10 +44,7 @@ def point(db: Database, actor: str, product: str, tag: str, sha256: str, version
             (product, tag, *ACTIVE_ROLLOUT_STATES),
         ).fetchone()
         if active is not None and not force:
-            raise RepositoryError(
-                f"{product}/{tag} has a {active[1]} rollout (id {active[0]}): abort it first, or force the change "
-                "(the CLI's --force, the API's \"force\": true), which aborts it"
-            )
+            raise RolloutInTheWay(f"{product}/{tag}", int(active[0]), str(active[1]))
         if active is not None:
             db.execute("UPDATE rollouts SET state = 'aborted', updated = ? WHERE id = ?", (now, active[0]))
             db.execute("INSERT INTO rollout_events (rollout, at, message, actor) VALUES (?, ?, ?, ?)",

@@ -22,3 +22,13 @@ class Unavailable(RepositoryError):
 
 class StorageFull(RepositoryError):
     """The disk (or the blob cache's) is full or failing: nothing was written; the message is one line."""
+
+
+class RolloutInTheWay(RepositoryError):
+    """A channel change refused because the channel has an active rollout (``rollout``, in ``state``); forcing
+    it aborts the rollout. Each face says how it forces."""
+
+    def __init__(self, channel: str, rollout: int, state: str) -> None:
+        super().__init__(f"{channel} has a {state} rollout (id {rollout}): abort it first, or force the change "
+                         "(the CLI's --force, the API's \"force\": true), which aborts it")  # fmt: skip
+        self.channel, self.rollout, self.state = channel, rollout, state

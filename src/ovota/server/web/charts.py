@@ -1,10 +1,11 @@
 """Small server-rendered SVG charts for the console: no JavaScript library, readable without scripts.
 
 Text sizes are in the SVG's own units. The bar chart's CSS keeps it at least 36rem wide (scrolling sideways on a
-phone) so that its 14-unit labels never shrink below about 11 px. The rollout chart is drawn TIME_WIDTH (460) units
+phone) so that its 14-unit labels never shrink below about 11 px. The rollout chart is drawn TIME_WIDTH (440) units
 wide with 13-unit text and its CSS lets it shrink to the page: on a 390 px phone it is about 346 px wide, so its text
-stays near 9.8 px; at most 36rem wide, its text is about 16 px. Where each text goes is computed here from an
-estimated width of CHAR (0.6) font sizes per character, so that no label leaves the viewBox or overlaps another.
+stays near 10.2 px (9.3 px on a 360 px one); at most 36rem wide, its text is about 17 px. Where each text goes is
+computed here from its estimated width (``text_width``: at least CHAR, 0.6, font sizes per character, more for wide
+characters such as DejaVu Sans's digits and "%"), so that no label leaves the viewBox or overlaps another.
 Legends are HTML beside the chart, in each series' colour, so no stylesheet rule for SVG text can grey them out.
 """
 
@@ -21,8 +22,9 @@ PALETTE = {"updated": "#1a7f37", "failed": "#b42318", "silent": "#6e7781", "upda
 SERIES = ("pending", "updating", "updated", "failed", "silent")  # the order of a rollout sample's counts
 FONT = 14
 TIME_FONT = 13
-TIME_WIDTH = 460
+TIME_WIDTH = 440
 CHAR = 0.6  # estimated width of a character, in font sizes
+WIDE, NARROW = frozenset("%mwMW"), frozenset(" ()-.,:;'!|fijlrtI")  # about 0.98 and at most 0.42 font sizes
 MINUTE, HOUR, DAY = 60, 3600, 86400
 STEPS = (MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR,
          12 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY, 28 * DAY)  # fmt: skip
@@ -156,22 +158,31 @@ def _value_step(top: int) -> int:
         power *= 10
 
 
-def place_labels(items: Sequence[tuple[float, str]], width: float, char: float) -> list[tuple[int, float, str]]:
+def text_width(text: str, font: float) -> float:
+    """An upper estimate of a text's width: CHAR font sizes a character, or more where its characters are as wide
+    as in DejaVu Sans (digits 0.64, capitals up to 0.79, "%" 0.95, "m" 0.97 font sizes)."""
+    ems = sum(0.98 if c in WIDE else 0.42 if c in NARROW else 0.79 if c.isupper() else 0.64 for c in text)
+    return max(len(text) * CHAR, ems) * font
+
+
+def place_labels(items: Sequence[tuple[float, str]], width: float, font: float,
+                 low: float = 2) -> list[tuple[int, float, str]]:  # fmt: skip
     """For each (line x, text) in order, its label's row (0 next to the plot), x and text-anchor: beside its line
     on the right ("start") or, where that would pass the right edge or the row has no room, on the left ("end");
-    always inside [2, width - 2] if the text is narrower than half of that. No two labels of a row come within half
+    always inside [low, width - 2] if the text fits beside its line there. No two labels of a row come within half
     a character of each other; where it can be had within MAX_ROWS rows, no label is crossed by another mark's line
     either (a line runs up to its own label's row)."""
     placed: list[tuple[int, float, float, float]] = []  # row, line x, label's left, label's right
+    gap = CHAR * font / 2
     out = []
     for x, text in items:
-        w = len(text) * char
-        sides = [(lo, anchor) for lo, anchor in ((x + 3, "start"), (x - 3 - w, "end")) if 2 <= lo <= width - 2 - w]
-        sides = sides or [(min(max(2.0, x - 3 - w), width - 2 - w), "end")]
+        w = text_width(text, font)
+        sides = [(lo, anchor) for lo, anchor in ((x + 3, "start"), (x - 3 - w, "end")) if low <= lo <= width - 2 - w]
+        sides = sides or [(min(max(low, x - 3 - w), width - 2 - w), "end")]
 
         def free(row: int, strict: bool, lo: float, x: float = x, w: float = w) -> bool:
             for r, line, left, right in placed:
-                if r == row and lo < right + char / 2 and left < lo + w + char / 2:
+                if r == row and lo < right + gap and left < lo + w + gap:
                     return False
                 if strict and ((r < row and left - 2 <= x <= right + 2) or (r > row and lo - 2 <= line <= lo + w + 2)):
                     return False
@@ -222,22 +233,22 @@ def time_chart(title: str, times: Sequence[float], series: Mapping[str, Sequence
     top = max((max(values, default=0) for values in series.values()), default=0)
     value_step = _value_step(top)
     axis_top = max(1, math.ceil(top / value_step)) * value_step
-    left = max(len(str(axis_top)) * char + 10, 3 * char + 6)
+    left = max(text_width(str(axis_top), font) + 10, 3 * char + 6)
     plot_w = width - left - (3 * char + 6)
 
     def x(t: float) -> float:
         return left + (t - start) / (end - start) * plot_w
 
     numbered = False
-    rows = place_labels([(x(m.at), m.label) for m in marks], width, char)
+    rows = place_labels([(x(m.at), m.label) for m in marks], width, font, left)
     if max((r for r, _, _ in rows), default=0) >= MAX_ROWS:
         numbered = True
-        rows = place_labels([(x(m.at), str(i)) for i, m in enumerate(marks, start=1)], width, char)
+        rows = place_labels([(x(m.at), str(i)) for i, m in enumerate(marks, start=1)], width, font, left)
     row_h = font + 4
     plot_top = 6 + (max(r for r, _, _ in rows) + 1) * row_h if rows else font
     plot_h, plot_bottom = 150, plot_top + 150
     step, stamps = time_ticks(start, end, plot_w, char)
-    row1 = plot_bottom + 4 + font
+    row1 = plot_bottom + 8 + font  # clear of the "0" beside the axis when a tick is at its left end
     row2 = row1 + font + 2 if step < DAY else row1
     caption_y = row2 + font + 6
     height = math.ceil(caption_y + 0.3 * font + 3)
@@ -290,7 +301,7 @@ def time_chart(title: str, times: Sequence[float], series: Mapping[str, Sequence
                      f"{_iso(mark.at)}</title></g>")  # fmt: skip
     caption = f"UTC, {_iso(start)[:16].replace('T', ' ')} to {_iso(last)[:16].replace('T', ' ')}"
     caption += " (now)" if live else ""
-    caption_x = left if left + len(caption) * char <= width - 2 else 2
+    caption_x = left if left + text_width(caption, font) <= width - 2 else 2
     parts.append(f'<text class="caption" x="{caption_x:.1f}" y="{caption_y}">{caption}</text></svg></div>')
     legend = "".join(
         f'<li><span class="swatch" style="background:{PALETTE.get(name, "#000")}"></span>{escape(name)} '

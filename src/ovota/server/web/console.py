@@ -13,9 +13,10 @@ from aiohttp import web
 
 from ovota.server.api.releases import read_upload
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
+from ovota.server.fleet.rollouts import Rollout
 from ovota.server.store import channels
 from ovota.server.store.channels import HistoryEntry, channel_order
-from ovota.server.store.errors import RepositoryError, StorageFull
+from ovota.server.store.errors import RepositoryError, RolloutInTheWay, StorageFull
 from ovota.server.store.product_rules import STANDARD_CHANNELS
 from ovota.server.store.repository import Channel, publish_on_own_connection
 from ovota.server.web.frame import console_page
@@ -26,7 +27,16 @@ History = list[HistoryEntry]  # newest first
 PROMOTIONS = (("edge", "eap"), ("eap", "main"))
 
 
-def _product_section(product: str, moves: dict[str, tuple[Channel, History]], operator: Operator) -> str:
+def _rollout_cell(rollout: Rollout | None) -> str:
+    if rollout is None:
+        return "—"
+    return (f'<a href="/console/rollouts#rollout-{rollout.id}">Rollout {rollout.id}</a> to '
+            f"{escape(rollout.to_build.version)}: {rollout.state.value}, step {rollout.step + 1} of "
+            f"{len(rollout.settings.steps)} ({rollout.percent}%)")  # fmt: skip
+
+
+def _product_section(product: str, moves: dict[str, tuple[Channel, History]], operator: Operator,
+                     rollouts: dict[tuple[str, str], Rollout]) -> str:  # fmt: skip
     rows = []
     release = operator.may("release")
     for tag in sorted(moves, key=lambda t: channel_order(product, t)):
@@ -48,6 +58,7 @@ def _product_section(product: str, moves: dict[str, tuple[Channel, History]], op
         rows.append(
             f'<tr id="channel-{escape(product)}-{escape(tag)}"><th scope="row">{escape(tag)}</th>'
             f'<td class="version">{escape(c.build.version)}{changelog}</td>'
+            f'<td class="rollout">{_rollout_cell(rollouts.get((product, tag)))}</td>'
             f'<td title="{c.build.size} bytes">{size(c.build.size)}</td><td>{when(c.updated)}</td>'
             f"<td><code>{c.build.sha256[:16]}</code></td><td><details><summary>History</summary><ul>{items}</ul>"
             f"</details></td><td>{rollback}</td></tr>"
@@ -61,16 +72,17 @@ def _product_section(product: str, moves: dict[str, tuple[Channel, History]], op
     )
     anchor = f"product-{escape(product)}"
     return f"""<section aria-labelledby="{anchor}"><h2 id="{anchor}">{escape(product)}</h2>
-<div class="table"><table><thead><tr><th>Channel</th><th>Version</th><th>Size</th><th>Updated</th><th>SHA-256</th>
+<div class="table"><table><thead><tr><th>Channel</th><th>Version</th><th>Rollout</th><th>Size</th><th>Updated</th>
+<th>SHA-256</th>
 <th>History</th><th>{"Rollback" if release else ""}</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>
 <div class="actions">{promotions}</div></section>"""
 
 
-def _read_channels(desk: Desk) -> dict[str, dict[str, tuple[Channel, History]]]:
+def _read_channels(desk: Desk) -> tuple[dict[str, dict[str, tuple[Channel, History]]], dict[tuple[str, str], Rollout]]:
     products: dict[str, dict[str, tuple[Channel, History]]] = {}
     for c in desk.repo.channels():
         products.setdefault(c.product, {})[c.tag] = (c, channels.history(desk.repo.db, c.product, c.tag)[:6])
-    return products
+    return products, {(r.product, r.tag): r for r in desk.rollouts.all_active()}
 
 
 def publish_form(tags: set[str]) -> str:
@@ -96,12 +108,19 @@ only main, eap, edge and existing tags are accepted: a typo makes nothing)</labe
 
 async def console(request: web.Request) -> web.Response:
     operator = await require_user(request)
-    products = await request.app[CONTEXT_KEY].run(_read_channels)
-    sections = "".join(_product_section(p, products[p], operator) for p in sorted(products))
+    products, rollouts = await request.app[CONTEXT_KEY].run(_read_channels)
+    sections = "".join(_product_section(p, products[p], operator, rollouts) for p in sorted(products))
     form = publish_form({t for tags in products.values() for t in tags}) if operator.may("release") else ""
     body = f"""{form}
 {sections or "<p>No builds published yet.</p>"}"""
     return await console_page(request, operator, "Release console", body)
+
+
+def _refused(err: RepositoryError) -> str:
+    if isinstance(err, RolloutInTheWay):  # the console has no force: say what to do here instead
+        return (f"{err.channel} has a {err.state} rollout (id {err.rollout}): finish or abort it on the Rollouts "
+                "page first")  # fmt: skip
+    return str(err)
 
 
 def _back(ok: str = "", error: str = "") -> web.HTTPSeeOther:
@@ -117,7 +136,7 @@ async def promote(request: web.Request) -> web.Response:
     try:
         channel = await run(lambda desk: desk.repo.promote(product, source, target, new_channel=new), operator.name)
     except RepositoryError as err:
-        raise _back(error=str(err)) from None
+        raise _back(error=_refused(err)) from None
     _changed(request)
     raise _back(ok=f"Promoted {channel.build.version} from {source} to {channel.product}/{channel.tag}.")
 
@@ -129,7 +148,7 @@ async def rollback(request: web.Request) -> web.Response:
     try:
         channel = await request.app[CONTEXT_KEY].run(lambda desk: desk.repo.rollback(product, tag), operator.name)
     except RepositoryError as err:
-        raise _back(error=str(err)) from None
+        raise _back(error=_refused(err)) from None
     _changed(request)
     raise _back(ok=f"Rolled back {channel.product}/{channel.tag} to {channel.build.version}.")
 

@@ -11,37 +11,21 @@ from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.fleet.policy import ModuleState, PolicyError, RolloutState
-from ovota.server.fleet.rollouts import Rollout, parse_settings
+from ovota.server.fleet.progress import describe as next_line
+from ovota.server.fleet.rollouts import Rollout
 from ovota.server.fleet.status import RolloutModule
 from ovota.server.store.channels import channel_order
 from ovota.server.store.errors import RepositoryError
-from ovota.server.store.repository import Build, recent_builds
+from ovota.server.store.repository import recent_builds
 from ovota.server.web.charts import line_chart
 from ovota.server.web.frame import console_page
 from ovota.server.web.login import Operator, read_form, require_user
-from ovota.server.web.text import build_options, duration, when
+from ovota.server.web.rollout_form import FORM, read_settings, start_form
+from ovota.server.web.text import duration, when
 
 MAX_LISTED = 200  # modules listed per state; the counts say how many there are
 ACTIONS = {RolloutState.RUNNING: ("pause", "abort"), RolloutState.PAUSED: ("resume", "abort"),
            RolloutState.HALTED: ("resume", "abort")}  # fmt: skip
-FIELDS = (  # (name, label, default): the settings as on the command line
-    ("steps", "Steps (percent of the channel's modules)", "1,10,50,100"),
-    ("step_interval", "Step interval (at least)", "1d"),
-    ("halt_failed", "Halt at failed / (updated + failed)", "5%"),
-    ("halt_silent", "Halt at silent / attempted", "20%"),
-    ("min_sample", "Minimum attempts before halting", "20"),
-    ("watch", "Silent after no check-in for", "2d"),
-    ("grace", "Failed when still on the old version after", "10m"),
-    ("voters_known_for", "Only modules known this long before the start vote", "0s"),
-    ("notify_url", "Notify URL (JSON POST at each step, halt and completion)", ""),
-    ("groups", "Only these groups (names, comma-separated; empty: the whole channel)", ""),
-    ("vehicles", "Only vehicle ids matching (patterns such as TEST*, comma-separated)", ""),
-    ("versions", "Only modules running (e.g. <3.3.006 or >=3.3.005,<3.3.007)", ""),
-    ("windows", "Only in these windows (e.g. Mon-Fri 01:00-05:00; several separated by ;)", ""),
-    ("timezone", "Windows' time zone (IANA)", "UTC"),
-    ("rate", "At most this many modules newly offered per period (e.g. 100/h)", ""),
-    ("rate_growth", "Multiply the rate by this after each period", "1"),
-)
 
 
 def _settings_line(rollout: Rollout) -> str:
@@ -112,39 +96,28 @@ def _section(desk: Desk, rollout: Rollout, operator: Operator, now: float) -> st
             "</form>"
             for action in ACTIONS[rollout.state]
         )
+    line = next_line(desk.status.next_step(rollout, now), when)
+    following = f'<p class="next-step">{escape(line)}</p>' if line else ""
     anchor = f"rollout-{rollout.id}"
     return f"""<section aria-labelledby="{anchor}-title" id="{anchor}" class="rollout state-{rollout.state.value}"
  data-live><h2 id="{anchor}-title">Rollout {rollout.id}: {escape(rollout.product)}/{escape(rollout.tag)}
 {escape(rollout.from_build.version)} → {escape(rollout.to_build.version)}</h2>
 <p class="rollout-state">State: <strong>{rollout.state.value}</strong>, step {rollout.step + 1} of
 {len(rollout.settings.steps)} ({rollout.percent}%) · now {counts.attempted} attempted, {counts.updating} updating,
-{counts.updated} updated, {counts.failed} failed, {counts.silent} silent</p>{reason}{_settings_line(rollout)}
+{counts.updated} updated, {counts.failed} failed, {counts.silent} silent</p>{reason}{following}{_settings_line(rollout)}
 <div class="actions">{actions}</div>
 <div class="table"><table class="steps"><thead><tr><th>Step</th><th>Percent</th><th>Cohort</th><th>Pending</th>
 <th>Updating</th><th>Updated</th><th>Failed</th><th>Silent</th></tr></thead><tbody>{step_rows}</tbody></table></div>
 {chart}{_who(rollout, modules)}<details><summary>Log</summary><ul>{log}</ul></details></section>"""
 
 
-def _start_form(channels: list[tuple[str, str, str]], builds: list[tuple[Build, frozenset[str]]]) -> str:
-    channel_options = "".join(
-        f'<option value="{escape(p)}/{escape(t)}">{escape(p)}/{escape(t)} (now {escape(v)})</option>'
-        for p, t, v in channels
-    )
-    fields = "".join(
-        f'<label for="{name}">{label}</label><input type="text" id="{name}" name="{name}" value="{escape(default)}">'
-        for name, label, default in FIELDS
-    )
-    return f"""<section aria-labelledby="start-title"><details><summary id="start-title">Start a rollout</summary>
-<form method="post" action="/console/rollouts/start" class="start">
-<label for="channel">Channel</label><select id="channel" name="channel">{channel_options}</select>
-<label for="build">Build</label><select id="build" name="build">{build_options(builds)}</select>
-{fields}<label class="check"><input type="checkbox" name="allow_empty" value="yes"> Start even if the target
-matches no module</label><button type="submit">Start the rollout</button></form></details></section>"""
-
-
 async def rollouts_page(request: web.Request) -> web.Response:
     operator = await require_user(request)
+    return await _page(request, operator)
 
+
+async def _page(request: web.Request, operator: Operator, values: dict[str, str] | None = None,
+                errors: dict[str, str] | None = None) -> web.Response:  # fmt: skip
     now = request.app[CONTEXT_KEY].clock.now()
 
     def read(desk: Desk) -> tuple[str, str]:
@@ -153,54 +126,43 @@ async def rollouts_page(request: web.Request) -> web.Response:
         if operator.may("release"):
             channels = sorted(desk.repo.channels(), key=lambda c: channel_order(c.product, c.tag))
             listed = [(c.product, c.tag, c.build.version) for c in channels]
-            form = _start_form(listed, recent_builds(desk.repo.db))
+            form = start_form(listed, recent_builds(desk.repo.db), values, errors)
         return sections, form
 
     sections, form = await request.app[CONTEXT_KEY].run(read)
     hint = ("<p>No rollouts yet. Start one here, with <code>ovota rollout start</code>, or with "
             "<code>ovota release publish … --rollout 1,10,50,100</code>.</p>")  # fmt: skip
-    return await console_page(request, operator, "Rollouts", form + (sections or hint))
+    return await console_page(request, operator, "Rollouts", form + (sections or hint), 400 if errors else 200)
 
 
 async def start_rollout(request: web.Request) -> web.Response:
+    """Start a rollout from the form; a refusal draws the page again with what was typed and every error beside
+    its field (400), nothing started."""
     operator = await require_user(request, "release")
     context = request.app[CONTEXT_KEY]
     form = await read_form(request)
     product, _, tag = form.get("channel", "").partition("/")
     now = context.clock.now()
+    values, settings, errors = read_settings(form)
+    values |= {"channel": form.get("channel", ""), "build": form.get("build", ""),
+               "allow_empty": form.get("allow_empty", "")}  # fmt: skip
+    if settings is None:
+        return await _page(request, operator, values, errors)
+    build, empty = values["build"], values["allow_empty"] == "yes"
+
+    def start(desk: Desk) -> tuple[Rollout, int]:
+        chosen = desk.repo.find_build(build)
+        started = desk.control.start(product, tag, chosen, settings, now, empty)
+        return started, desk.control.matching(product, tag, chosen, settings, now)
+
     try:
-        text = {name: form.get(name, default).strip() for name, _, default in FIELDS}
-        if not (text["min_sample"].isascii() and text["min_sample"].isdigit() and len(text["min_sample"]) <= 9):
-            raise RepositoryError(f"invalid minimum sample {text['min_sample']!r}: a whole number")
-        try:
-            growth = float(text["rate_growth"] or "1")
-        except ValueError:
-            raise RepositoryError(f"invalid rate growth {text['rate_growth']!r}: a number such as 2") from None
-        settings = parse_settings(
-            text["steps"], text["step_interval"], text["halt_failed"], text["halt_silent"], int(text["min_sample"]),
-            text["watch"], text["grace"], text["notify_url"], text["voters_known_for"], _split(text["groups"], ","),
-            _split(text["vehicles"], ","), text["versions"], _split(text["windows"], ";"), text["timezone"] or "UTC",
-            text["rate"], growth,
-        )  # fmt: skip
-        build = form.get("build", "")
-        empty = form.get("allow_empty", "") == "yes"
-
-        def start(desk: Desk) -> tuple[Rollout, int]:
-            chosen = desk.repo.find_build(build)
-            started = desk.control.start(product, tag, chosen, settings, now, empty)
-            return started, desk.control.matching(product, tag, chosen, settings, now)
-
         rollout, matched = await context.run(start, operator.name)
     except (RepositoryError, PolicyError) as err:
-        raise web.HTTPSeeOther(f"/console/rollouts?error={quote(str(err))}") from None
+        return await _page(request, operator, values, {FORM: str(err)})
     context.changed()
     message = (f"Rollout {rollout.id} of {rollout.product}/{rollout.tag} started at {rollout.percent}%; it matches "
                f"{matched} known module{'s' if matched != 1 else ''}.")  # fmt: skip
     raise web.HTTPSeeOther(f"/console/rollouts?ok={quote(message)}#rollout-{rollout.id}")
-
-
-def _split(text: str, separator: str) -> list[str]:
-    return [part.strip() for part in text.split(separator) if part.strip()]
 
 
 async def rollout_action(request: web.Request) -> web.Response:

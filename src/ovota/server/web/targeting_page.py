@@ -4,21 +4,26 @@ assignments targeted rollouts left; forms to change each for operators whose rol
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.fleet.groups import Groups
 from ovota.server.fleet.overrides import Assignment, Overrides
+from ovota.server.store.errors import RepositoryError
 from ovota.server.store.repository import recent_builds
 from ovota.server.web.frame import console_page
 from ovota.server.web.login import Operator, act, read_form, require_user
 from ovota.server.web.text import build_options, when
 
 SHOWN = 200
+GROUP_FORM = ("group-add", "group-remove-ids")
+TYPED = (*GROUP_FORM, "pin", "waypoint-add")  # the forms with fields an operator types or picks
 _IDS = re.compile(r"[\s,;]+")
 
 
@@ -28,7 +33,28 @@ def _button(action: str, label: str, **fields: str) -> str:
             f'{hidden}<button type="submit">{escape(label)}</button></form>')  # fmt: skip
 
 
-def _groups(desk: Desk, editable: bool) -> str:
+@dataclass(frozen=True)
+class Typed:
+    """A form the repository refused: which action, what was typed, and why (shown beside that form)."""
+
+    action: str = ""
+    values: Mapping[str, str] = field(default_factory=dict)
+    error: str = ""
+
+    def value(self, actions: tuple[str, ...], name: str) -> str:
+        return escape(self.values.get(name, "")) if self.action in actions else ""
+
+    def message(self, actions: tuple[str, ...]) -> str:
+        if self.action not in actions:
+            return ""
+        return f'<p class="error field-error" role="alert">{escape(self.error)}</p>'
+
+
+def _selected(options: str, value: str) -> str:
+    return options.replace(f'value="{value}"', f'value="{value}" selected', 1) if value else options
+
+
+def _groups(desk: Desk, editable: bool, typed: Typed) -> str:
     groups = Groups(desk.repo)
     rows = ""
     for name, size in groups.sizes():
@@ -39,10 +65,11 @@ def _groups(desk: Desk, editable: bool) -> str:
     form = (
         ""
         if not editable
-        else """<form method="post" action="/console/targeting/group-add" class="start">
-<label for="group-name">Group</label><input type="text" id="group-name" name="name" required>
+        else f"""<form method="post" action="/console/targeting/group-add" class="start">{typed.message(GROUP_FORM)}
+<label for="group-name">Group</label><input type="text" id="group-name" name="name" required
+value="{typed.value(GROUP_FORM, "name")}">
 <label for="group-ids">Vehicle ids (spaces, commas or one per line)</label><textarea id="group-ids" name="ids" rows="3"
-required></textarea><button type="submit">Add to the group</button>
+required>{typed.value(GROUP_FORM, "ids")}</textarea><button type="submit">Add to the group</button>
 <button type="submit" formaction="/console/targeting/group-remove-ids">Remove from the group</button></form>"""
     )
     return f"""<section aria-labelledby="groups-title"><h2 id="groups-title">Groups</h2>
@@ -55,7 +82,7 @@ def _action(editable: bool, action: str, label: str, **fields: str) -> str:
     return f"<td>{_button(action, label, **fields) if editable else ''}</td>"
 
 
-def _pins(desk: Desk, editable: bool, builds: str) -> str:
+def _pins(desk: Desk, editable: bool, builds: str, typed: Typed) -> str:
     rows = "".join(
         f"<tr><td>{escape(p.vehicle_id)}</td><td>{escape(p.build.version)}</td><td>{when(p.at)}</td>"
         f"<td>{escape(p.actor)}</td>{_action(editable, 'unpin', f'Unpin {p.vehicle_id}', vehicle=p.vehicle_id)}</tr>"
@@ -64,9 +91,11 @@ def _pins(desk: Desk, editable: bool, builds: str) -> str:
     form = (
         ""
         if not editable
-        else f"""<form method="post" action="/console/targeting/pin" class="start">
-<label for="pin-vehicle">Vehicle id</label><input type="text" id="pin-vehicle" name="vehicle" required>
-<label for="pin-build">Build</label><select id="pin-build" name="build">{builds}</select>
+        else f"""<form method="post" action="/console/targeting/pin" class="start">{typed.message(("pin",))}
+<label for="pin-vehicle">Vehicle id</label><input type="text" id="pin-vehicle" name="vehicle" required
+value="{typed.value(("pin",), "vehicle")}">
+<label for="pin-build">Build</label><select id="pin-build" name="build">
+{_selected(builds, typed.value(("pin",), "build"))}</select>
 <button type="submit">Pin</button></form>"""
     )
     return f"""<section aria-labelledby="pins-title"><h2 id="pins-title">Pins</h2>
@@ -75,7 +104,7 @@ def _pins(desk: Desk, editable: bool, builds: str) -> str:
 <tbody>{rows or '<tr><td colspan="5">No pins.</td></tr>'}</tbody></table></div>{form}</section>"""
 
 
-def _waypoints(desk: Desk, editable: bool, builds: str) -> str:
+def _waypoints(desk: Desk, editable: bool, builds: str, typed: Typed) -> str:
     overrides = Overrides(desk.repo)
     products = sorted({c.product for c in desk.repo.channels()})
     rows = "".join(
@@ -89,8 +118,10 @@ def _waypoints(desk: Desk, editable: bool, builds: str) -> str:
         ""
         if not editable
         else f"""<form method="post" action="/console/targeting/waypoint-add" class="start">
-<label for="waypoint-product">Product</label><select id="waypoint-product" name="product">{options}</select>
-<label for="waypoint-build">Build</label><select id="waypoint-build" name="build">{builds}</select>
+{typed.message(("waypoint-add",))}<label for="waypoint-product">Product</label><select id="waypoint-product"
+name="product">{_selected(options, typed.value(("waypoint-add",), "product"))}</select>
+<label for="waypoint-build">Build</label><select id="waypoint-build" name="build">
+{_selected(builds, typed.value(("waypoint-add",), "build"))}</select>
 <button type="submit">Add the waypoint</button></form>"""
     )
     return f"""<section aria-labelledby="waypoints-title"><h2 id="waypoints-title">Waypoints</h2>
@@ -118,16 +149,19 @@ def _assignments(desk: Desk, editable: bool) -> str:
 
 
 async def targeting_page(request: web.Request) -> web.Response:
-    operator = await require_user(request)
+    return await _page(request, await require_user(request))
+
+
+async def _page(request: web.Request, operator: Operator, typed: Typed = Typed()) -> web.Response:
     editable = operator.may("release")
 
     def read(desk: Desk) -> str:
         builds = build_options(recent_builds(desk.repo.db))
-        return _groups(desk, editable) + _pins(desk, editable, builds) + _waypoints(desk, editable, builds) + (
-            _assignments(desk, editable))  # fmt: skip
+        return (_groups(desk, editable, typed) + _pins(desk, editable, builds, typed)
+                + _waypoints(desk, editable, builds, typed) + _assignments(desk, editable))  # fmt: skip
 
     sections = await request.app[CONTEXT_KEY].run(read)
-    return await console_page(request, operator, "Targeting", sections)
+    return await console_page(request, operator, "Targeting", sections, 400 if typed.error else 200)
 
 
 def _change(form: dict[str, str], action: str, now: float) -> Callable[[Desk], str]:
@@ -168,8 +202,16 @@ async def targeting_action(request: web.Request) -> web.Response:
     operator: Operator = await require_user(request, "release")
     context = request.app[CONTEXT_KEY]
     form = await read_form(request)
-    change: Any = _change(form, request.match_info["action"], context.clock.now())
-    await act(request, operator, change, "/console/targeting")
+    action = request.match_info["action"]
+    change: Any = _change(form, action, context.clock.now())
+    if action not in TYPED:
+        await act(request, operator, change, "/console/targeting")
+    try:  # a form with typed fields: a refusal draws the page again with them and the reason beside the form
+        message = await context.run(change, operator.name)
+    except RepositoryError as err:
+        return await _page(request, operator, Typed(action, form, str(err)))
+    context.changed()
+    raise web.HTTPSeeOther(f"/console/targeting?ok={quote(message)}")
 
 
 def add_targeting_page(app: web.Application) -> None:
