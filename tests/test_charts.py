@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from playwright.sync_api import Browser
 
-from ovota.server.web.charts import CHAR, DAY, HOUR, MINUTE, STEPS, TIME_FONT, line_chart, rollout_chart
+from ovota.server.web.charts import CHAR, DAY, HOUR, MINUTE, STEPS, TIME_FONT, rollout_chart
 
 CSS = Path(__file__).resolve().parent.parent / "src" / "ovota" / "server" / "web" / "static" / "site.css"
 T0 = datetime(2026, 12, 1, 9, 17, tzinfo=UTC).timestamp()  # the rollout starts at an uneven time
@@ -246,15 +246,21 @@ def test_too_many_marks_are_numbered_and_listed() -> None:
     assert_texts_apart(svg)
 
 
+MESSAGES = ["halted at x", "pause", "resume", "abort", "step 2 (10%)", STARTED, "completed: x", "offered to 3 more"]
+
+
 @given(
     st.lists(st.integers(0, 30 * DAY), min_size=1, max_size=12),
-    st.lists(st.sampled_from(["halted at x", "pause", "resume", "abort", "step 2 (10%)", STARTED]), max_size=12),
+    st.lists(st.tuples(st.sampled_from(MESSAGES), st.integers(0, 2 * DAY)), max_size=12),
     st.integers(0, 40 * DAY),
+    st.integers(1, 10_000),
 )
-def test_any_chart_keeps_its_text_inside_and_apart(offsets: list[int], messages: list[str], after: int) -> None:
+def test_any_chart_keeps_its_text_inside_and_apart(
+    offsets: list[int], messages: list[tuple[str, int]], after: int, most: int
+) -> None:
     times = sorted(T0 + o for o in offsets)
-    samples = [(t, i, i * 2, i * 30, i, 0) for i, t in enumerate(times)]
-    events = [(times[i % len(times)] + i * 5, m, "x") for i, m in enumerate(messages)]
+    samples = [(t, most * i // 12, i, most * (12 - i) // 12, i * 3, 0) for i, t in enumerate(times)]
+    events = sorted((times[i % len(times)] + late, m, "x") for i, (m, late) in enumerate(messages))
     svg = svg_of(rollout_chart("r", samples, events, times[-1] + after))
     assert_texts_inside(svg)
     assert_marks_apart(svg)
@@ -263,11 +269,8 @@ def test_any_chart_keeps_its_text_inside_and_apart(offsets: list[int], messages:
     assert found and all(t % MINUTE == 0 for t, _, _ in found)
 
 
-def test_nothing_yet_and_the_old_line_chart() -> None:
+def test_nothing_yet() -> None:
     assert "No samples yet" in rollout_chart("r", [], [], NOW)
-    html = line_chart("old", [T0, T0 + DAY], {"updated": [0, 5]}, [(T0 + HOUR, "halted", "halt")])
-    assert [kind for kind, *_ in marks(svg_of(html))] == ["halt"]
-    assert_texts_inside(svg_of(html))
 
 
 def test_a_three_day_chart_fits_a_desktop_and_a_phone(browser: Browser) -> None:

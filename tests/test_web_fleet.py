@@ -175,7 +175,7 @@ def test_who_failed_and_the_halt_on_an_open_page(browser: Browser, fleet: Fleet)
         .evaluate("element => getComputedStyle(element).backgroundColor")
     )
     assert color == "rgb(180, 35, 24)"  # the series' own colour, not the text colour
-    assert section.locator("g.mark-halt").count() == 1 and section.locator("g.mark-step").count() >= 1
+    assert section.locator("g.mark-halt").count() == 1 and section.locator("g.mark-start").count() == 1
     page.screenshot(path=screenshot_path("server-rollout-halted"), full_page=True)
     section.get_by_role("button", name="Abort").click()
     expect(page.get_by_role("status").first).to_have_text("Rollout 1 of v3.3-5/main is now aborted.")

@@ -113,14 +113,14 @@ def request_failure(url: str, err: BaseException) -> str:
 
 def failure_reason(err: BaseException) -> str:
     """Why a connection failed or gave no answer, in a few words: ``connection refused``, ``timed out``, ``name
-    lookup failed (Name or service not known)``, ``TLS certificate not trusted (…)``."""
+    lookup failed (Name or service not known)``, ``TLS certificate verify failed (…)``."""
     # aiohttp's own text names its TLS setting ("ssl:default") even for plain http: the cause it wraps is used.
     if isinstance(err, aiohttp.ClientConnectorCertificateError):
         err = err.certificate_error
     elif isinstance(err, aiohttp.ClientConnectorError):
         err = err.os_error
     if isinstance(err, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({err.verify_message or err.reason})"
+        return f"TLS certificate verify failed ({err.verify_message or err.reason})"
     if isinstance(err, ssl.SSLError):
         return f"TLS failed ({err.reason or err})"
     if isinstance(err, socket.gaierror):

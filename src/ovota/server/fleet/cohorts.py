@@ -7,7 +7,7 @@ registry's modules. Hashes are computed once per (rollout, vehicle id) and kept 
 from __future__ import annotations
 
 from ovota.server.fleet.admission import admissions
-from ovota.server.fleet.groups import members
+from ovota.server.fleet.groups import InGroups
 from ovota.server.fleet.policy import HASH_SPACE, Counts, cohort_hash, step_threshold
 from ovota.server.fleet.rollouts import COUNTED, Rollout
 from ovota.server.store.database import Database
@@ -49,7 +49,7 @@ class Cohorts:
         target = rollout.settings.target
         if target.whole_channel:
             return [(str(m), self.place(rollout.id, str(v))) for m, v, _ in rows]
-        group = members(db or self.db, target.groups)
+        group = InGroups(db or self.db, target.groups)
         new_version = rollout.to_build.version
         return [(str(m), self.place(rollout.id, str(v))) for m, v, version in rows
                 if target.takes(str(v), str(version), group, new_version)]  # fmt: skip

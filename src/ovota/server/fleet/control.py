@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 
 from ovota.server.fleet.cohorts import Cohorts
-from ovota.server.fleet.groups import Groups, members
+from ovota.server.fleet.groups import Groups, InGroups, members
 from ovota.server.fleet.overrides import assign
 from ovota.server.fleet.policy import HASH_SPACE, Counts, RolloutState
 from ovota.server.fleet.rollouts import COLUMNS, Rollout, RolloutError, Rollouts, RolloutSettings, log_event
@@ -41,7 +41,7 @@ class RolloutControl:
         target = settings.target
         if target.whole_channel:
             return len(rows)
-        group = members(self.repo.db, target.groups)
+        group = InGroups(self.repo.db, target.groups)
         return sum(1 for v, version in rows if target.takes(str(v), str(version), group, build.version))
 
     def _start(self, product: str, tag: str, build: Build, settings: RolloutSettings, now: float,

@@ -92,6 +92,8 @@ def describe(step: NextStep | None, when: Callable[[float], str]) -> str:
         return ""
     if not step.holds:
         return "Next: due now (at the server's next evaluation)"
+    if step.holds in ("paused", "halted"):
+        return f"Next: nothing while {step.holds} (since {when(step.since)}); resume to go on"
     if step.due is not None:
         return f"Next: {step.holds} (at {when(step.due)})"
     return f"Next: held by {step.holds} (since {when(step.since)})"

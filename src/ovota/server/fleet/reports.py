@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from ovota.formats.versions import buildverscmp
 from ovota.server.fleet.events import CheckIn, Download
-from ovota.server.fleet.groups import members
+from ovota.server.fleet.groups import InGroups
 from ovota.server.fleet.policy import ModuleState
 from ovota.server.fleet.rollouts import Rollout
 from ovota.server.store.database import Database
@@ -82,7 +82,7 @@ def apply_reports(db: Database, tracked: Iterable[Rollout], events: Iterable[Che
     active = {(r.product, r.tag): r for r in tracked}
     if not active:
         return
-    groups: dict[int, frozenset[str]] = {}
+    groups: dict[int, InGroups] = {}
     for event in events:
         rollout = active.get((event.product, event.tag))
         if rollout is None:
@@ -96,14 +96,14 @@ def apply_reports(db: Database, tracked: Iterable[Rollout], events: Iterable[Che
         in_cohort = False
         if event.agent.version == rollout.to_build.version and previous is not None:
             if rollout.id not in groups:
-                groups[rollout.id] = members(db, rollout.settings.target.groups)
+                groups[rollout.id] = InGroups(db, rollout.settings.target.groups)
             in_cohort = _in_cohort(rollout, event.agent.vehicle_id, previous, groups[rollout.id])
         record_checkin(db, rollout, event, previous, in_cohort)
         if event.offered == rollout.to_build.sha256 and event.agent.version != rollout.to_build.version:
             record_offer(db, rollout, event.module, event.agent.version, event.at)
 
 
-def _in_cohort(rollout: Rollout, vehicle_id: str, version: str, group: frozenset[str]) -> bool:
+def _in_cohort(rollout: Rollout, vehicle_id: str, version: str, group: InGroups) -> bool:
     """Whether a module running ``version`` is in the rollout's target and current cohort."""
     if not rollout.settings.target.takes(vehicle_id, version, group, rollout.to_build.version):
         return False

@@ -106,15 +106,6 @@ def rollout_chart(title: str, samples: Sequence[tuple[float, int, int, int, int,
     return time_chart(title, times, series, marks, last, live=not ended, width=width)
 
 
-def line_chart(title: str, times: Sequence[float], series: Mapping[str, Sequence[int]],
-               marks: Sequence[tuple[float, str, str]] = (), width: int = TIME_WIDTH) -> str:  # fmt: skip
-    """``time_chart`` for marks given as (time, label, kind): a kind not in MARK_STYLE is drawn as a step. The
-    series end at the last time given."""
-    made = [Mark(t, kind if kind in MARK_STYLE else "step", label, label) for t, label, kind in marks]
-    last = max([*times, *(m.at for m in made)], default=0.0)
-    return time_chart(title, times, series, made, last, live=False, width=width)
-
-
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

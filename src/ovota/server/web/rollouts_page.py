@@ -1,6 +1,7 @@
 """The console's Rollouts page: start one (every setting), and for each: its state and settings, why it halted
-and when, its steps, a chart with step and halt marks, who is in it and how it went for them, and its log. The
-page refreshes its live parts by itself (console.js), so a halt shows without a reload."""
+and when, what holds its next step, its steps, a chart with step, halt, pause, resume and abort marks, who is in it
+and how it went for them, and its log. The page refreshes its live parts by itself (console.js), so a halt shows
+without a reload."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ovota.server.fleet.status import RolloutModule
 from ovota.server.store.channels import channel_order
 from ovota.server.store.errors import RepositoryError
 from ovota.server.store.repository import recent_builds
-from ovota.server.web.charts import line_chart
+from ovota.server.web.charts import rollout_chart
 from ovota.server.web.frame import console_page
 from ovota.server.web.login import Operator, read_form, require_user
 from ovota.server.web.rollout_form import FORM, read_settings, start_form
@@ -73,13 +74,8 @@ def _section(desk: Desk, rollout: Rollout, operator: Operator, now: float) -> st
         "</tr>"
         for i, s in enumerate(steps, 1)
     )
-    samples = desk.rollouts.samples(rollout.id)
-    names = ("pending", "updating", "updated", "failed", "silent")
-    series = {name: [int(sample[index]) for sample in samples] for index, name in enumerate(names, start=1)}
     events = desk.rollouts.events(rollout.id)
-    marks = [(at, message.split(":")[0].split(" (")[0], "halt" if message.startswith("halted") else "step")
-             for at, message, _ in events if message.startswith(("started", "step ", "halted"))]  # fmt: skip
-    chart = line_chart(f"Rollout {rollout.id} over time", [s[0] for s in samples], series, marks)
+    chart = rollout_chart(f"Rollout {rollout.id} over time", desk.rollouts.samples(rollout.id), events, now)
     log = "".join(f"<li><small>{when(at)}</small> {escape(message)} <small>({escape(actor or 'unknown')})</small></li>"
                   for at, message, actor in events)  # fmt: skip
     reason = ""
