@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator
 
 from ovota.server.fleet.agent import MAX_VEHICLE_ID
@@ -48,14 +51,57 @@ def ids_from_csv(text: str) -> list[str]:
     return ids
 
 
+STAMP = "group_stamp:"  # meta key prefix: a fresh random value written with every change to that group
+
+
 def members(db: Database, names: Collection[str]) -> frozenset[str]:
-    """The vehicle ids in any of the groups ``names``, read whole (a million ids take a second and 140 MB: for
-    the device path's cached answers, which reload only when a group changes; others ask ``InGroups``)."""
-    found: set[str] = set()
-    for name in names:
-        rows = db.execute("SELECT vehicle_id FROM vehicle_groups WHERE name = ?", (name,)).fetchall()
-        found.update(str(v) for (v,) in rows)
-    return frozenset(found)
+    """The vehicle ids in any of the groups ``names``. Read whole once per process and kept while the groups'
+    stamps stay the same (``Groups`` writes a fresh one with every change, in the change's transaction): a
+    million ids take a second and 140 MB to read, and the device path's answers reload at every change to
+    channels, rollouts or failures. Callers that test a few ids ask ``InGroups`` instead."""
+    return _MEMBERS.get(db, names)
+
+
+class _MemberCache:
+    """Sets of group members by database and group names, each with the stamps it was read under; a few."""
+
+    SIZE = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one reader at a time: two threads never read a million ids twice
+        self._found: OrderedDict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], frozenset[str]]] = OrderedDict()
+
+    def get(self, db: Database, names: Collection[str]) -> frozenset[str]:
+        wanted = tuple(sorted(set(names)))
+        if not wanted:
+            return frozenset()
+        keys = [STAMP + name for name in wanted]
+        rows = dict(db.execute(f"SELECT key, value FROM meta WHERE key IN ({', '.join('?' * len(keys))})",
+                               keys).fetchall())  # fmt: skip
+        stamps = tuple(str(rows.get(key, "")) for key in keys)  # none yet: unchanged since stamps were kept
+        key = (db.location, wanted)
+        with self._lock:
+            cached = self._found.get(key)
+            if cached is not None and cached[0] == stamps:
+                self._found.move_to_end(key)
+                return cached[1]
+            found: set[str] = set()
+            for name in wanted:
+                rows_ = db.execute("SELECT vehicle_id FROM vehicle_groups WHERE name = ?", (name,)).fetchall()
+                found.update(str(v) for (v,) in rows_)
+            self._found[key] = (stamps, frozenset(found))
+            while len(self._found) > self.SIZE:
+                self._found.popitem(last=False)
+            return self._found[key][1]
+
+
+_MEMBERS = _MemberCache()
+
+
+def _stamp(db: Database, name: str) -> None:
+    """Mark the group changed (random, so a stamp written by a transaction that rolled back never comes back)."""
+    db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+               (STAMP + name, secrets.token_hex(8)))  # fmt: skip
 
 
 class InGroups(Collection[str]):
@@ -103,6 +149,7 @@ class Groups:
                     db.execute("INSERT INTO vehicle_groups VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                                (name, vehicle_id, now))  # fmt: skip
                 added = self._size(db, name) - before
+                _stamp(db, name)
                 record(db, self.repo.actor, "group add", name, f"{added} added, {len(ids) - added} already in it")
         return added
 
@@ -120,6 +167,7 @@ class Groups:
                                               (name, vehicle_id)).rowcount  # fmt: skip
                 else:
                     removed = db.execute("DELETE FROM vehicle_groups WHERE name = ?", (name,)).rowcount
+                _stamp(db, name)
                 detail = f"{removed} removed" + ("" if vehicle_ids else " (the group)")
                 record(db, self.repo.actor, "group remove", name, detail)
         return removed

@@ -45,7 +45,8 @@ def record_download(db: Database, rollout: Rollout, module: str, from_version: s
         "ON CONFLICT (rollout, module) DO UPDATE SET "
         "received = CASE WHEN rollout_modules.state IN ('silent', 'pending') THEN excluded.received "
         "ELSE rollout_modules.received END, "
-        "last_seen = excluded.last_seen, "
+        "last_seen = CASE WHEN excluded.last_seen > rollout_modules.last_seen THEN excluded.last_seen "
+        "ELSE rollout_modules.last_seen END, "  # never back, like the registry's (a clock behind its records)
         "state = CASE WHEN rollout_modules.state IN ('silent', 'pending') THEN 'updating' "
         "ELSE rollout_modules.state END",
         (rollout.id, module, ModuleState.UPDATING.value, from_version, now, now, module, rollout.voters_seen_by),
@@ -72,8 +73,8 @@ def record_checkin(db: Database, rollout: Rollout, event: CheckIn, previous: str
         state = ModuleState.FAILED
     elif state is ModuleState.UPDATED and buildverscmp(version, new) < 0:
         state = ModuleState.FAILED  # went back after running it
-    db.execute("UPDATE rollout_modules SET state = ?, last_seen = ? WHERE rollout = ? AND module = ?",
-               (state.value, now, rollout.id, event.module))  # fmt: skip
+    db.execute("UPDATE rollout_modules SET state = ?, last_seen = CASE WHEN ? > last_seen THEN ? ELSE last_seen END "
+               "WHERE rollout = ? AND module = ?", (state.value, now, now, rollout.id, event.module))  # fmt: skip
 
 
 def apply_reports(db: Database, tracked: Iterable[Rollout], events: Iterable[CheckIn | Download]) -> None:

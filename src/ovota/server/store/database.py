@@ -37,6 +37,7 @@ class Database(Protocol):
     """One connection. ``transaction()`` is atomic and, on SQLite, takes the write lock up front."""
 
     dialect: str
+    location: str  # which database (a file, a URL): the same for every connection to it
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
 
@@ -70,6 +71,7 @@ class SqliteDatabase:
 
     def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
+        self.location = str(path)
         self.busy_timeout = busy_timeout
         self.conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -134,6 +136,7 @@ class PostgresDatabase:
         import psycopg
 
         self.url = url
+        self.location = url
         self.busy_timeout = busy_timeout
         self._psycopg = psycopg
         self._sql: dict[str, str] = {}
