@@ -164,6 +164,15 @@ def test_who_failed_and_the_halt_on_an_open_page(browser: Browser, fleet: Fleet)
     expect(section.locator(".rollout-state")).to_contain_text("State: halted", timeout=15_000)
     expect(page.locator("#banner .banner")).to_contain_text("Rollout 1 of v3.3-5/main halted", timeout=15_000)
     expect(section.get_by_role("status")).to_contain_text("Halted 20")  # with its time
+    expect(section.locator(".next-step")).to_contain_text("Next: nothing while halted (since 20")
+    for path in ("/console", "/console/targeting", "/console/audit", "/console/fleet/module/SIM00001"):
+        other = browser.new_page()
+        other.context.add_cookies(page.context.cookies())
+        other.goto(f"{fleet.server.url}{path}")
+        expect(other.locator("#banner .banner")).to_contain_text("Rollout 1 of v3.3-5/main halted")  # one frame
+        if path == "/console":
+            expect(other.locator("#channel-v3\\.3-5-main td.rollout")).to_contain_text("Rollout 1 to 3.3.007: halted")
+        other.close()
     failed = section.locator("details.who-failed")
     expect(failed).to_have_attribute("open", "")
     assert failed.locator("tbody tr").count() >= 1
