@@ -69,5 +69,6 @@ def test_the_cases_an_operator_meets() -> None:
     halted = next_step(StepFacts(**{**base.__dict__, "state": RolloutState.HALTED, "state_since": NOW - 60}))
     assert (
         halted is not None
-        and describe(halted, lambda t: f"{NOW - t:.0f} s ago") == "Next: nothing while halted (since 60 s ago); resume to go on"
+        and describe(halted, lambda t: f"{NOW - t:.0f} s ago")
+        == "Next: nothing while halted (since 60 s ago); resume to go on"
     )
