@@ -167,7 +167,7 @@ def test_who_failed_and_the_halt_on_an_open_page(browser: Browser, fleet: Fleet)
     expect(section.locator(".next-step")).to_contain_text("Next: nothing while halted (since 20")
     for path in ("/console", "/console/targeting", "/console/audit", "/console/fleet/module/SIM00001"):
         other = browser.new_page()
-        other.context.add_cookies(page.context.cookies())
+        other.context.add_cookies(page.context.cookies())  # type: ignore[arg-type]
         other.goto(f"{fleet.server.url}{path}")
         expect(other.locator("#banner .banner")).to_contain_text("Rollout 1 of v3.3-5/main halted")  # one frame
         if path == "/console":
