@@ -13,6 +13,7 @@ from ovota.device.flash import Flash, PowerCut
 from ovota.device.layout import read_layout
 from ovota.device.module import Module, create_module
 from ovota.formats.image_builder import build_app_image
+from tests.loops import in_thread
 
 BUILT = datetime(2026, 5, 13, 20, 13, 48, tzinfo=UTC)
 
@@ -61,7 +62,12 @@ class Console:
 
 
 def run_commands(path: Path, *commands: str, sd: Path | None = None, cut: PowerCut | None = None) -> Console:
-    """Power on and run console commands in-process (a PowerLoss propagates at the planned cut)."""
+    """Power on and run console commands in-process (a PowerLoss propagates at the planned cut), in a thread of
+    their own: the emulator's HTTP client runs its own event loop (tests/loops.py)."""
+    return in_thread(_run_commands, path, commands, sd, cut)
+
+
+def _run_commands(path: Path, commands: tuple[str, ...], sd: Path | None, cut: PowerCut | None) -> Console:
     stream = io.StringIO()
     flash = Flash(path, cut)
     try:

@@ -21,6 +21,7 @@ from ovota.device.module import create_module
 from ovota.server.store.backends import Backends
 from tests.conftest import CliRunner, Engines
 from tests.engines import PostgresServer, SeaweedServer
+from tests.loops import run_async
 from tests.module_helpers import image, run_commands
 from tests.real_builds import real_shaped_build
 from tests.servers import OvotaServer
@@ -170,7 +171,7 @@ def test_rollout_halts_once(tmp_path: Path, cluster_store: Store, ovota: CliRunn
                                            headers=agent) as resp:  # fmt: skip
                         await resp.read()
 
-        asyncio.run(fleet())
+        run_async(fleet())
         deadline = time.monotonic() + 15
         while "halted" not in ovota("rollout", "status", *cluster_store.args, "--product", "v3.3-5",
                                     "--tag", "main").out:  # fmt: skip

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -20,8 +19,7 @@ from typing import IO
 import pytest
 
 from tests.conftest import CliRunner
-from tests.module_helpers import Console, image, new_module
-from tests.module_helpers import run_commands as run_in_process
+from tests.module_helpers import image, new_module, run_commands
 from tests.servers import OvotaServer, free_port, raw_get, wait_for_port
 from tests.test_fleet import A, agent, http_json, wait_for
 
@@ -29,13 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 OVOTA = str(Path(sys.executable).with_name("ovota"))
 SEEDS = {"main": "3.3.006", "eap": "3.3.006-52-g1b2c3d4", "edge": "3.3.006-172-g362f87425"}
 OLD_LAYOUT_AGENT = "ovms/v3.3 (OLDCAR 3.3.005/factory/main (build idf v3.3.4, product v3.3))"
-
-
-def run_commands(flash: Path, *commands: str) -> Console:
-    """The module's console commands in a thread of their own: the emulator's HTTP client runs its own event
-    loop, which cannot start where a test process's Playwright (another test's browser) already runs one."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run_in_process, flash, *commands).result()
 
 
 # -- make run ---------------------------------------------------------------------------------------------------

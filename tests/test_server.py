@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import CliRunner
+from tests.loops import run_async
 from tests.module_helpers import image, new_module, run_commands
 from tests.servers import OvotaServer, raw_get
 from tests.stores import Store
@@ -315,7 +316,7 @@ def test_downloads_during_publishing_match_their_ver(tmp_path: Path, repo: Store
     thread = threading.Thread(target=publisher)
     thread.start()
     try:
-        results = asyncio.run(fleet())
+        results = run_async(fleet())
     finally:
         done.set()
         thread.join()

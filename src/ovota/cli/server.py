@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
@@ -173,9 +172,11 @@ def publish(
             row(f"Added {build.version} to the repository (sha256 {build.sha256})")
             start_rollout(r, product, tag, build, steps, **options)
             return
-        started = time.time()
-        channel = r.publish(image.read_bytes(), tag, product, text, force, new_channel)
-        what = "Published" if channel.updated >= started else "Nothing to do: already published"
+        data = image.read_bytes()
+        serving = _serving(r, image, product, tag)
+        channel = r.publish(data, tag, product, text, force, new_channel)
+        same = serving is not None and serving.build.sha256 == channel.build.sha256
+        what = "Nothing to do: already published" if same else "Published"
         row(f"{what} {channel.build.version} to {channel.product}/{channel.tag} (sha256 {channel.build.sha256})")
 
 
