@@ -19,7 +19,7 @@ from ovota.formats.signature import key_digest, load_public_key
 from ovota.server.fleet.policy import PolicyError, parse_duration
 from ovota.server.store import tokens
 from ovota.server.store.backends import Backends
-from ovota.server.store.errors import NotFound
+from ovota.server.store.errors import RepositoryError
 from ovota.server.store.images import default_product, inspect_image
 from ovota.server.store.product_rules import min_secure_version as get_min_secure_version
 from ovota.server.store.product_rules import set_min_secure_version
@@ -181,11 +181,12 @@ def publish(
 
 
 def _serving(r: Repository, image: Path, product: str | None, tag: str) -> Channel | None:
-    """The channel a publish of IMAGE would move, if it serves a build already (IMAGE is validated either way)."""
-    product = product or default_product(inspect_image(image.read_bytes())[0])
+    """The channel a publish of IMAGE would move, if it serves a build already; None also for an image or a name
+    the publish itself will refuse (with its own reason, in its own order)."""
     try:
+        product = product or default_product(inspect_image(image.read_bytes())[0])
         return r.channel(product, tag)
-    except NotFound:
+    except RepositoryError:
         return None
 
 
