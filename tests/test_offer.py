@@ -85,7 +85,9 @@ def test_a_layer_that_breaks_an_invariant_is_skipped_and_why_says_so() -> None:
     failed = ModuleFacts("CAR1", "v3.3-5", "3.3.006", frozenset({ROLLOUT.sha256}))
     offer = decide(failed, Layers(CHANNEL, RolloutFacts(rollout_of(ROLLOUT), ROLLOUT)), {}, 0.0)
     assert offer.build == CHANNEL
-    assert offer.why == "channel; rollout 1 skipped: this module failed on 3.3.009 (retry with ovota fleet retry)"
+    assert offer.why == (
+        "channel; rollout 1 skipped: this module failed on 3.3.009 (until retried: fleet retry, or Retry on its page)"
+    )
     rules = {"v3.3-5": ProductRules(frozenset({"k1"}), 2, {"3.3.006": 3})}
     signed_low = build("3.3.007", signers=("k1",), secure=2, name="low")
     assert decide(ModuleFacts("CAR1", "v3.3-5", "3.3.006"), Layers(signed_low), rules, 0.0).why == (

@@ -118,7 +118,7 @@ def problem(build: BuildFacts, module: ModuleFacts, rules: ProductRules) -> str 
     if rules.trusted and not rules.trusted & build.signers:
         return f"not signed by a key {product} trusts"
     if build.sha256 in module.failed:
-        return f"this module failed on {build.version} (retry with ovota fleet retry)"
+        return f"this module failed on {build.version} (until retried: fleet retry, or Retry on its page)"
     floor = max(rules.min_secure_version, rules.secure_by_version.get(module.version, 0))
     if build.secure_version < floor:
         return f"secure version {build.secure_version} is below {floor} (anti-rollback)"

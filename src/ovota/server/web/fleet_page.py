@@ -63,9 +63,12 @@ def _row(m: Module, received: int, state: str, offer: Offer | None) -> str:
                + (f" · received {size(received)}" if received else ""))  # fmt: skip
     if offer is None:
         offered = "<small>no build on its channel</small>"
+    elif offer.build is None:
+        offered = f'nothing <small class="why">{escape(offer.why)}</small>'
+    elif offer.build.version == m.version:  # OVMS then sees nothing newer
+        offered = f'nothing new <small class="why">it runs {escape(m.version)}: {escape(offer.why)}</small>'
     else:
-        version = f"<strong>{escape(offer.build.version)}</strong> " if offer.build else "nothing: "
-        offered = f'{version}<small class="why">{escape(offer.why)}</small>'
+        offered = f'<strong>{escape(offer.build.version)}</strong> <small class="why">{escape(offer.why)}</small>'
     badge = f'<span class="state state-{escape(state)}">{escape(state)}</span>' if state else "—"
     return (
         f'<tr><td data-label="Vehicle"><a href="/console/fleet/module/{quote(m.module, safe="")}">{who}</a>'
@@ -123,7 +126,10 @@ async def fleet_page(request: web.Request) -> web.Response:
     try:
         query = FleetQuery.from_params(params)
     except RepositoryError as err:
-        raise web.HTTPBadRequest(text=f"Bad request: {err}\n") from None
+        refused = (
+            f'<p class="error" role="alert">{escape(str(err))}</p><p><a href="/console/fleet">Every module</a></p>'
+        )
+        return await console_page(request, operator, "Fleet", refused, 400)
     sort = params["sort"] if params["sort"] in SORTS else "vehicle"
     # ASCII digits only (str.isdigit also takes "²", which int() refuses), and few of them: SQLite offsets are 64-bit.
     number = max(1, int(params["page"])) if re.fullmatch(r"[0-9]{1,9}", params["page"]) else 1
@@ -148,6 +154,8 @@ async def fleet_page(request: web.Request) -> web.Response:
     filtered = any(params[k] for k in FILTERS)
     if rows:
         shown = f"Showing {first} to {last} of {total}" + (f" ({registered} registered)" if filtered else "")
+    elif total:
+        shown = f"Page {number} is past the last one ({-(-total // PAGE)})."
     elif registered:
         shown = f"No module matches these filters ({registered} registered)."
     else:

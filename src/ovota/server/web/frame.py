@@ -18,6 +18,7 @@ async def console_page(
 ) -> web.Response:
     """``body`` in the console's frame, as an HTML response."""
     banner = await request.app[CONTEXT_KEY].run(lambda desk: halt_banner(desk.rollouts))
-    framed = f'{console_nav(operator)}<div id="banner" data-live>{banner}</div>{notice(request)}{body}'
+    here = "/console/fleet" if request.path.startswith("/console/fleet/") else request.path  # a module's page
+    framed = f'{console_nav(operator, here)}<div id="banner" data-live>{banner}</div>{notice(request)}{body}'
     return web.Response(text=page(title, framed, script="/static/console.js"), content_type="text/html",
                         status=status)  # fmt: skip

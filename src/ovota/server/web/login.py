@@ -8,6 +8,7 @@ revoked. Failed logins are throttled per address, like failed API calls.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
@@ -25,10 +26,12 @@ from ovota.server.web.layout import page
 COOKIE = "ovota_session"
 
 
-def _login_page(error: str = "", status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def _login_page(error: str = "", status: int = 200, headers: dict[str, str] | None = None,
+                back: str = "") -> web.Response:  # fmt: skip
     message = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    target = f'<input type="hidden" name="next" value="{escape(back)}">' if back else ""
     body = f"""<section><h2>Log in</h2>{message}
-<form method="post" action="/console/login">
+<form method="post" action="/console/login">{target}
 <label for="token">API token</label>
 <input type="password" id="token" name="token" autocomplete="current-password" required>
 <button type="submit">Log in</button></form>
@@ -46,8 +49,18 @@ async def read_form(request: web.Request) -> dict[str, str]:
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
+def console_target(text: str) -> str:
+    """Where to go after logging in: a console page of this site (a shared link, a filtered view), else the
+    Channels page. Anything else (another site, a scheme, a path outside the console) is dropped: no open
+    redirect."""
+    if re.fullmatch(r"/console(?:[/?][!-~]*)?", text) and not any(bad in text for bad in ("//", "\\", "#")):
+        return "/console" if text.startswith("/console/login") else text
+    return "/console"
+
+
 async def login_form(request: web.Request) -> web.Response:
-    return _login_page()
+    back = console_target(request.query.get("next", ""))
+    return _login_page(back="" if back == "/console" else back)
 
 
 def refuse_cross_site(request: web.Request) -> None:
@@ -78,12 +91,13 @@ async def login(request: web.Request) -> web.Response:
         raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {context.body_seconds:g} s\n",
                                      headers={"Connection": "close"}) from None  # fmt: skip
     token = form.get("token", "").strip()
+    back = console_target(form.get("next", ""))
     record = await context.run(lambda desk: authenticate(desk.repo.db, token))
     if record is None:
         context.throttle.failed(address)
-        return _login_page("Invalid token.", status=401)
+        return _login_page("Invalid token.", status=401, back="" if back == "/console" else back)
     secret = await context.run(lambda desk: start_session(desk.repo.db, record.id))
-    response = web.HTTPSeeOther("/console")
+    response = web.HTTPSeeOther(back)
     response.set_cookie(COOKIE, secret, max_age=SESSION_SECONDS, httponly=True, samesite="Strict", path="/console",
                         secure=context.tls)  # fmt: skip
     raise response
@@ -115,7 +129,8 @@ async def require_user(request: web.Request, role: str = "read") -> Operator:
     secret = request.cookies.get(COOKIE, "")
     found = await request.app[CONTEXT_KEY].run(lambda desk: session_user(desk.repo.db, secret)) if secret else None
     if found is None:
-        raise web.HTTPSeeOther("/console/login")
+        wanted = request.path_qs if request.method == "GET" and request.path_qs != "/console" else ""
+        raise web.HTTPSeeOther("/console/login" + (f"?next={quote(wanted, safe='')}" if wanted else ""))
     operator = Operator(*found)
     if not operator.may(role):
         raise web.HTTPForbidden(text=f"Forbidden: {operator.name} has the role {operator.role}: this needs {role}\n")
@@ -134,15 +149,18 @@ async def act(request: web.Request, operator: Operator, change: Callable[[Desk],
     raise web.HTTPSeeOther(f"{back}?ok={quote(message)}")
 
 
-def console_nav(operator: Operator) -> str:
-    """Who is logged in, and the console's pages."""
-    return (
-        f'<p class="who">Logged in as {escape(operator.name)} ({escape(operator.role)}) · '
-        '<a href="/console">Channels</a> · <a href="/console/fleet">Fleet</a> · '
-        '<a href="/console/rollouts">Rollouts</a> · <a href="/console/targeting">Targeting</a> · '
-        '<a href="/console/audit">Audit</a> · '
-        '<a href="/firmware/ota/">Download area</a> · <a href="/console/logout">Log out</a></p>'
+NAV = (("/console", "Channels"), ("/console/fleet", "Fleet"), ("/console/rollouts", "Rollouts"),
+       ("/console/targeting", "Targeting"), ("/console/audit", "Audit"))  # fmt: skip
+
+
+def console_nav(operator: Operator, here: str = "") -> str:
+    """Who is logged in, and the console's pages (the one at path ``here`` marked current)."""
+    links = " · ".join(
+        f'<a href="{path}" aria-current="page">{label}</a>' if here == path else f'<a href="{path}">{label}</a>'
+        for path, label in NAV
     )
+    return (f'<p class="who">Logged in as {escape(operator.name)} ({escape(operator.role)}) · {links} · '
+            '<a href="/console/logout">Log out</a></p>')  # fmt: skip
 
 
 def add_login_routes(app: web.Application) -> None:

@@ -111,6 +111,8 @@ async def module_page(request: web.Request) -> web.Response:
     story, offer, failures, applies = found
     m, editable = story.module, operator.may("release")
     offered = "no build on its channel" if offer is None else offer.describe()
+    if offer is not None and offer.build is not None and offer.build.version == m.version:
+        offered = f"nothing new: it runs {m.version} ({offer.why})"  # OVMS then sees nothing newer
     facts = (
         f'<dl class="facts"><dt>Vehicle id</dt><dd>{escape(m.vehicle_id) or "(none)"}</dd>'
         f"<dt>Channel</dt><dd>{escape(m.product)}/{escape(m.tag)}</dd><dt>Running</dt><dd>{escape(m.version)} "
@@ -165,6 +167,10 @@ async def module_action(request: web.Request) -> web.Response:
         if action == "pin":
             build = desk.repo.find_build(ref)
             Overrides(desk.repo).pin(vehicle, build, now)
+            offer = Explainer(desk.rollouts, now).of(story.module) if story else None
+            if offer is None or offer.build is None or offer.build.sha256 != build.sha256:
+                why = offer.why if offer else "no build on its channel"
+                return f"Pinned {vehicle} to {build.version}, but it is not offered that: {why}."
             return f"Pinned {vehicle} to {build.version}."
         Overrides(desk.repo).unpin(vehicle)
         return f"Unpinned {vehicle}."

@@ -101,9 +101,9 @@ def start_form(channels: list[tuple[str, str, str]], builds: list[tuple[Build, f
     empty = " checked" if values.get("allow_empty") == "yes" else ""
     summary = ""
     if errors:
-        count = len(errors)
-        summary = (f'<p class="error" role="alert">The rollout was not started: {count} '
-                   f"{'problem' if count == 1 else 'problems'} below.</p>")  # fmt: skip
+        count = len(set(errors) - {FORM})
+        below = f": {count} {'problem' if count == 1 else 'problems'} below" if count else ""
+        summary = f'<p class="error" role="alert">The rollout was not started{below}.</p>'
     _, overall = _error(FORM, errors)
     return f"""<section aria-labelledby="start-title"><details{" open" if errors else ""}>
 <summary id="start-title">Start a rollout</summary>{summary}{overall}
