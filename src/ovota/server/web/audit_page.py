@@ -21,10 +21,10 @@ async def audit_page(request: web.Request) -> web.Response:
     actor = request.query.get("actor", "").strip() or None
     found = await request.app[CONTEXT_KEY].run(lambda desk: entries(desk.repo.db, None, actor, SHOWN))
     rows = "".join(
-        f'<tr class="{"refused" if e.outcome != "ok" else ""}"><td>{when(e.at)}</td>'
-        f'<td><a href="/console/audit?{escape(urlencode({"actor": e.actor}))}">{escape(e.actor)}</a></td>'
-        f"<td>{escape(e.action)}</td><td>{escape(e.target)}</td><td>{escape(e.outcome)}</td><td>{escape(e.detail)}</td>"
-        "</tr>"
+        f'<tr class="{"refused" if e.outcome != "ok" else ""}"><td data-label="When">{when(e.at)}</td>'
+        f'<td data-label="Who"><a href="/console/audit?{escape(urlencode({"actor": e.actor}))}">{escape(e.actor)}</a>'
+        f'</td><td data-label="Action">{escape(e.action)}</td><td data-label="Target">{escape(e.target)}</td>'
+        f'<td data-label="Outcome">{escape(e.outcome)}</td><td data-label="Detail">{escape(e.detail)}</td></tr>'
         for e in reversed(found)
     )
     filters = f"""<form method="get" action="/console/audit" class="filters"><label for="actor">Actor</label>
@@ -32,7 +32,8 @@ async def audit_page(request: web.Request) -> web.Response:
 <button type="submit">Show</button></form>"""
     body = f"""<section id="audit" data-live>{filters}
 <p class="hint">The newest {SHOWN} entries; <code>ovota audit</code> and <code>GET /api/v1/audit</code> give all.</p>
-<div class="table"><table><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th><th>Outcome</th>
+<div class="table"><table class="cards"><thead><tr><th>When</th><th>Who</th><th>Action</th><th>Target</th>
+<th>Outcome</th>
 <th>Detail</th></tr></thead><tbody>{rows}</tbody></table></div></section>"""
     return await console_page(request, operator, "Audit log", body)
 

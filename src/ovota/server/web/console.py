@@ -57,11 +57,12 @@ def _product_section(product: str, moves: dict[str, tuple[Channel, History]], op
         )  # fmt: skip
         rows.append(
             f'<tr id="channel-{escape(product)}-{escape(tag)}"><th scope="row">{escape(tag)}</th>'
-            f'<td class="version">{escape(c.build.version)}{changelog}</td>'
-            f'<td class="rollout">{_rollout_cell(rollouts.get((product, tag)))}</td>'
-            f'<td title="{c.build.size} bytes">{size(c.build.size)}</td><td>{when(c.updated)}</td>'
-            f"<td><code>{c.build.sha256[:16]}</code></td><td><details><summary>History</summary><ul>{items}</ul>"
-            f"</details></td><td>{rollback}</td></tr>"
+            f'<td class="version" data-label="Version">{escape(c.build.version)}{changelog}</td>'
+            f'<td class="rollout" data-label="Rollout">{_rollout_cell(rollouts.get((product, tag)))}</td>'
+            f'<td title="{c.build.size} bytes" data-label="Size">{size(c.build.size)}</td>'
+            f'<td data-label="Updated">{when(c.updated)}</td><td data-label="SHA-256"><code>{c.build.sha256[:16]}'
+            f"</code></td><td><details><summary>History</summary><ul>{items}</ul></details></td><td>{rollback}</td>"
+            "</tr>"
         )
     promotions = "".join(
         f'<form method="post" action="/console/promote" data-confirm="Promote {escape(product)} {src} to {dst}?">'
@@ -72,7 +73,8 @@ def _product_section(product: str, moves: dict[str, tuple[Channel, History]], op
     )
     anchor = f"product-{escape(product)}"
     return f"""<section aria-labelledby="{anchor}"><h2 id="{anchor}">{escape(product)}</h2>
-<div class="table"><table><thead><tr><th>Channel</th><th>Version</th><th>Rollout</th><th>Size</th><th>Updated</th>
+<div class="table"><table class="cards"><thead><tr><th>Channel</th><th>Version</th><th>Rollout</th><th>Size</th>
+<th>Updated</th>
 <th>SHA-256</th>
 <th>History</th><th>{"Rollback" if release else ""}</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>
 <div class="actions">{promotions}</div></section>"""

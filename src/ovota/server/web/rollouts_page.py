@@ -47,16 +47,19 @@ def _who(rollout: Rollout, modules: list[RolloutModule]) -> str:
                   ModuleState.PENDING):  # fmt: skip
         found = [m for m in modules if m.state == state.value]
         rows = "".join(
-            f'<tr><td><a href="/console/fleet/module/{quote(m.module, safe="")}">{escape(m.vehicle_id or m.module)}'
-            f"</a></td><td>{escape(m.from_version)}</td><td>{m.step}</td><td>{when(m.received)}</td>"
-            f"<td>{when(m.last_seen)}</td><td>{escape(m.address)}</td><td>{escape(m.why)}</td></tr>"
+            f'<tr><td data-label="Vehicle"><a href="/console/fleet/module/{quote(m.module, safe="")}">'
+            f'{escape(m.vehicle_id or m.module)}</a></td><td data-label="From">{escape(m.from_version)}</td>'
+            f'<td data-label="Step">{m.step}</td><td data-label="Received">{when(m.received)}</td>'
+            f'<td data-label="Last seen">{when(m.last_seen)}</td><td data-label="Address">{escape(m.address)}</td>'
+            f'<td data-label="Offered now">{escape(m.why)}</td></tr>'
             for m in found[:MAX_LISTED]
         )
         more = f'<p class="hint">The first {MAX_LISTED} of {len(found)}.</p>' if len(found) > MAX_LISTED else ""
         opened = " open" if state in (ModuleState.FAILED, ModuleState.SILENT) and found else ""
         parts.append(
             f'<details class="who who-{state.value}"{opened}><summary>{state.value.capitalize()} ({len(found)})'
-            f'</summary>{more}<div class="table"><table><thead><tr><th>Vehicle</th><th>From</th><th>Step</th>'
+            f'</summary>{more}<div class="table"><table class="cards"><thead><tr><th>Vehicle</th><th>From</th>'
+            "<th>Step</th>"
             f"<th>Received</th><th>Last seen</th><th>Address</th><th>Offered now</th></tr></thead><tbody>{rows}"
             "</tbody></table></div>"
             "</details>"
@@ -69,9 +72,10 @@ def _section(desk: Desk, rollout: Rollout, operator: Operator, now: float) -> st
     modules = desk.status.modules(rollout, now=now if rollout.state.active else None)
     steps = desk.status.steps(rollout)
     step_rows = "".join(
-        f'<tr><th scope="row">{i}</th><td>{s.percent}%</td><td>{s.cohort}</td><td>{s.pending}</td>'
-        f"<td>{s.counts.updating}</td><td>{s.counts.updated}</td><td>{s.counts.failed}</td><td>{s.counts.silent}</td>"
-        "</tr>"
+        f'<tr><th scope="row">Step {i}</th><td data-label="Percent">{s.percent}%</td>'
+        f'<td data-label="Cohort">{s.cohort}</td><td data-label="Pending">{s.pending}</td>'
+        f'<td data-label="Updating">{s.counts.updating}</td><td data-label="Updated">{s.counts.updated}</td>'
+        f'<td data-label="Failed">{s.counts.failed}</td><td data-label="Silent">{s.counts.silent}</td></tr>'
         for i, s in enumerate(steps, 1)
     )
     events = desk.rollouts.events(rollout.id)
@@ -102,7 +106,7 @@ def _section(desk: Desk, rollout: Rollout, operator: Operator, now: float) -> st
 {len(rollout.settings.steps)} ({rollout.percent}%) · now {counts.attempted} attempted, {counts.updating} updating,
 {counts.updated} updated, {counts.failed} failed, {counts.silent} silent</p>{reason}{following}{_settings_line(rollout)}
 <div class="actions">{actions}</div>
-<div class="table"><table class="steps"><thead><tr><th>Step</th><th>Percent</th><th>Cohort</th><th>Pending</th>
+<div class="table"><table class="steps cards"><thead><tr><th>Step</th><th>Percent</th><th>Cohort</th><th>Pending</th>
 <th>Updating</th><th>Updated</th><th>Failed</th><th>Silent</th></tr></thead><tbody>{step_rows}</tbody></table></div>
 {chart}{_who(rollout, modules)}<details><summary>Log</summary><ul>{log}</ul></details></section>"""
 
