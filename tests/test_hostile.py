@@ -15,6 +15,7 @@ import os
 import socket
 import sqlite3
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -733,6 +734,68 @@ def test_the_caps_close_the_longest_idle_and_refuse_when_none_is() -> None:
     assert [h.closed for h in handlers] == [True, True, False, False]
     # "a" holds 2 connections (one of them closing): its cap
     assert not caps.admit("a", _Busy())  # type: ignore[arg-type]
+
+
+def test_a_download_its_client_stops_taking_is_cut_and_resets_cost_no_traceback(
+    embedded: Setup, tmp_path: Path
+) -> None:
+    """A client that asks for a 6 MB image (more than the kernel buffers: the server's sending stays busy) and
+    then takes a few bytes now and then held its connection (busy, so the caps could not close it) for as long as
+    it liked: it is cut once it acknowledges under 1 KiB/s over --idle-timeout. Clients that reset or close
+    mid-download cost a line each, no traceback."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(image_of("3.3.008", 6 * 1024 * 1024))
+    assert embedded.run("release", "publish", big, *embedded.repo.args, "--tag", "big", "--new-channel").code == 0
+    server = OvotaServer(embedded.repo, extra=("--idle-timeout", "2"))
+    try:
+        request = b"GET /firmware/ota/v3.3-5/big/ovms3.bin HTTP/1.0\r\n\r\n"
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # a small window: the server's buffer fills
+        slow.settimeout(20)
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(request)
+        taken, started = 0, time.monotonic()
+        with slow, contextlib.suppress(ConnectionResetError):
+            while time.monotonic() - started < 30 and (chunk := slow.recv(256)):
+                taken += len(chunk)
+                time.sleep(0.5)  # 512 B/s, then what its own buffer held when the server reset it
+        assert time.monotonic() - started < 30 and taken < 1024 * 1024  # cut, long before the 6 MB
+        for _ in range(20):  # and clients that go away mid-download: a reset, a close
+            for linger in (True, False):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=5) as gone:
+                    if linger:
+                        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    gone.sendall(request)
+                    gone.recv(2048)
+        assert ver(server, agent("HONEST")) == A
+        token = embedded.run("token", "create", *embedded.repo.args, "--name", "ops", "--role", "read").out.strip()
+        metrics = get(server.port, "/metrics", f"Authorization: Bearer {token}".encode())[2].decode()
+        assert "ovota_downloads_cut_total 1.0" in metrics
+        time.sleep(0.5)
+        log = server.log
+        assert "Traceback" not in log and "Unhandled exception" not in log, log[-3000:]
+        assert log.count("Error handling request") <= 21, log[-2000:]  # a line each, at most a burst a minute
+    finally:
+        server.stop()
+
+
+def test_no_module_can_pose_as_another_and_changelogs_carry_no_escapes(embedded: Setup) -> None:
+    """A module without a vehicle id is keyed @ADDRESS: a vehicle id of that form from elsewhere is refused (it
+    would write that module's failures); a changelog that would put an ESC sequence on a terminal through OVMS's
+    ``ota status`` is refused at publish."""
+    token = embedded.run("token", "create", *embedded.repo.args, "--name", "ci", "--role", "release").out.strip()
+    server = OvotaServer(embedded.repo)
+    try:
+        assert ver(server, agent("@127.0.0.2")) == A  # served like any module, as anyone is
+        status, _, body = get(server.port, "/api/v1/publish?tag=edge&changelog=%1b%5b2Jgone",
+                              f"Authorization: Bearer {token}".encode(), method=b"POST",
+                              body=embedded.builds[B].read_bytes())  # fmt: skip
+        assert status == 400 and b"control character" in body, (status, body)
+    finally:
+        server.stop()
+    assert "@127.0.0.2" not in registered(embedded)
+    refused = embedded.ovota("fleet", "group", "add", *embedded.repo.args, "g", "@127.0.0.2")
+    assert refused.code != 0 and "not starting with @" in refused.err
 
 
 def test_a_stalled_upload_is_cut_and_a_steady_one_is_not(embedded: Setup) -> None:

@@ -50,7 +50,8 @@ def _disconnect(error: BaseException | None) -> bool:
     if isinstance(error, ConnectionError):
         return True
     text = str(error).lower() if isinstance(error, RuntimeError) else ""
-    return "transport is closing" in text or "closing transport" in text
+    # aiohttp's words for the same, when the connection goes while it reads a body it no longer needs
+    return any(words in text for words in ("transport is closing", "closing transport", "connection closed"))
 
 
 class _QuietRequestErrors(logging.Filter):

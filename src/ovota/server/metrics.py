@@ -48,6 +48,14 @@ CONNECTIONS_REFUSED = Counter(
     "ovota_connections_refused", "Connections reset on accept, over the total or the per-address cap", ["cap"],
     registry=REGISTRY,
 )  # fmt: skip
+BODIES_CUT = Counter(
+    "ovota_bodies_cut", "Request bodies cut for arriving under 1 KiB/s over --idle-timeout", registry=REGISTRY
+)
+DOWNLOADS_CUT = Counter(
+    "ovota_downloads_cut",
+    "Downloads aborted because the client took less than 1 KiB/s over --idle-timeout",
+    registry=REGISTRY,
+)
 IDLE_CLOSED = Counter(
     "ovota_idle_connections_closed",
     "Idle connections closed to make room for a new one at the total cap",

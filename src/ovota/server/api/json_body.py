@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ovota.server.api.body_rate import minimum_rate
 from ovota.server.store.errors import RepositoryError
 
 MAX_JSON = 1 << 20  # far above any API body (a group add of 100,000 ids is about 1.5 MB: see MAX_GROUP_JSON)
@@ -70,12 +71,14 @@ def decode(raw: bytes) -> Any:
 
 
 async def json_body(request: web.Request, limit: int = MAX_JSON) -> Any:
-    """The request's JSON body (see the module's limits); 413 naming the limit for a larger one."""
+    """The request's JSON body (see the module's limits), arriving at ``body_rate.MIN_RATE`` at least; 413
+    naming the limit for a larger one."""
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     raw = bytearray()
-    while len(raw) <= limit and (chunk := await request.content.read(limit + 1 - len(raw))):
-        raw += chunk
+    async with minimum_rate(request):
+        while len(raw) <= limit and (chunk := await request.content.read(limit + 1 - len(raw))):
+            raw += chunk
     if len(raw) > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
     body = bytes(raw)

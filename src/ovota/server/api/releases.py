@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
 
@@ -13,6 +11,7 @@ import aiohttp
 from aiohttp import BodyPartReader, web
 
 from ovota.server.api.auth import actor, api_handler
+from ovota.server.api.body_rate import minimum_rate
 from ovota.server.api.json_body import json_body
 from ovota.server.context import CONTEXT_KEY, Desk
 from ovota.server.store.channels import channel_order
@@ -81,36 +80,11 @@ async def _field(part: BodyPartReader) -> bytes:
     return value
 
 
-MIN_UPLOAD_RATE = 1024  # bytes a second, over each --idle-timeout: a slower upload is cut
-
-
-@contextlib.asynccontextmanager
-async def minimum_rate(request: web.Request, seconds: float, rate: int = MIN_UPLOAD_RATE) -> AsyncIterator[None]:
-    """Close the connection of an upload whose body arrives slower than ``rate`` bytes a second over any period of
-    ``seconds`` (a token holder's stalled upload would otherwise hold its connection and thread for ever)."""
-
-    async def watch() -> None:
-        seen = request.content.total_bytes
-        while not request.content.is_eof():
-            await asyncio.sleep(seconds)
-            arrived, seen = request.content.total_bytes - seen, request.content.total_bytes
-            if arrived < rate * seconds and not request.content.is_eof() and request.transport is not None:
-                log.warning("upload from %s cut: %d bytes in %g s", request.remote, arrived, seconds)
-                request.transport.close()
-                return
-
-    watcher = asyncio.create_task(watch())
-    try:
-        yield
-    finally:
-        watcher.cancel()
-
-
 async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
     """An image upload: a raw body with the fields in the query, or multipart with an ``image`` part and text
-    fields, arriving at MIN_UPLOAD_RATE at least. RepositoryError for a body that is not what it says or a field
-    that is not UTF-8."""
-    async with minimum_rate(request, request.app[CONTEXT_KEY].body_seconds):
+    fields, arriving at ``body_rate.MIN_RATE`` at least. RepositoryError for a body that is not what it says or a
+    field that is not UTF-8."""
+    async with minimum_rate(request):
         return await _read_upload(request)
 
 

@@ -8,6 +8,7 @@ SHA-256 is a strong ETag; a request then costs a header block and one sendfile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -16,7 +17,9 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
+from ovota.server.context import CONTEXT_KEY
 from ovota.server.devices.blobs import OpenBlob
+from ovota.server.devices.stall import StallWatch
 from ovota.server.metrics import DEVICE_BYTES, device_request
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -149,6 +152,9 @@ class BlobResponse(web.StreamResponse):
             writer = await super().prepare(request)
             if request.method == "HEAD" or count == 0:
                 return writer
+            window = request.config_dict[CONTEXT_KEY].body_seconds if isinstance(request, web.Request) else 0.0
+            task = asyncio.current_task()
+            watch = StallWatch(transport, sock, window, task) if sock is not None and task is not None else None
             try:
                 if transport.get_extra_info("sslcontext") is not None:
                     await self._copy(blob, offset, count)
@@ -158,12 +164,16 @@ class BlobResponse(web.StreamResponse):
                 if self._on_sent is not None:
                     self._on_sent(offset, 0)
                 raise
+            finally:
+                if watch is not None:
+                    watch.stop()
             DEVICE_BYTES.inc(count)
             if self._on_sent is not None:
                 self._on_sent(offset, count)
         finally:
             if cork:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                with contextlib.suppress(OSError):  # a client gone mid-body closed the socket: nothing to uncork
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
         await super().write_eof()
         return writer
 

@@ -68,6 +68,7 @@ def _parse(user_agent: str) -> Agent | None:
         and len(vehicle_id) <= MAX_VEHICLE_ID
         and vehicle_id.isprintable()
         and vehicle_id == vehicle_id.strip()
+        and not vehicle_id.startswith("@")  # the registry keys a module without a vehicle id as @ADDRESS
     ):
         return None
     return agent

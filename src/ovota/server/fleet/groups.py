@@ -31,9 +31,10 @@ def check_group_name(name: str) -> str:
 
 def check_vehicle_id(vehicle_id: str) -> str:
     """A vehicle id as OVMS modules send it: printable, no surrounding spaces, at most 64 characters."""
-    valid = 0 < len(vehicle_id) <= MAX_VEHICLE_ID and vehicle_id.isprintable()
+    valid = 0 < len(vehicle_id) <= MAX_VEHICLE_ID and vehicle_id.isprintable() and not vehicle_id.startswith("@")
     if not valid or vehicle_id.strip() != vehicle_id:
-        raise GroupError(f"invalid vehicle id {vehicle_id[:80]!r}: 1 to {MAX_VEHICLE_ID} printable characters")
+        raise GroupError(f"invalid vehicle id {vehicle_id[:80]!r}: 1 to {MAX_VEHICLE_ID} printable characters, "
+                         "not starting with @")  # fmt: skip
     return vehicle_id
 
 
@@ -176,6 +177,12 @@ class Groups:
         """(name, size) of every group, by name."""
         rows = self.db.execute("SELECT name, count(*) FROM vehicle_groups GROUP BY name ORDER BY name").fetchall()
         return [(str(n), int(c)) for n, c in rows]
+
+    def first(self, name: str, count: int) -> list[str]:
+        """The first ``count`` vehicle ids of a group, by id (a page shows a few of a million)."""
+        rows = self.db.execute("SELECT vehicle_id FROM vehicle_groups WHERE name = ? ORDER BY vehicle_id LIMIT ?",
+                               (name, count)).fetchall()  # fmt: skip
+        return [str(v) for (v,) in rows]
 
     def show(self, name: str) -> list[str]:
         check_group_name(name)

@@ -151,7 +151,11 @@ class Repository:
     def add_build(self, data: bytes, product: str | None = None, changelog: str = "") -> tuple[Build, str]:
         """Validate and store an image for ``product`` without pointing any channel at it: (build, its product).
         An image the product cannot serve (too big, not signed by a key it trusts, below its anti-rollback
-        floor) is refused before anything is written."""
+        floor), or a changelog with control characters other than line ends and tabs (it reaches operators'
+        terminals through OVMS's ``ota status``), is refused before anything is written."""
+        bad = next((c for c in changelog if not c.isprintable() and c not in "\n\r\t"), None)
+        if bad is not None:
+            raise RepositoryError(f"the changelog holds the control character {bad!r}: text, line ends and tabs only")
         version, project = inspect_image(data)
         product = check_name("product", product or default_product(version))
         check_fits(len(data), product)

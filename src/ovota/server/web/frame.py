@@ -4,6 +4,8 @@ forget the banner."""
 
 from __future__ import annotations
 
+from html import escape
+
 from aiohttp import web
 
 from ovota.server.context import CONTEXT_KEY
@@ -14,11 +16,13 @@ from ovota.server.web.text import notice
 
 
 async def console_page(
-    request: web.Request, operator: Operator, title: str, body: str, status: int = 200
+    request: web.Request, operator: Operator, title: str, body: str, status: int = 200, url: str = ""
 ) -> web.Response:
-    """``body`` in the console's frame, as an HTML response."""
+    """``body`` in the console's frame, as an HTML response; ``url``: the page's own address when it answers a
+    refused form's POST (the browser then shows it, reloads it and refreshes its live parts from it)."""
     banner = await request.app[CONTEXT_KEY].run(lambda desk: halt_banner(desk.rollouts))
     here = "/console/fleet" if request.path.startswith("/console/fleet/") else request.path  # a module's page
-    framed = f'{console_nav(operator, here)}<div id="banner" data-live>{banner}</div>{notice(request)}{body}'
+    canonical = f'<div id="page-url" data-url="{escape(url)}" hidden></div>' if url else ""
+    framed = f'{console_nav(operator, here)}{canonical}<div id="banner" data-live>{banner}</div>{notice(request)}{body}'
     return web.Response(text=page(title, framed, script="/static/console.js"), content_type="text/html",
                         status=status)  # fmt: skip

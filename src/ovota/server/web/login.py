@@ -8,6 +8,7 @@ revoked. Failed logins are throttled per address, like failed API calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from ovota.server.api.body_rate import minimum_rate
 from ovota.server.context import CONTEXT_KEY, Desk, guarded
 from ovota.server.store.errors import RepositoryError
 from ovota.server.store.sessions import SESSION_SECONDS, end_session, session_user, start_session
@@ -40,10 +42,12 @@ def _login_page(error: str = "", status: int = 200, headers: dict[str, str] | No
     return web.Response(text=text, content_type="text/html", status=status, headers=headers)
 
 
-async def read_form(request: web.Request) -> dict[str, str]:
-    """An urlencoded or multipart form's text fields; 400 for a body that is not a form of UTF-8 text."""
+async def read_form(request: web.Request, rate: bool = True) -> dict[str, str]:
+    """An urlencoded or multipart form's text fields, arriving at ``body_rate.MIN_RATE`` at least (with ``rate``;
+    the login form has a deadline of its own instead); 400 for a body that is not a form of UTF-8 text."""
     try:
-        form = await request.post()
+        async with minimum_rate(request) if rate else contextlib.nullcontext():
+            form = await request.post()
     except (UnicodeDecodeError, ValueError, LookupError, AssertionError):
         raise web.HTTPBadRequest(text="Bad request: the form is malformed or not UTF-8\n") from None
     return {key: value for key, value in form.items() if isinstance(value, str)}
@@ -86,7 +90,7 @@ async def login(request: web.Request) -> web.Response:
     if request.content_length is None or request.content_length > LOGIN_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=LOGIN_BODY, actual_size=request.content_length or 0)
     try:
-        form = await asyncio.wait_for(read_form(request), context.body_seconds)
+        form = await asyncio.wait_for(read_form(request, rate=False), context.body_seconds)
     except TimeoutError:
         raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {context.body_seconds:g} s\n",
                                      headers={"Connection": "close"}) from None  # fmt: skip

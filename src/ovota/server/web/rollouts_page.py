@@ -132,7 +132,8 @@ async def _page(request: web.Request, operator: Operator, values: dict[str, str]
     sections, form = await request.app[CONTEXT_KEY].run(read)
     hint = ("<p>No rollouts yet. Start one here, with <code>ovota rollout start</code>, or with "
             "<code>ovota release publish … --rollout 1,10,50,100</code>.</p>")  # fmt: skip
-    return await console_page(request, operator, "Rollouts", form + (sections or hint), 400 if errors else 200)
+    return await console_page(request, operator, "Rollouts", form + (sections or hint), 400 if errors else 200,
+                              "/console/rollouts" if errors else "")  # fmt: skip
 
 
 async def start_rollout(request: web.Request) -> web.Response:

@@ -58,8 +58,8 @@ def _groups(desk: Desk, editable: bool, typed: Typed) -> str:
     groups = Groups(desk.repo)
     rows = ""
     for name, size in groups.sizes():
-        ids = groups.show(name)
-        shown = ", ".join(escape(v) for v in ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+        ids = groups.first(name, 20)
+        shown = ", ".join(escape(v) for v in ids) + (f" and {size - 20} more" if size > 20 else "")
         action = _button("group-remove", f"Delete group {name}", name=name) if editable else ""
         rows += f"<tr><td>{escape(name)}</td><td>{size}</td><td>{shown}</td><td>{action}</td></tr>"
     form = (
@@ -161,7 +161,8 @@ async def _page(request: web.Request, operator: Operator, typed: Typed = Typed()
                 + _waypoints(desk, editable, builds, typed) + _assignments(desk, editable))  # fmt: skip
 
     sections = await request.app[CONTEXT_KEY].run(read)
-    return await console_page(request, operator, "Targeting", sections, 400 if typed.error else 200)
+    return await console_page(request, operator, "Targeting", sections, 400 if typed.error else 200,
+                              "/console/targeting" if typed.error else "")  # fmt: skip
 
 
 def _change(form: dict[str, str], action: str, now: float) -> Callable[[Desk], str]:

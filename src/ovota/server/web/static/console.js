@@ -1,5 +1,9 @@
 // Release console: confirmations for actions, the publish upload with a progress bar and every failure shown,
 // and live parts ([data-live] elements with an id) that refresh themselves every few seconds.
+// A refused form answers its POST with the page again: show (and reload, and refresh) the page's own address.
+const pageUrl = document.getElementById('page-url');
+if (pageUrl) history.replaceState(null, '', pageUrl.dataset.url);
+
 function bindConfirms() {
   document.querySelectorAll('form[data-confirm]:not([data-bound])').forEach((form) => {
     form.dataset.bound = '1';
