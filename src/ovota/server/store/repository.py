@@ -153,9 +153,7 @@ class Repository:
         An image the product cannot serve (too big, not signed by a key it trusts, below its anti-rollback
         floor), or a changelog with control characters other than line ends and tabs (it reaches operators'
         terminals through OVMS's ``ota status``), is refused before anything is written."""
-        bad = next((c for c in changelog if not c.isprintable() and c not in "\n\r\t"), None)
-        if bad is not None:
-            raise RepositoryError(f"the changelog holds the control character {bad!r}: text, line ends and tabs only")
+        check_changelog(changelog)
         version, project = inspect_image(data)
         product = check_name("product", product or default_product(version))
         check_fits(len(data), product)
@@ -283,6 +281,13 @@ def publish_on_own_connection(
         return repo.publish(data, tag, product, changelog, force, new_channel)
     finally:
         repo.close()
+
+
+def check_changelog(changelog: str) -> None:
+    """RepositoryError for a changelog with control characters other than line ends and tabs."""
+    bad = next((c for c in changelog if not c.isprintable() and c not in "\n\r\t"), None)
+    if bad is not None:
+        raise RepositoryError(f"the changelog holds the control character {bad!r}: text, line ends and tabs only")
 
 
 def recent_builds(db: Database, limit: int = 50) -> list[tuple[Build, frozenset[str]]]:
