@@ -450,12 +450,14 @@ def test_modules_behind_a_load_balancer_keep_their_addresses(tmp_path: Path, clu
     plain = OvotaServer(cluster_store)
     trusting = OvotaServer(cluster_store, extra=("--forwarded-by", "127.0.0.1"))
     try:
-        for server, address in ((trusting, "10.0.0.7"), (trusting, "10.0.0.8"), (plain, "10.0.0.9")):
+        for server, address in ((trusting, "10.0.0.7"), (trusting, "1.1.1.1, 10.0.0.8"), (plain, "10.0.0.9"),
+                                (trusting, "<script>x" * 500), (trusting, "1.1.1.1,")):  # fmt: skip
             headers = {**anonymous, "X-Forwarded-For": address}
             assert http(f"{server.url}/firmware/ota/v3.3-5/main/ovms3.ver", headers=headers)[0] == 200
     finally:
         trusting.stop()
         plain.stop()
     listed = json.loads(ovota("fleet", "list", *cluster_store.args, "--json").out)
-    # The appended address from the trusted proxy; a server that trusts nobody keeps the peer's.
+    # The address the trusted proxy appended (only an IP address: else the proxy's own); a server that trusts
+    # nobody keeps the peer's.
     assert sorted(m["module"] for m in listed) == ["@10.0.0.7", "@10.0.0.8", "@127.0.0.1"]

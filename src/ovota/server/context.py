@@ -4,6 +4,8 @@ operator handler gives alike (503 while a backend is away, 400 for undecodable i
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import time
 from collections import OrderedDict, deque
@@ -115,12 +117,14 @@ CONTEXT_KEY = web.AppKey("context", Context)
 
 def client_address(request: web.Request, proxies: frozenset[str]) -> str:
     """The client's address: the peer's, or behind a trusted load balancer (``--forwarded-by``) the address it
-    appended to X-Forwarded-For."""
+    appended to X-Forwarded-For, if that is an IP address (anything else there, the proxy's own address)."""
     remote = request.remote or ""
     if remote in proxies:
         forwarded = request.headers.get("X-Forwarded-For", "")
         if forwarded:
-            return forwarded.rsplit(",", 1)[-1].strip()
+            last = forwarded.rsplit(",", 1)[-1].strip()
+            with contextlib.suppress(ValueError):
+                return str(ipaddress.ip_address(last))
     return remote
 
 
