@@ -9,7 +9,7 @@ from html import escape
 from ovota.server.fleet.policy import PolicyError
 from ovota.server.fleet.rollouts import RolloutSettings, parse_settings
 from ovota.server.store.repository import Build
-from ovota.server.web.text import build_options
+from ovota.server.web.text import build_options, selected
 
 FIELDS = (  # (name, label, default): the settings as on the command line
     ("steps", "Steps (percent of the channel's modules)", "1,10,50,100"),
@@ -90,9 +90,7 @@ def start_form(channels: list[tuple[str, str, str]], builds: list[tuple[Build, f
         f"{escape(p)}/{escape(t)} (now {escape(v)})</option>"
         for p, t, v in channels
     )
-    options = build_options(builds)
-    if chosen_build:
-        options = options.replace(f'value="{escape(chosen_build)}"', f'value="{escape(chosen_build)}" selected', 1)
+    options = selected(build_options(builds), escape(chosen_build))
     fields = []
     for name, label, default in FIELDS:
         attributes, message = _error(name, errors)

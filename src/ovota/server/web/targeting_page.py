@@ -19,7 +19,7 @@ from ovota.server.store.errors import RepositoryError
 from ovota.server.store.repository import recent_builds
 from ovota.server.web.frame import console_page
 from ovota.server.web.login import Operator, act, read_form, require_user
-from ovota.server.web.text import build_options, when
+from ovota.server.web.text import build_options, selected, when
 
 SHOWN = 200
 GROUP_FORM = ("group-add", "group-remove-ids")
@@ -48,10 +48,6 @@ class Typed:
         if self.action not in actions:
             return ""
         return f'<p class="error field-error" role="alert">{escape(self.error)}</p>'
-
-
-def _selected(options: str, value: str) -> str:
-    return options.replace(f'value="{value}"', f'value="{value}" selected', 1) if value else options
 
 
 def _groups(desk: Desk, editable: bool, typed: Typed) -> str:
@@ -95,7 +91,7 @@ def _pins(desk: Desk, editable: bool, builds: str, typed: Typed) -> str:
 <label for="pin-vehicle">Vehicle id</label><input type="text" id="pin-vehicle" name="vehicle" required
 value="{typed.value(("pin",), "vehicle")}">
 <label for="pin-build">Build</label><select id="pin-build" name="build">
-{_selected(builds, typed.value(("pin",), "build"))}</select>
+{selected(builds, typed.value(("pin",), "build"))}</select>
 <button type="submit">Pin</button></form>"""
     )
     return f"""<section aria-labelledby="pins-title"><h2 id="pins-title">Pins</h2>
@@ -119,9 +115,9 @@ def _waypoints(desk: Desk, editable: bool, builds: str, typed: Typed) -> str:
         if not editable
         else f"""<form method="post" action="/console/targeting/waypoint-add" class="start">
 {typed.message(("waypoint-add",))}<label for="waypoint-product">Product</label><select id="waypoint-product"
-name="product">{_selected(options, typed.value(("waypoint-add",), "product"))}</select>
+name="product">{selected(options, typed.value(("waypoint-add",), "product"))}</select>
 <label for="waypoint-build">Build</label><select id="waypoint-build" name="build">
-{_selected(builds, typed.value(("waypoint-add",), "build"))}</select>
+{selected(builds, typed.value(("waypoint-add",), "build"))}</select>
 <button type="submit">Add the waypoint</button></form>"""
     )
     return f"""<section aria-labelledby="waypoints-title"><h2 id="waypoints-title">Waypoints</h2>

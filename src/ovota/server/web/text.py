@@ -45,6 +45,12 @@ def build_options(builds: list[tuple[Build, frozenset[str]]]) -> str:
     )
 
 
+def selected(options: str, value: str) -> str:
+    """``<option>``s with the one whose value is ``value`` (already HTML-escaped) marked selected: a refused form
+    drawn again keeps what was picked."""
+    return options.replace(f'value="{value}"', f'value="{value}" selected', 1) if value else options
+
+
 def notice(request: web.Request) -> str:
     """The ``?ok=`` or ``?error=`` message an action redirected with."""
     if "error" in request.query:
