@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +75,12 @@ def _run_commands(path: Path, commands: tuple[str, ...], sd: Path | None, cut: P
         shell = Shell(Module(flash, sd), Writer(stream))
         for command in commands:
             shell.execute(command)
+        shell.settle()  # as `module run`: the module stays on until its AutoFlash task has ended
     finally:
         flash.close()
     return Console(stream.getvalue(), flash.ops)
+
+
+def logged(out: str, message: str, level: str = "I", tag: str = "ota") -> bool:
+    """Whether the console output has the log line ESP-IDF prints for ``message``: ``I (<ms>) ota: …``."""
+    return re.search(rf"^{level} \(\d+\) {re.escape(tag)}: {re.escape(message)}$", out, re.MULTILINE) is not None

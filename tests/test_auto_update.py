@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ovota.device.console.shell import Shell
+from ovota.device.console.writer import Writer
+from ovota.device.flash import Flash
+from ovota.device.module import Module
 from tests.conftest import CliRunner
-from tests.module_helpers import image, new_module, run_commands
-from tests.servers import StaticServer
+from tests.module_helpers import image, logged, new_module, run_commands
+from tests.servers import StaticServer, listening_socket
 
 OLD = "3.3.005"
 NEW = "3.3.006"
@@ -30,7 +38,7 @@ def test_daily_check_installs_a_newer_build_on_wifi(tmp_path: Path, server: Stat
     run_commands(flash, f"config set ota server {server.base}")
     run = ovota("module", "run", flash, "--", "time advance 24h", "ota status nocheck")
     assert run.code == 0, run.out
-    assert f"I (ota) AutoFlash: Update ota_1 to {NEW} ({server.base}/v3.3-5/main/ovms3.bin)" in run.out
+    assert logged(run.out, f"AutoFlash: Update ota_1 to {NEW} ({server.base}/v3.3-5/main/ovms3.bin)"), run.out
     assert f"Notification info/ota.update: OTA firmware {NEW} has been updated (OVMS will restart)" in run.out
     assert "Running partition: ota_1" in run.out
     assert f"Firmware:          {NEW}/ota_1/main" in run.out
@@ -43,7 +51,7 @@ def test_modem_only_needs_allow_modem(tmp_path: Path, server: StaticServer, ovot
     flash = new_module(tmp_path / "m.img", version=OLD)
     run_commands(flash, f"config set ota server {server.base}")
     run = ovota("module", "run", flash, "--", "network wifi off", "network modem on", "time advance 24h")
-    assert "I (ota) AutoFlash: Cannot flash without wifi connection, or auto.allow.modem" in run.out
+    assert logged(run.out, "AutoFlash: Cannot flash without wifi connection, or auto.allow.modem", "W"), run.out
     assert f"Notification info/ota.update: New firmware {NEW} is available. Connect to WIFI to update" in run.out
     assert run_commands(flash, "ota status nocheck").output.count(f"OTA_1 image:       {NEW}") == 0
     allowed = ovota(
@@ -58,8 +66,88 @@ def test_auto_disabled_and_force(tmp_path: Path, server: StaticServer, ovota: Cl
     run_commands(flash, f"config set ota server {server.base}", "config set auto ota no")
     quiet = ovota("module", "run", flash, "--", "time advance 48h")
     assert "AutoFlash" not in quiet.out
-    forced = ovota("module", "run", flash, "--", "ota flash auto force", "ota status nocheck")
-    assert "Triggering automatic firmware update..." in forced.out
-    assert "Running partition: ota_1" in forced.out
+    # The AutoFlash task runs beside the console; `time advance` waits for it (and its reboot) first.
+    forced = ovota("module", "run", flash, "--", "ota flash auto force", "time advance 1s", "ota status nocheck")
+    assert forced.out.startswith("OVMS# ota flash auto force\nTriggering automatic firmware update...\n")
+    assert forced.out.rsplit("OVMS# ota status nocheck\n", 1)[1].splitlines()[4] == "Running partition: ota_1"
     plain = ovota("module", "run", flash, "--", "ota flash auto")
     assert f"AutoFlash: No new firmware available ({NEW} is current)" in plain.out
+
+
+class GatedServer:
+    """Serves files by path; a ``.bin`` stops after its first half until ``gate`` is set."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.gate = threading.Event()
+        self.sock, self.port = listening_socket()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request and (data := conn.recv(4096)):
+                request += data
+            body = self.files.get(request.split(b" ")[1].decode(), b"")
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            half = len(body) // 2 if request.split(b" ")[1].endswith(b".bin") else len(body)
+            conn.sendall(body[:half])
+            if half < len(body):
+                self.gate.wait(30)
+                conn.sendall(body[half:])
+
+    def stop(self) -> None:
+        self.gate.set()
+        self.sock.close()
+
+
+def test_auto_flash_is_a_task_beside_the_console(tmp_path: Path) -> None:
+    """`ota flash auto` returns at once; while its task downloads, `ota status` shows the Status line, a second
+    start and a console flash are refused, and the module restarts by itself when the task has flashed."""
+    size = 40960
+    server = GatedServer(
+        {"/fw/v3.3-5/main/ovms3.ver": f"{NEW}\n".encode(), "/fw/v3.3-5/main/ovms3.bin": image(NEW, size)}
+    )
+    flash = new_module(tmp_path / "m.img", version=OLD)
+    stream = io.StringIO()
+    device = Module(Flash(flash))
+    try:
+        shell = Shell(device, Writer(stream))
+        shell.execute(f"config set ota server 127.0.0.1:{server.port}/fw")
+        shell.execute("ota flash auto")
+        deadline = time.monotonic() + 20
+        while shell.status.perc < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mark = len(stream.getvalue())
+        for command in ("ota status nocheck", "ota flash auto", "ota flash http"):
+            shell.execute(command)
+        during = stream.getvalue()[mark:].splitlines()
+        assert during[5:7] == [
+            "Boot partition:    ota_0",
+            "Status:            OTA Auto Flash: Downloading OTA image... (50%)",
+        ]
+        assert "Triggering automatic firmware update..." in during
+        assert logged("\n".join(during), "AutoFlash: Task already running (cannot launch new)", "W")
+        assert during[-1] == "Error: Flash operation already in progress - cannot flash again"
+        server.gate.set()
+        shell.settle()
+        out = stream.getvalue()
+        progress = [line for line in out.splitlines() if "Downloading OTA image... " in line and "ota: " in line]
+        assert [line.split("ota: ", 1)[1] for line in progress] == [
+            f"OTA Auto Flash: Downloading OTA image... {perc}%" for perc in range(10, 101, 10)
+        ]
+        assert logged(out, "AutoFlash OTA: Task complete. Requesting restart...")
+        assert device.running.name == "ota_1" and device.running_version == NEW
+        shell.execute("ota status nocheck")
+        assert "Status:" not in stream.getvalue().rsplit("Boot partition:", 1)[1]
+    finally:
+        device.close()
+        server.stop()

@@ -895,7 +895,7 @@ def test_the_module_page_refuses_posts_from_other_sites(tmp_path: Path) -> None:
                        b"Sec-Fetch-Site: cross-site"):  # fmt: skip
             status, _, _ = get(web.port, "/api/firmware/settings", form, source, method=b"POST", body=setting)
             assert status == 403, source
-        assert "evil" not in run_commands(flash, "config get ota server").output
+        assert "evil" not in run_commands(flash, "config list ota").output
         own = f"Origin: http://127.0.0.1:{web.port}".encode()
         status, _, _ = get(web.port, "/api/firmware/settings", form, own, method=b"POST", body=setting)
         assert status != 403

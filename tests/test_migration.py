@@ -1,22 +1,28 @@
-"""Partition-scheme migration v3-30 -> v3-34 -> v3-35 (issue #5)."""
+"""Partition-scheme migration v3-30 -> v3-34 -> v3-35 (issue #5), with OVMS 3.3.006's output and commands."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import mmap
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ovota.device.console.shell import Shell
 from ovota.device.console.writer import Writer
 from ovota.device.flash import Flash, PowerCut, PowerLoss
-from ovota.device.migrate import with_store2, without_factory
+from ovota.device.layout import LayoutType, read_layout
+from ovota.device.migrate import downgraded_binary, read_log, with_store2, without_factory
 from ovota.device.module import Module, create_module
+from ovota.device.store_copy import STORE2, StepWriter, append_log, load_log, write_log
 from ovota.formats.partition_table import PartitionTable
 from tests.conftest import CliRunner
+from tests.loops import in_thread
 from tests.module_helpers import image, run_commands
 from tests.servers import StaticServer
 
@@ -30,6 +36,89 @@ SETTINGS = [
     "config set ota auto.hour 4",
     "config set vehicle id DEMO",
     "config set auto ota no",
+]
+LOG = "/store/partition-update.log"
+WARNING = "!! Do not power off the module while the upgrade is running !!"
+
+# The strings of ovms-ota.md §12.3 and ovms-twin.md §4, for the module of old_module().
+BEFORE_REBOOT = [
+    "v3-30 Partition upgrade started, rebooting now into partition update mode...",
+    f"v3-30 {WARNING}",
+]
+FACTORY_COPY = [
+    "v3-30 We need to copy the currently running partition to factory, and then reboot",
+    *(
+        f"OTA Factory Copy: {percent}% progress ({n * 262144} bytes)"
+        for n, percent in enumerate((6, 12, 18, 25, 31, 37, 43, 50, 56, 62, 68, 75, 81, 87, 93, 100), start=1)
+    ),
+    "OTA copy complete",
+    "v3-30 Factory boot partition is ready and set to boot. Rebooting now...",
+    f"v3-30 {WARNING}",
+]
+SKIP_V3_30 = [
+    "0x00009000 Skipping over data/nvs partition",
+    "0x0000d000 Skipping over data/ota partition",
+    "0x0000f000 Skipping over data/phy partition",
+    "0x00010000 Skipping over app/factory partition",
+    "0x00410000 Skipping over app/ota_0 partition",
+    "0x00810000 Skipping over app/ota_1 partition",
+    "0x00c10000 Skipping over data/fat partition",
+]
+TABLE_WRITE = [
+    "Erasing old partition table (4096 bytes at 0x00008000)...",
+    "Writing new partition table (4096 bytes at 0x00008000)...",
+]
+STORE_TABLE = [
+    *SKIP_V3_30,
+    "Added new store2 partition to partition table",
+    "Erasing store2 data (2031616 bytes)...",
+    "Recalculated MD5 checksum",
+    *TABLE_WRITE,
+    "Partition table upgraded successfully - reboot required",
+]
+STORE_STEP = [
+    "v3-30 The currently running partition is factory, so we can upgrade the partition table, and then reboot",
+    *STORE_TABLE,
+    "v3-30 Partition table store upgraded successfully, rebooting now...",
+    f"v3-30 {WARNING}",
+]
+CONFIG_COPY = [
+    f"Copy file: /store/ovms_config/{param} -> /store2/ovms_config/{param}" for param in ("auto", "ota", "vehicle")
+]
+MIGRATE_TO_LOG_COPY = [
+    "v3-34 We need to upgrade the store partition to the new format, and then reboot",
+    "Erasing store2 data (2031616 bytes)...",
+    "Mounted /store2",
+    "Copy /store -> /store2 ...",
+    "Scanning directory: /store",
+    "Create directory: /store2/ovms_config",
+    "Queued directory: /store/ovms_config",
+    "Postponing log output file /store/partition-update.log",
+    "Scanning directory: /store/ovms_config",
+    *CONFIG_COPY,
+    "Copy file: /store/partition-update.log -> /store2/partition-update.log",
+]
+FACTORY_TABLE = [
+    "0x00009000 Skipping over data/nvs partition",
+    "0x0000d000 Skipping over data/ota partition",
+    "0x0000f000 Skipping over data/phy partition",
+    "0x00010000 Converted factory partition to 6MB OTA 0",
+    "0x00710000 Converted OTA 0 partition to 6MB OTA 1",
+    "0x00e10000 Moved data/fat partition up two positions",
+    "           Recalculated MD5 checksum",
+    *TABLE_WRITE,
+    "Partition table upgraded successfully - reboot required",
+]
+AFTER_LOG_COPY = [
+    "Copy finished: 4 files copied, 0 errors",
+    "Unmounted /store2",
+    "Store migrated successfully - please check, and then proceed",
+    *FACTORY_TABLE,
+    "v3-34 Store migrated successfully, factory partition table upgraded successfully, rebooting now...",
+]
+MAINTENANCE_START = [
+    "Checking for partition update...",
+    "Partition table is not up to date, continuing to upgrade the partition table",
 ]
 
 
@@ -56,37 +145,87 @@ def config_of(flash: Path) -> dict[str, dict[str, str]]:
         module.close()
 
 
+def layout_of(flash: Path) -> LayoutType:
+    with Flash(flash) as f:
+        return read_layout(f).type
+
+
+def log_lines(output: str, tag: str) -> list[str]:
+    """The messages of the ESP-IDF log lines ``I (<ms>) <tag>: <message>`` in console output."""
+    return re.findall(rf"^I \(\d+\) {re.escape(tag)}: (.*)$", output, re.MULTILINE)
+
+
+def transcript(path: Path, *commands: str, sd: Path | None = None) -> str:
+    """Console commands run in-process, their output after an ``OVMS# <command>`` line as `module run` shows it."""
+
+    def run() -> str:
+        stream = io.StringIO()
+        with Flash(path) as flash:
+            shell = Shell(Module(flash, sd), Writer(stream))
+            for command in commands:
+                stream.write(f"OVMS# {command}\n")
+                shell.execute(command)
+        return stream.getvalue()
+
+    return in_thread(run)
+
+
+def after(output: str, command: str) -> list[str]:
+    """The console lines a command printed (up to the next prompt)."""
+    return output.split(f"OVMS# {command}\n", 1)[1].split("OVMS# ", 1)[0].splitlines()
+
+
+def console_only(lines: list[str]) -> list[str]:
+    """Lines the command itself wrote, without the log lines of the boots it caused."""
+    return [line for line in lines if not re.match(r"^[IWE] \(\d+\) ", line)]
+
+
 def test_upgrade_reaches_the_esp_idf_v3_35_table(tmp_path: Path, vectors: Path, ovota: CliRunner) -> None:
     flash = old_module(tmp_path)
     before = config_of(flash)
-    run = ovota("module", "run", flash, "--", UPGRADE, "ota status nocheck", "ota partitions log")
+    run = ovota("module", "run", flash, "--", UPGRADE, "ota status nocheck", f"vfs cat {LOG}")
     assert run.code == 0, run.out
     table = flash.read_bytes()[0x8000:0x8C00]
     assert table == (vectors / "partition_tables/ovms_v3-35_ota_only.bin").read_bytes()
-    status = run.out.split("OVMS# ota status nocheck\n")[1].splitlines()
+    status = after(run.out, "ota status nocheck")
     assert status[1].startswith(f"Firmware:          {OTA1}/ota_0/edge (build ")
     assert status[1].endswith(", product v3.3-5)")
     assert status[2] == "Partition type:    v3-35 (ota1, ota2, no factory, maximized store)"
     assert status[4:6] == ["Running partition: ota_0", "Boot partition:    ota_0"]
     assert config_of(flash) == before
-    log = run.out.split("OVMS# ota partitions log\n")[1].splitlines()
-    assert log[0] == "v3-30 Partition upgrade started, rebooting now into partition update mode..."
-    assert "Store migrated successfully - please check, and then proceed" in log
-    assert (
-        log[-1] == "v3-34 Store migrated successfully, factory partition table upgraded successfully, rebooting now..."
-    )
-    again = ovota("module", "run", flash, "--", "ota partitions list")
+    # The user's console shows what was printed before the reboot into partition-update mode; there, every
+    # step line goes only to the log file, echoed as a file-writer log line.
+    upgrade = after(run.out, UPGRADE)
+    assert console_only(upgrade) == BEFORE_REBOOT
+    steps = FACTORY_COPY + STORE_STEP + MIGRATE_TO_LOG_COPY
+    assert log_lines(run.out, "file-writer") == [
+        *(f"{LOG}: {line}" for line in steps),
+        "Migrating to write to /store2/partition-update.log",
+        *(f"/store2/partition-update.log: {line}" for line in AFTER_LOG_COPY),
+    ]
+    assert log_lines(run.out, "ota") == MAINTENANCE_START * 3
+    # The log file now lives in the v3-35 store (the former store2).
+    assert after(run.out, f"vfs cat {LOG}") == steps + AFTER_LOG_COPY
+    again = ovota("module", "run", flash, "--", "ota partitions list", "ota partitions")
     assert "Digest:          520877a00f2b1f7506844246b950ab23 pass" in again.out
-    assert "upgrade" not in ovota("module", "run", flash, "--", "ota partitions").out  # gone on v3-35
+    assert "upgrade" not in after(again.out, "ota partitions")  # gone on v3-35
+    assert "store" not in after(again.out, "ota partitions")
 
 
 def test_intermediate_tables_match_ovms(tmp_path: Path, vectors: Path) -> None:
-    old = PartitionTable.from_binary((vectors / "partition_tables/ovms_v3-30_factory_ota.bin").read_bytes())
+    raw = (vectors / "partition_tables/ovms_v3-30_factory_ota.bin").read_bytes()
+    old = PartitionTable.from_binary(raw)
     v34 = with_store2(old).to_binary()
     assert v34[0x100:0x110] == b"\xeb\xeb" + b"\xff" * 14
     assert v34[0x110:0x120].hex() == "b0a4220846381b6bcf0c89bb0a84e63d"  # OVMS's v3-34 digest
     v35 = without_factory(PartitionTable.from_binary(v34)).to_binary()
     assert v35 == (vectors / "partition_tables/ovms_v3-35_ota_only.bin").read_bytes()
+    # The downgrade puts the MD5 record into store2's slot, zeroed first (OVMS's memset), then voids the next.
+    back = downgraded_binary(PartitionTable.from_binary(v34))
+    assert PartitionTable.from_binary(back) == old
+    assert back[0xE0:0xF0] == b"\xeb\xeb" + bytes(14)
+    assert back[0xF0:0x100].hex() == "cfe36765a6bfe1b802a2abd4ec9f6851"  # the v3-30 digest
+    assert back[:0xE0] == raw[:0xE0] and back[0x100:] == b"\xff" * (len(back) - 0x100)
 
 
 def test_a_6mb_image_flashes_after_migrating(tmp_path: Path, ovota: CliRunner) -> None:
@@ -150,29 +289,199 @@ def test_refusals_write_nothing(tmp_path: Path, ovota: CliRunner) -> None:
         f.program(0x8000, odd.to_binary())
     run_commands(unknown)
     _refused(unknown, ovota, "Error: Unknown partition table type")
-    step = ovota("module", "run", unknown, "--", "ota partitions upgrade factory -noconfirm")
-    assert "Error: Unknown partition table type" in step.out
+    out = transcript(unknown, "ota partitions upgrade factory", "ota partitions store upgrade")
+    assert after(out, "ota partitions upgrade factory") == [
+        "Error: Cannot upgrade factory - partition table is not in v3-34 format"
+    ]
+    assert after(out, "ota partitions store upgrade") == [
+        "Error: Cannot upgrade partition tables not in factory (factory, ota1, ota2, 1MB store) format"
+    ]
 
 
-def test_confirmation_and_step_commands(tmp_path: Path, ovota: CliRunner) -> None:
-    flash = old_module(tmp_path)
-    asked = ovota("module", "run", flash, "--", "ota partitions upgrade autocont")
-    assert "Upgrade partition table automatically (y/n): " in asked.out
-    assert "Partition table upgrade aborted" in asked.out
-    refused = ovota("module", "run", flash, "--", "ota partitions store upgrade -noconfirm")
-    assert "Error: Cannot upgrade partition table if running partition is not factory" in refused.out
-    steps = ovota(
-        "module", "run", flash, "--",
-        "ota copy ota_1 factory", "ota boot factory", "module reset",
-        "ota partitions store upgrade -noconfirm", "module reset", "ota status nocheck",
-        "ota partitions upgrade factory -noconfirm", "ota partitions store migrate -noconfirm",
-        "ota partitions upgrade factory -noconfirm", "module reset", "ota status nocheck",
+def test_checks_come_before_the_prompts(tmp_path: Path, pristine: Path) -> None:
+    """Each step command checks the table (and `upgrade factory` the running and boot partitions) first, then
+    asks; without an interactive user the answer is empty, which aborts."""
+    flash = tmp_path / "m.img"
+    shutil.copyfile(pristine, flash)
+    v3_30 = {  # on v3-30, running ota_1
+        "ota partitions upgrade autocont": [
+            "Upgrade partition table automatically (y/n): ",
+            "Partition table upgrade aborted",
+        ],
+        "ota partitions upgrade factory": ["Error: Cannot upgrade factory - partition table is not in v3-34 format"],
+        "ota partitions store upgrade": ["Upgrade store partition to new format (y/n): ", "Store upgrade aborted"],
+        "ota partitions store upgrade no": ["Upgrade store partition to new format (y/n): ", "Store upgrade aborted"],
+        "ota partitions store downgrade": [
+            "Error: Cannot downgrade partition tables not in extended store (factory, ota1, ota2, dual store) format"
+        ],
+        "ota partitions store mount": ["Error: Cannot mount store - partition table is not in v3-34 format"],
+        "ota partitions store unmount": ["Error: /store2 is not mounted"],
+        "ota partitions store migrate": ["Error: Cannot migrate store - partition table is not in v3-34 format"],
+    }
+    out = transcript(flash, *v3_30)
+    assert {command: after(out, command) for command in v3_30} == v3_30
+    # OVMS's `store upgrade` does not mind the running partition; `upgrade factory` does.
+    out = transcript(flash, "ota partitions store upgrade -noconfirm", "module reset")
+    assert after(out, "ota partitions store upgrade -noconfirm") == STORE_TABLE
+    v3_34 = {
+        "ota partitions upgrade factory": ["Error: Cannot upgrade partition table if running partition is not factory"],
+        "ota partitions store upgrade": [
+            "Error: Cannot upgrade partition tables not in factory (factory, ota1, ota2, 1MB store) format"
+        ],
+        "ota partitions store downgrade": [
+            "Downgrade store partition to old format (y/n): ",
+            "Store downgrade aborted",
+        ],
+        "ota partitions store migrate": ["Migrate store to new partition (y/n): ", "Store migration aborted"],
+    }
+    out = transcript(flash, *v3_34, "ota copy ota_1 factory", "ota boot factory", "module reset", "ota boot ota_0",
+                       "ota partitions upgrade factory")  # fmt: skip
+    assert {command: after(out, command) for command in v3_34} == v3_34
+    assert out.endswith(
+        "OVMS# ota partitions upgrade factory\nError: Cannot upgrade partition table if boot partition is not factory\n"
+    )
+    # In a partition-update boot a failed step is logged to the file only, and the module reboots normally.
+    out = transcript(flash, UPGRADE)
+    assert console_only(after(out, UPGRADE)) == [
+        "v3-34 We need to upgrade the store partition to the new format, rebooting now...",
+        f"v3-34 {WARNING}",
+    ]
+    assert log_lines(out, "file-writer") == [
+        f"{LOG}: Error: Cannot upgrade partition table if running partition is not factory"
+    ]
+    assert log_lines(out, "ota") == [*MAINTENANCE_START, "Aborting partition update, rebooting into standard mode"]
+    assert read_log_of(flash) == ["Error: Cannot upgrade partition table if running partition is not factory"]
+
+
+def read_log_of(flash: Path) -> list[str]:
+    with Flash(flash) as f:
+        store = read_layout(f).store
+        assert store is not None
+        return read_log(f, store)
+
+
+def test_step_commands_mount_migrate_and_downgrade(tmp_path: Path, pristine: Path) -> None:
+    """The manual path, printing to the console: store upgrade, mount, migrate, factory; and downgrade."""
+    flash = tmp_path / "m.img"
+    shutil.copyfile(pristine, flash)
+    expected = config_of(flash)
+    out = transcript(
+        flash, "ota copy ota_1 factory", "ota boot factory", "module reset",
+        "ota partitions store upgrade -noconfirm", "module reset",
+        "ota partitions upgrade factory",
+        "ota partitions store mount", "ota partitions store mount",
+        "ota partitions store migrate -noconfirm", "ota partitions store unmount",
+        "ota partitions store downgrade -noconfirm",
     )  # fmt: skip
-    assert "Partition type:    v3-34 (factory, ota1, ota2, dual store)" in steps.out
-    assert "v3-34 Error: store has not been migrated to store2 yet" in steps.out
-    assert "Partition type:    v3-35 (ota1, ota2, no factory, maximized store)" in steps.out
-    assert f"Firmware:          {OTA1}/ota_0/edge" in steps.out
-    assert config_of(flash)["vehicle"] == {"id": "DEMO"}
+    assert after(out, "ota partitions store upgrade -noconfirm") == STORE_TABLE
+    assert after(out, "ota partitions upgrade factory") == ["v3-34 Error: store has not been migrated to store2 yet"]
+    assert "OVMS# ota partitions store mount\nMounted /store2\nOVMS# ota partitions store mount\n" in out
+    assert "Error: /store2 is already mounted\n" in out
+    # Mounted already: no erase and mount. The manual path never wrote the log file, so there is none to copy.
+    assert after(out, "ota partitions store migrate -noconfirm") == [
+        "Copy /store -> /store2 ...",
+        "Scanning directory: /store",
+        "Create directory: /store2/ovms_config",
+        "Queued directory: /store/ovms_config",
+        "Scanning directory: /store/ovms_config",
+        *CONFIG_COPY,
+        "Copy finished: 3 files copied, 0 errors",
+        "Unmounted /store2",
+        "Store migrated successfully - please check, and then proceed",
+    ]
+    assert after(out, "ota partitions store unmount") == ["Error: /store2 is not mounted"]
+    assert after(out, "ota partitions store downgrade -noconfirm") == [
+        *SKIP_V3_30,
+        "Removing store2 partition from partition table",
+        *TABLE_WRITE,
+        "Store partition downgraded successfully - reboot required",
+    ]
+    assert layout_of(flash) is LayoutType.V3_30
+    out = transcript(
+        flash, "ota partitions list", "ota partitions store upgrade -noconfirm", "module reset",
+        "ota partitions store mount", "ota partitions store downgrade -noconfirm", "module reset",
+        "ota partitions store upgrade -noconfirm", "module reset",
+        "ota partitions store migrate -noconfirm", "ota partitions upgrade factory -noconfirm", "module reset",
+        "ota status nocheck",
+    )  # fmt: skip
+    assert "Digest:          cfe36765a6bfe1b802a2abd4ec9f6851 pass" in out
+    downgrade = after(out, "ota partitions store downgrade -noconfirm")
+    assert downgrade[0] == "Unmounted /store2"  # a mounted store2 is unmounted first
+    assert after(out, "ota partitions store migrate -noconfirm")[:3] == [
+        "Erasing store2 data (2031616 bytes)...",
+        "Mounted /store2",
+        "Copy /store -> /store2 ...",
+    ]
+    assert after(out, "ota partitions upgrade factory -noconfirm") == FACTORY_TABLE
+    assert "Partition type:    v3-35 (ota1, ota2, no factory, maximized store)" in out
+    assert f"Firmware:          {OTA1}/ota_0/edge" in out
+    assert config_of(flash) == expected
+
+
+def test_a_failed_store_copy_keeps_v3_34_and_logs_to_the_old_store(
+    tmp_path: Path, pristine: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flash = tmp_path / "m.img"
+    shutil.copyfile(pristine, flash)
+    expected = config_of(flash)
+    transcript(flash, "ota copy ota_1 factory", "ota boot factory", "module reset")
+    transcript(flash, "ota partitions store upgrade -noconfirm")
+
+    def failing_copy(flash: Flash, src: object, dst: object, writer: StepWriter) -> tuple[int, int]:
+        writer.puts("Error: write /store2/ovms_config/auto: I/O error")
+        return 0, 1
+
+    monkeypatch.setattr("ovota.device.store_copy._copy_config", failing_copy)
+    out = transcript(flash, UPGRADE)
+    assert log_lines(out, "file-writer")[-6:] == [
+        f"{LOG}: Copy file: /store/partition-update.log -> /store2/partition-update.log",
+        "Migrating to write to /store2/partition-update.log",
+        "/store2/partition-update.log: Copy finished: 1 files copied, 1 errors",
+        "/store2/partition-update.log: Error: Migration failed - could not copy /store to /store2",
+        f"Migrating to write to {LOG}",
+        f"{LOG}: v3-34 Store migration failed",
+    ]
+    assert log_lines(out, "ota")[-1] == "Aborting partition update, rebooting into standard mode"
+    assert layout_of(flash) is LayoutType.V3_34 and config_of(flash) == expected
+    assert read_log_of(flash)[-1] == "v3-34 Store migration failed"
+
+
+def test_store_mount_refused_with_an_sd_card(tmp_path: Path, pristine: Path) -> None:
+    flash = tmp_path / "m.img"
+    shutil.copyfile(pristine, flash)
+    transcript(flash, "ota partitions store upgrade -noconfirm")
+    sd = tmp_path / "card"
+    sd.mkdir()
+    out = transcript(flash, "ota partitions store mount", "ota partitions store migrate -noconfirm", sd=sd)
+    assert after(out, "ota partitions store mount") == ["Error: Please unmount SD CARD before migrating store"]
+    assert after(out, "ota partitions store migrate -noconfirm") == [
+        "Erasing store2 data (2031616 bytes)...",
+        "Error: Please unmount SD CARD before migrating store",
+        "Error: Migration failed - could not mount /store2",
+    ]
+
+
+def test_the_log_file_survives_cuts_while_appending(tmp_path: Path, pristine: Path) -> None:
+    """Each line is one program operation; a torn one is dropped and the next append rewrites the log."""
+    flash = tmp_path / "m.img"
+    shutil.copyfile(pristine, flash)
+    with Flash(flash) as f:
+        assert load_log(f, STORE2) is None
+        write_log(f, STORE2, ["first"])
+        ops = f.ops
+        append_log(f, STORE2, "second")
+        assert f.ops == ops + 1
+    with Flash(flash, PowerCut(0, torn=True)) as f, pytest.raises(PowerLoss):
+        append_log(f, STORE2, "torn line")
+    with Flash(flash) as f:
+        assert load_log(f, STORE2) == ["first", "second"]
+        append_log(f, STORE2, "third")
+        append_log(f, STORE2, "fourth")
+        assert load_log(f, STORE2) == ["first", "second", "third", "fourth"]
+        for n in range(400):  # past a bank: the oldest lines go
+            append_log(f, STORE2, f"line {n:03} " + "x" * 200)
+        lines = load_log(f, STORE2)
+        assert lines is not None and lines[-1] == f"line 399 {'x' * 200}" and len(lines) < 400
 
 
 # -- power loss ---------------------------------------------------------------------------------------------
@@ -183,34 +492,60 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield old_module(tmp_path_factory.mktemp("migration"), size=8192)
 
 
-def _window(flash: Path) -> set[int]:
+@pytest.fixture(scope="module")
+def pristine_v3_34(pristine: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The v3-30 module after `ota partitions store upgrade` (store2 added, still running ota_1)."""
+    flash = tmp_path_factory.mktemp("v3-34") / "v3-34.img"
+    shutil.copyfile(pristine, flash)
+    run_commands(flash, "ota partitions store upgrade -noconfirm")
+    assert layout_of(flash) is LayoutType.V3_34
+    yield flash
+
+
+def _window(flash: Path, command: str) -> set[int]:
     """Operation indices of the partition-table rewrites: the erase and program of the sector at 0x8000."""
     f = Flash(flash)
     f.trace = []
     module = Module(f)
     try:
-        Shell(module, Writer(io.StringIO())).execute(UPGRADE)
+        Shell(module, Writer(io.StringIO())).execute(command)
     finally:
         f.close()
     assert f.trace is not None
     return {index for index, _, address in f.trace if 0x8000 <= address < 0x9000}
 
 
-def test_power_loss_during_the_whole_migration(tmp_path: Path, pristine: Path) -> None:
+def _restore(work: Path, pristine: bytes) -> None:
+    """Make ``work`` a copy of ``pristine`` again, rewriting only the 64 KiB blocks that differ (a whole-file copy
+    would leave every page dirty for the flash file's msync at close)."""
+    with open(work, "r+b") as f, mmap.mmap(f.fileno(), 0) as current:
+        now = np.frombuffer(current, dtype=np.uint64).reshape(-1, 0x2000)
+        then = np.frombuffer(pristine, dtype=np.uint64).reshape(-1, 0x2000)
+        changed = np.flatnonzero((now != then).any(axis=1))
+        del now  # no export of the mapping may outlive it
+        for block in changed.tolist():
+            current[block * 0x10000 : (block + 1) * 0x10000] = pristine[block * 0x10000 : (block + 1) * 0x10000]
+
+
+def _cut_everywhere(
+    pristine: Path, work: Path, command: str, finished: Callable[[str, Path], bool], torn_cuts: tuple[bool, ...]
+) -> tuple[int, set[int], dict[str, int]]:
+    """Cut power at every flash operation of ``command`` (plain or torn, as ``torn_cuts`` says). Outside the
+    table window the module must boot the same firmware with the same config and a readable log, and running
+    the command again must finish the job (``finished(output, flash)``)."""
     expected = config_of(pristine)
-    work = tmp_path / "work.img"
+    original = pristine.read_bytes()
     shutil.copyfile(pristine, work)
-    total = run_commands(work, UPGRADE).ops
-    shutil.copyfile(pristine, work)
-    window = _window(work)
-    assert len(window) == 4  # two table rewrites, one erase and one program each
-    results = {"boots with config": 0, "resumed to v3-35": 0, "window: unbootable": 0, "window: survived": 0}
+    total = run_commands(work, command).ops
+    _restore(work, original)
+    window = _window(work, command)
+    results = {"boots with config": 0, "resumed": 0, "window: unbootable": 0, "window: survived": 0}
     failures = []
     for at_op in range(total):
-        for torn in (False, True):
-            shutil.copyfile(pristine, work)
+        for torn in torn_cuts:
+            _restore(work, original)
             with pytest.raises(PowerLoss):
-                run_commands(work, UPGRADE, cut=PowerCut(at_op, torn))
+                run_commands(work, command, cut=PowerCut(at_op, torn))
             try:
                 module = Module.open(work)
             except Exception as err:
@@ -219,7 +554,10 @@ def test_power_loss_during_the_whole_migration(tmp_path: Path, pristine: Path) -
                 else:
                     failures.append((at_op, torn, f"no boot: {err}"))
                 continue
-            ok = module.running_version in (OTA1,) and module.config.snapshot() == expected
+            store = module.layout.store
+            ok = module.running_version == OTA1 and module.config.snapshot() == expected and store is not None
+            if store is not None:
+                read_log(module.flash, store)
             module.close()
             if at_op in window:
                 results["window: survived"] += 1
@@ -228,16 +566,39 @@ def test_power_loss_during_the_whole_migration(tmp_path: Path, pristine: Path) -
                 continue
             results["boots with config"] += 1
             # Re-running the command resumes from wherever the cut left the flash.
-            out = run_commands(work, UPGRADE, "ota status nocheck").output
-            if "Partition type:    v3-35" in out and config_of(work) == expected:
-                results["resumed to v3-35"] += 1
+            if finished(run_commands(work, command, "ota status nocheck").output, work):
+                results["resumed"] += 1
             else:
                 failures.append((at_op, torn, "did not resume"))
-    print(f"\nmigration: {total} flash operations, {2 * total} cut points; window = {len(window)} operations")
+    cuts = len(torn_cuts) * total
+    print(f"\n{command}: {total} flash operations, {cuts} cut points; window = {len(window)} operations")
     for outcome, count in results.items():
         print(f"  {outcome}: {count}")
     assert failures == []
-    assert results["boots with config"] == 2 * total - results["window: unbootable"]
+    assert results["boots with config"] == results["resumed"] == cuts - results["window: unbootable"]
+    return total, window, results
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["clean cut", "torn operation"])
+def test_power_loss_during_the_whole_migration(tmp_path: Path, pristine: Path, torn: bool) -> None:
+    expected = config_of(pristine)
+
+    def finished(out: str, flash: Path) -> bool:
+        return "Partition type:    v3-35" in out and config_of(flash) == expected
+
+    _, window, _ = _cut_everywhere(pristine, tmp_path / "work.img", UPGRADE, finished, (torn,))
+    assert len(window) == 4  # two table rewrites, one erase and one program each
+
+
+def test_power_loss_during_the_store_downgrade(tmp_path: Path, pristine_v3_34: Path) -> None:
+    def finished(out: str, flash: Path) -> bool:
+        return layout_of(flash) is LayoutType.V3_30 and config_of(flash) == config_of(pristine_v3_34)
+
+    total, window, results = _cut_everywhere(
+        pristine_v3_34, tmp_path / "work.img", "ota partitions store downgrade -noconfirm", finished, (False, True)
+    )
+    assert total == 2 and window == {0, 1}  # the downgrade is nothing but a table rewrite
+    assert results["window: survived"] == 2  # before the erase; after half the program (the table is short)
 
 
 def test_old_layout_notification_once(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_cut_download_resumes_with_range(
     flash = module(tmp_path, images[A], proxy, resume=True)
     first = run_commands(flash, "ota flash http")
     kept = re.search(r"OTA Flash HTTP: (\d+) bytes kept", first.output)
-    assert kept and "Download failed (at " in first.output, first.output
+    assert kept and "Download complete (at " in first.output, first.output  # the proxy closed: OVMS sees EOF
     done = int(kept.group(1))
     assert done % 4096 == 0 and CUT - 70_000 < done <= CUT
     run = ovota("module", "run", flash, "--", "ota flash http", "module reset", "ota status nocheck")
@@ -77,7 +77,7 @@ def test_without_resume_the_second_attempt_starts_over(
 ) -> None:
     _, proxy, images = served
     flash = module(tmp_path, images[A], proxy, resume=False)
-    assert "Download failed" in run_commands(flash, "ota flash http").output
+    assert "does not match expected" in run_commands(flash, "ota flash http").output
     run = run_commands(flash, "ota flash http")
     assert "OTA flash was successful" in run.output and "Resuming" not in run.output
     assert b"Range:" not in proxy.requests[-1]

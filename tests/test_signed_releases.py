@@ -4,7 +4,6 @@ rollback, rollouts), refusals write nothing, listings show signers; and HTTPS wi
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import urllib.request
 from collections.abc import Iterator
@@ -153,25 +152,28 @@ def test_https_server_serves_modules_and_api(tmp_path: Path, keys: Keys, tls_fil
     firmware.write_bytes(signed(keys.signing, NEW, size=300_000))
     assert ovota("release", "publish", firmware, "--repo", repo, "--tag", "main").code == 0
     server = OvotaServer(repo, extra=("--tls-cert", str(cert), "--tls-key", str(key)))
+    plain = OvotaServer(repo)  # modules are served by a second, plain server on the same repository
     try:
-        env = {**os.environ, "SSL_CERT_FILE": str(ca)}
-        base = f"https://127.0.0.1:{server.port}/firmware/ota"
+        # As OVMS, the module strips https:// and talks plain HTTP: a TLS-only port does not answer it.
         flash = new_module(tmp_path / "m.img", version=OLD)
-        untrusted = ovota("module", "run", flash, "--", f"config set ota server {base}", "ota flash http")
-        assert untrusted.code == 1 and "certificate verify failed" in untrusted.out
-        run = ovota("module", "run", flash, "--", "ota status", "ota flash http", "module reset",
-                    "ota status nocheck", env=env)  # fmt: skip
+        tls_only = f"https://127.0.0.1:{server.port}/firmware/ota"
+        refused = ovota("module", "run", flash, "--", f"config set ota server {tls_only}", "ota flash http")
+        assert refused.code == 1 and "Error: Request failed" in refused.out
+        base = f"https://127.0.0.1:{plain.port}/firmware/ota"
+        run = ovota("module", "run", flash, "--", f"config set ota server {base}", "ota status", "ota flash http",
+                    "module reset", "ota status nocheck")  # fmt: skip
         assert run.code == 0, run.out
         assert f"Server Available:  {NEW} (is newer)" in run.out
         assert "Running partition: ota_1" in run.out
         dumped = tmp_path / "ota_1.bin"
         assert ovota("module", "dump", flash, "--partition", "ota_1", dumped).code == 0
-        # The signed file's image part is what the slot holds; the listing and API answer over TLS too.
+        # The signed file's image part is what the slot holds; the listing and API answer over TLS.
         assert firmware.read_bytes().startswith(dumped.read_bytes())
         listing = ovota_https_get(f"https://127.0.0.1:{server.port}/firmware/ota/", ca)
         assert PRODUCT in listing
     finally:
         server.stop()
+        plain.stop()
     bad = ovota("server", "--repo", repo, "--tls-cert", cert)
     assert bad.code == 2 and "both --tls-cert and --tls-key" in bad.err
 

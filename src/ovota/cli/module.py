@@ -133,6 +133,7 @@ def run(flash: Path, sd: Path | None, commands: tuple[str, ...]) -> None:
         for command in commands:
             out.write(f"{PROMPT}{command}\n")
             shell.execute(command)
+        shell.settle()  # the module stays on until its AutoFlash task has ended (and restarts if it flashed)
     finally:
         device.close()
     if out.errors:
@@ -157,6 +158,7 @@ def shell(flash: Path, sd: Path | None) -> None:
             if line.strip() in ("exit", "quit"):
                 break
             console.execute(line)
+        console.settle()
     finally:
         device.close()
 

@@ -1,37 +1,69 @@
-"""HTTP(S) download for the module (aiohttp client), with OVMS's request shape and bounded retries.
+"""The module's download client: OVMS 3.3.006's ``OvmsHttpClient`` request, on aiohttp.
 
-OVMS sends a bare HTTP/1.0 GET with Host and User-Agent, strips any scheme and never does TLS. Here a
-URL without a scheme is plain http (as OVMS), and an https URL gets real, verified TLS.
+OVMS strips a leading ``http://`` or ``https://`` and always speaks plain HTTP: the port is the URL's or 80,
+even for ``https://``, and TLS is never used. The request is a bare HTTP/1.0 GET with only ``Host`` (without
+the port) and ``User-Agent``, tried once: auto-update tries again at its next tick.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 TIMEOUT_SECONDS = 10.0  # OVMS's select() timeout per read
-CONNECT_ATTEMPTS = 3
 CHUNK = 512  # OVMS reads and writes 512 bytes at a time
 MIN_DOWNLOAD = 1024  # OVMS 3.3.006: a smaller body is an error page, never firmware
 
 
 class RequestFailed(Exception):
-    """No HTTP response could be had (DNS, connect, TLS, headers), after the bounded retries."""
+    """No HTTP response could be had (bad URL, DNS, connect, no or broken response head), in the one attempt."""
 
 
 class BodyFailed(Exception):
-    """The body stopped early: the connection broke or a read timed out."""
+    """The body stopped early: the connection broke or a read timed out. ``closed``: the server just closed
+    the connection before Content-Length bytes came, which OVMS's reader sees as a normal end of file."""
+
+    def __init__(self, reason: str, closed: bool = False) -> None:
+        super().__init__(reason)
+        self.closed = closed
 
 
-def http_url(url: str) -> str:
-    return url if "://" in url else "http://" + url
+@dataclass(frozen=True)
+class Target:
+    """Where ``OvmsHttpClient::Request`` sends a GET: a host, a port and the path, exactly as split from the URL."""
+
+    host: str  # as written in the URL: it is also the Host header, which has no port
+    port: int
+    path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Target:
+        """Split ``url`` as OVMS does: a leading ``http://`` or ``https://`` (case-sensitive) is dropped, the
+        server is everything up to the first ``/`` and the path the rest; a ``:port`` in the server is the
+        port, 80 otherwise (for ``https://`` too). ValueError for a server aiohttp cannot connect to."""
+        for scheme in ("http://", "https://"):
+            if url.startswith(scheme):
+                url = url[len(scheme) :]
+                break
+        server, slash, path = url.partition("/")
+        host, colon, port = server.partition(":")
+        # OVMS hands the port text to getaddrinfo as a service name; only numbers are taken here.
+        if not host or (colon and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536)):
+            raise ValueError(url)
+        return cls(host, int(port) if colon else 80, slash + path)
+
+    def url(self) -> URL:
+        """The plain-http URL aiohttp connects to; ``encoded``: the path is sent as written, not requoted."""
+        return URL(f"http://{self.host}:{self.port}{self.path}", encoded=True)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 @dataclass
@@ -63,7 +95,8 @@ class Response:
         if buffer:
             yield buffer
         if failure is not None:
-            raise BodyFailed(f"{type(failure).__name__}: {failure}")
+            closed = isinstance(failure, aiohttp.ClientPayloadError) and "ContentLengthError" in repr(failure)
+            raise BodyFailed(f"{type(failure).__name__}: {failure}", closed)
 
     async def body(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks(65536)])
@@ -73,28 +106,36 @@ class Response:
 async def get(
     url: str, user_agent: str, timeout: float = TIMEOUT_SECONDS, headers: dict[str, str] | None = None
 ) -> AsyncIterator[Response]:
-    """GET ``url`` as an OVMS module does; connection failures are retried a bounded number of times.
-    ``headers``: emulator additions (delta negotiation); OVMS itself sends only Host and User-Agent."""
+    """GET ``url`` once, as an OVMS module does: plain HTTP/1.0 (``https://`` is only stripped), ``Host`` and
+    ``User-Agent`` and nothing else, then ``headers`` (the emulator's own delta/resume additions) after them.
+    No redirects are followed. RequestFailed (its text says why, see ``request_failure``) when no response
+    head arrives within ``timeout`` seconds of connecting; reads time out after ``timeout`` seconds too."""
+    try:
+        target = Target.parse(url)
+        request_url = target.url()
+    except ValueError as err:
+        raise RequestFailed(request_failure(url, err)) from None
     client_timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=timeout, sock_read=timeout)
+    # force_close: with HTTP/1.0, aiohttp would otherwise add "Connection: keep-alive"; OVMS sends no
+    # Connection header and reads the body until the server closes.
+    connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(
-        timeout=client_timeout, auto_decompress=False, version=aiohttp.HttpVersion10
+        connector=connector, timeout=client_timeout, auto_decompress=False, version=aiohttp.HttpVersion10
     ) as session:
-        last_error = ""
-        for attempt in range(CONNECT_ATTEMPTS):
-            try:
-                resp = await session.get(
-                    http_url(url),
-                    headers={"User-Agent": user_agent, **(headers or {})},
-                    skip_auto_headers=("Accept", "Accept-Encoding"),
-                    allow_redirects=False,
-                )
-                break
-            except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-                last_error = request_failure(url, err)
-                if attempt + 1 < CONNECT_ATTEMPTS:
-                    await asyncio.sleep(0.2 * 2**attempt)
-        else:
-            raise RequestFailed(last_error)
+        # aiohttp sends an idempotent request a second time when the connection is reset or closed before
+        # the answer; OVMS never does. This switch has no public setter: aiohttp's own test client clears it
+        # the same way, and tests/test_module_http.py counts the connections.
+        session._retry_connection = False
+        try:
+            resp = await session.get(
+                request_url,
+                # Host is given so it has no port (aiohttp adds a non-default one), and goes first.
+                headers={"Host": target.host, "User-Agent": user_agent, **(headers or {})},
+                skip_auto_headers=("Accept", "Accept-Encoding"),
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+            raise RequestFailed(request_failure(url, err)) from None
         try:
             yield Response(resp.status, resp.reason or "", resp.content_length, resp)
         finally:
@@ -103,12 +144,16 @@ async def get(
 
 def request_failure(url: str, err: BaseException) -> str:
     """One line saying why a GET of ``url`` got no response: ``cannot connect to 127.0.0.1:1: connection
-    refused``, ``no answer from HOST:PORT: timed out``, ``invalid URL …``."""
-    if isinstance(err, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
-        return f"cannot connect to {_where(url)}: {failure_reason(err)}"
-    if isinstance(err, ValueError):  # aiohttp.InvalidURL, or a URL yarl cannot parse
+    refused``, ``no answer from HOST:PORT: the server closed the connection``, ``invalid URL …``."""
+    try:
+        where = str(Target.parse(url))
+    except ValueError:
         return f"invalid URL {url}"
-    return f"no answer from {_where(url)}: {failure_reason(err)}"
+    if isinstance(err, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return f"cannot connect to {where}: {failure_reason(err)}"
+    if isinstance(err, ValueError):  # aiohttp.InvalidURL, or a host yarl cannot take
+        return f"invalid URL {url}"
+    return f"no answer from {where}: {failure_reason(err)}"
 
 
 def failure_reason(err: BaseException) -> str:
@@ -138,17 +183,6 @@ def failure_reason(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror[:1].lower() + err.strerror[1:]
     return str(err) or type(err).__name__
-
-
-def _where(url: str) -> str:
-    """``host:port`` of a URL, the port filled in from its scheme."""
-    parts = urlsplit(http_url(url))
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:  # a port that is not a number
-        return parts.netloc
-    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
-    return f"{host}:{port}"
 
 
 @dataclass(frozen=True)

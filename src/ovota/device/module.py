@@ -128,6 +128,10 @@ class Module:
         self.rollback = self.identity.anti_rollback or self.config.get_bool("ota", "rollback", False)
         self.boot_result: BootResult = boot(self.flash, self.layout, self.rollback, self.security)
         self.last_check_day: int | None = None
+        self.clock.power_on()
+        self.store_mounted = True
+        # m.version is set at system.start with the tag of that moment: a new `ota tag` shows after a reboot.
+        self.boot_tag = self.tag
         self.partition_update = False  # RTC boot flag: lost on power loss, set only by a restart
         descriptor = partition_descriptor(self.flash, self.running)
         self.build = escape_text(
@@ -162,8 +166,8 @@ class Module:
 
     @property
     def version_string(self) -> str:
-        """GetOVMSVersion: <version>/<running label>/<tag>."""
-        return f"{self.running_version}/{self.running.name}/{self.tag}"
+        """GetOVMSVersion as m.version holds it: <version>/<running label>/<tag at boot>."""
+        return f"{self.running_version}/{self.running.name}/{self.boot_tag}"
 
     @property
     def firmware_metric(self) -> str:

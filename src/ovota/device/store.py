@@ -17,16 +17,17 @@ from ovota.formats.partition_table import Partition
 BANK_SIZE = 0x10000
 CONFIG_MAGIC = b"OVCF"
 
-# The params OVMS registers that the emulator knows, with whether `config get/list` may show them.
+# The params OVMS registers that the emulator knows: their titles, and whether `config list` shows values.
 PARAMS = {
-    "ota": "OTA setup and status",
     "auto": "Auto start functionality",
-    "vehicle": "Vehicle configuration",
     "module": "Module configuration",
     "network": "Network configuration",
+    "ota": "OTA setup and status",
+    "password": "Password store",
     "server.v3": "Server V3 (MQTT) configuration",
-    "password": "Passwords",
+    "vehicle": "Vehicle configuration",
 }
+UNREADABLE = {"password"}  # OVMS registers it writable but not readable
 
 
 class StoreError(Exception):

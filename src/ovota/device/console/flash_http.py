@@ -95,6 +95,7 @@ async def _flash_body(
         too_small(session, target)
         return None
     out.puts("OTA Flash HTTP: Preparing flash partition...")
+    session.status.set("OTA Flash HTTP: Preparing flash partition...")
     try:
         update = OtaUpdate(
             session.module.flash, running, target, expected, pending(session), security=session.module.security
@@ -118,6 +119,7 @@ async def _download_into(
     write = tracker.write if tracker is not None else update.write
     sofar = 0
     outcome = "complete"
+    session.status.set("OTA Flash HTTP: Downloading OTA image...", filesize * 100 // expected)
     try:
         async for chunk in resp.chunks():
             filesize += len(chunk)
@@ -131,11 +133,12 @@ async def _download_into(
                 out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
                 session.log(f"OTA Flash HTTP: {err.reason}")
                 return None
+            session.status.progress(filesize * 100 // expected)
             if sofar > PROGRESS_EVERY:
                 out.write(f"Downloading... {filesize * 100 // expected}% ({filesize} bytes so far)\n")
                 sofar = 0
     except fetch.BodyFailed as err:
-        outcome = "failed"
+        outcome = "complete" if err.closed else "failed"  # OVMS reads a closed connection as the end
         session.log(f"OTA Flash HTTP: {err}")
     out.write(f"Download {outcome} (at {filesize} bytes)\n")
     if filesize != expected:
@@ -144,6 +147,7 @@ async def _download_into(
             session.log(f"OTA Flash HTTP: {tracker.verified} bytes kept; 'ota flash http' again resumes there")
         out.write(f"Error: Download file size ({filesize}) does not match expected ({expected})\n")
         return None
+    session.status.set("OTA Flash HTTP: Finalising flash write")
     if not finish(session, update, target, "OTA Flash HTTP"):
         return None
     resume.clear(session)

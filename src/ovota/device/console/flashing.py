@@ -3,16 +3,55 @@ boot with their messages; and flashing a local file (``ota flash vfs``, the SD c
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ovota.device.console import partitions as migration
 from ovota.device.console.session import Session
+from ovota.device.console.tree import Handler
 from ovota.device.ota import EspError, OtaUpdate, next_update_partition, running_state, set_boot_partition
 from ovota.formats.otadata import OtaState
 from ovota.formats.partition_table import Partition
 
 NEW_LAYOUT_SLOT = 0x700000
 VFS_CHUNK = 4096  # OVMS freads 512 bytes; flash writes of one sector keep the emulator's op count low
+READ_SIZE = 512  # ... and its progress counts those 512-byte reads
+CONFIG_PATH = "/store/ovms_config"
+BUSY = "Error: Flash operation already in progress - cannot flash again"
+
+
+def exclusive(handler: Handler) -> Handler:
+    """A command that flashes: refused while another flash runs (OVMS's m_flashing mutex, not waited for)."""
+
+    @functools.wraps(handler)
+    def run(session: Session, args: list[str]) -> None:
+        if not session.flashing.acquire(blocking=False):
+            session.out.puts(BUSY)
+            return
+        try:
+            handler(session, args)
+        finally:
+            session.status.clear()
+            session.flashing.release()
+
+    return run
+
+
+def ovms_realpath(path: str) -> str:
+    """OVMS's realpath: ``.`` and ``..`` resolved lexically, relative paths rooted at ``/``, nothing looked up."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def protected_path(path: str) -> bool:
+    """OvmsConfig::ProtectedPath: the config files in /store are not for VFS commands."""
+    return CONFIG_PATH in ovms_realpath(path)
 
 
 def target_slots(session: Session) -> tuple[Partition, Partition] | None:
@@ -68,6 +107,9 @@ def flash_file(session: Session, local: Path | None, path: str) -> bool:
     if parts is None:
         return False
     running, target = parts
+    if protected_path(path):
+        session.out.puts("Error: protected path")
+        return False
     if local is None or not local.is_file():
         session.out.write(f"Error: Cannot find file {path}\n")
         return False
@@ -83,6 +125,7 @@ def flash_file(session: Session, local: Path | None, path: str) -> bool:
         return False
     with source:
         session.out.puts("OTA Flash VFS: Preparing flash partition...")
+        session.status.set("OTA Flash VFS: Preparing flash partition...")
         try:
             update = OtaUpdate(
                 session.module.flash, running, target, size, pending(session), security=session.module.security
@@ -91,13 +134,19 @@ def flash_file(session: Session, local: Path | None, path: str) -> bool:
             session.out.write(f"Error: ESP32 error #{err.code} when starting OTA operation\n")
             return False
         session.out.puts("OTA Flash VFS: Flashing image partition...")
+        session.status.set("OTA Flash VFS: Flashing image partition...")
+        done = 0
         while chunk := source.read(VFS_CHUNK):
             try:
                 update.write(chunk)
             except EspError as err:
                 session.out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
-                session.log(f"OTA Flash VFS: {err.reason}")
+                session.log(f"OTA Flash VFS: {err.reason}", "E")
                 return False
+            for read in range(READ_SIZE, len(chunk) + READ_SIZE, READ_SIZE):
+                session.status.progress((done + min(read, len(chunk))) * 100 // size)
+            done += len(chunk)
+        session.status.set("OTA Flash VFS: Finalising flash write")
     if not finish(session, update, target, "OTA Flash VFS"):
         return False
     session.out.write(
@@ -108,7 +157,7 @@ def flash_file(session: Session, local: Path | None, path: str) -> bool:
 
 def vfs_local(sd_dir: Path | None, path: str) -> Path | None:
     """Map an OVMS VFS path under /sd to the emulator's --sd folder; None for anything else or an escape."""
-    if sd_dir is None or not path.startswith("/sd/"):
+    if sd_dir is None or not (path == "/sd" or path.startswith("/sd/")):
         return None
     local = (sd_dir / path[4:]).resolve()
     root = sd_dir.resolve()

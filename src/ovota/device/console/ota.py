@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from ovota.device import fetch
-from ovota.device.console import auto
 from ovota.device.console import partitions as migration
 from ovota.device.console.flash_http import ota_flash_http
-from ovota.device.console.flashing import flash_file, vfs_local
+from ovota.device.console.flashing import exclusive, flash_file, vfs_local
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.flash import SECTOR_SIZE
@@ -35,21 +34,26 @@ BOOT_ERRORS = {
 
 def register(root: Command, has_factory: bool, layout_type: LayoutType) -> None:
     ota = root.add(Command("ota", "OTA framework", ota_status))
-    status = ota.add(Command("status", "Show OTA status", ota_status, max_args=0))
-    status.add(Command("nocheck", "Show OTA status (skip check for available update)", ota_status))
+    status = ota.add(Command("status", "Show OTA status", ota_status))
+    status.add(Command("nocheck", "…skip check for available update", ota_status))
     flash = ota.add(Command("flash", "OTA flash"))
-    flash.add(Command("vfs", "OTA flash vfs", ota_flash_vfs, "<file>", 1, 1))
-    flash.add(Command("http", "OTA flash http", ota_flash_http, "[<url>]", 0, 1))
-    flash.add(Command("auto", "Automatic regular OTA flash (over web)", ota_flash_auto, "[force]", 0, 1))
+    flash.add(Command("vfs", "OTA flash vfs", exclusive(ota_flash_vfs), "<file>", 1, 1))
+    flash.add(Command("http", "OTA flash http", exclusive(ota_flash_http), "[<url>]", 0, 1))
+    auto_cmd = flash.add(Command("auto", "Automatic regular OTA flash (over web)", ota_flash_auto, "[force]", 0, 1))
+    auto_cmd.add(Command("force", "…force update (even if server version older)", ota_flash_auto))
     labels = (["factory"] if has_factory else []) + ["ota_0", "ota_1"]
     boot = ota.add(Command("boot", "OTA boot"))
     erase = ota.add(Command("erase", "OTA erase"))
+    copy = ota.add(Command("copy", "OTA copy"))
     for label in labels:
-        boot.add(Command(label, f"Boot from {label} partition", ota_boot))
-        erase.add(Command(label, f"Erase {label} partition", ota_erase))
-    ota.add(Command("copy", "OTA copy", ota_copy, "<from> <to>", 2, 2))
+        boot.add(Command(label, f"Boot from {label} image", exclusive(ota_boot)))
+        erase.add(Command(label, f"Erase {label} image", exclusive(ota_erase)))
+        source = copy.add(Command(label, f"OTA copy {label} <to>"))
+        for dest in labels:
+            if dest != label:
+                source.add(Command(dest, f"Copy {label} to {dest} image", exclusive(ota_copy)))
     rollback = ota.add(Command("rollback", "App rollback (emulator; off by default, as on OVMS)"))
-    for action in ("enable", "disable", "confirm"):
+    for action in ("confirm", "disable", "enable"):
         rollback.add(Command(action, f"Rollback {action}", ota_rollback))
     partitions = ota.add(Command("partitions", "OTA partitions"))
     partitions.add(Command("list", "Show partition table", ota_partitions_list))
@@ -70,6 +74,9 @@ def ota_status(session: Session, args: list[str]) -> None:
     out.write(f"Running partition: {m.running.name}\n")
     boot = m.boot_partition
     out.write(f"Boot partition:    {boot.name if boot else ''}\n")
+    status = session.status.line()
+    if status is not None:
+        out.puts(status)
     for label, part in (
         ("Factory image:     ", m.layout.factory),
         ("OTA_O image:       ", m.layout.get("ota_0")),
@@ -97,11 +104,9 @@ def ota_flash_vfs(session: Session, args: list[str]) -> None:
 
 
 def ota_flash_auto(session: Session, args: list[str]) -> None:
-    if args and args[0] != "force":
-        session.out.puts("Usage: ota flash auto [force]")
-        return
+    """Starts the AutoFlash task and returns; the task's output is its log."""
     session.out.puts("Triggering automatic firmware update...")
-    auto.auto_flash(session, force=bool(args))
+    session.launch_auto_flash(force=session.words[-1] == "force")
 
 
 # -- boot, erase, copy, partitions ------------------------------------------------------------------------
@@ -156,15 +161,16 @@ def ota_erase(session: Session, args: list[str]) -> None:
         return
     session.out.puts("OTA Erase: Erasing partition...")
     if part.ota_slot is None:
-        m.flash.erase(part.offset, part.size)
-    else:
-        OtaUpdate(m.flash, m.running, part)  # esp_ota_begin(OTA_SIZE_UNKNOWN) erases the whole slot
+        # esp_ota_begin refuses a partition that is not an OTA slot before erasing anything.
+        session.out.write(f"Error: ESP32 error #{ESP_ERR_INVALID_ARG} starting OTA operation\n")
+        return
+    OtaUpdate(m.flash, m.running, part)  # esp_ota_begin(OTA_SIZE_UNKNOWN) erases the whole slot
     session.out.puts("Partition erase complete")
 
 
 def ota_copy(session: Session, args: list[str]) -> None:
     m = session.module
-    source, dest = m.layout.get(args[0]), m.layout.get(args[1])
+    source, dest = m.layout.get(session.words[-2]), m.layout.get(session.words[-1])
     if dest is not None and dest == m.running:
         session.out.puts("Error: Cannot copy to currently running partition")
         return

@@ -1,4 +1,9 @@
-"""``ota partitions upgrade|store …`` and the partition-update (maintenance) boot, with OVMS's strings."""
+"""``ota partitions upgrade|store …`` and the partition-update (maintenance) boot, with OVMS's strings.
+
+Run from the console, the commands print to the console. In a partition-update boot the step writes only to
+/store/partition-update.log (OVMS's FileWriter with log_writes: each line appended, and logged with tag
+``file-writer``).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,21 @@ from collections.abc import Callable
 
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
-from ovota.device.layout import LayoutType, read_layout
+from ovota.device.layout import Layout, LayoutType, read_layout
 from ovota.device.migrate import (
     MigrationError,
     Restart,
-    Say,
-    append_log,
+    autocont,
     check_can_migrate,
+    downgrade_store_table,
     migrate_store,
-    next_step,
-    read_log,
+    mount_store2,
+    store_migrated,
+    unmount_store2,
     upgrade_factory_table,
     upgrade_store_table,
 )
+from ovota.device.store_copy import LogFileWriter, StepWriter, Store2
 from ovota.formats.versions import strverscmp
 
 NOTIFY_VERSION = "3.3.006"
@@ -28,76 +35,77 @@ PARTITION_ALERT = (
     "Upgrading is recommended to leverage the limit to 7MB.\n"
     "To upgrade, open the web UI, menu Config -> Partitioning.\n"
 )
+NOT_V3_30 = "Error: Cannot upgrade partition tables not in factory (factory, ota1, ota2, 1MB store) format"
+NOT_V3_34_DOWNGRADE = (
+    "Error: Cannot downgrade partition tables not in extended store (factory, ota1, ota2, dual store) format"
+)
+NOT_V3_34_MIGRATE = "Error: Cannot migrate store - partition table is not in v3-34 format"
+NOT_V3_34_MOUNT = "Error: Cannot mount store - partition table is not in v3-34 format"
+NOT_V3_34_FACTORY = "Error: Cannot upgrade factory - partition table is not in v3-34 format"
+NOT_FACTORY_RUNNING = "Error: Cannot upgrade partition table if running partition is not factory"
+NOT_FACTORY_BOOT = "Error: Cannot upgrade partition table if boot partition is not factory"
 
 
 def register(partitions: Command, layout_type: LayoutType) -> None:
-    partitions.add(Command("log", "Show /store/partition-update.log", partitions_log))
+    """Built at every boot: /store2's mount state lives as long as this boot's commands."""
     if layout_type is LayoutType.V3_35:
         return  # OVMS registers the upgrade commands only while the table is not v3-35
+    cmds = _StoreCommands(Store2())
     upgrade = partitions.add(Command("upgrade", "Upgrade partition table"))
-    upgrade.add(Command("autocont", "Upgrade partition table automatically", upgrade_autocont, "[-noconfirm]", 0, 1))
     upgrade.add(
         Command("factory", "Upgrade factory partition table to dual OTA", upgrade_factory, "[-noconfirm]", 0, 1)
     )
+    upgrade.add(Command("autocont", "Upgrade partition table automatically", upgrade_autocont, "[-noconfirm]", 0, 1))
     store = partitions.add(Command("store", "Store partition"))
     store.add(Command("upgrade", "Upgrade and extend store partition", store_upgrade, "[-noconfirm]", 0, 1))
-    store.add(Command("migrate", "Migrate store to new partition", store_migrate, "[-noconfirm]", 0, 1))
+    store.add(Command("downgrade", "Downgrade store partition", cmds.downgrade, "[-noconfirm]", 0, 1))
+    store.add(Command("mount", "Mount store2", cmds.mount))
+    store.add(Command("unmount", "Unmount store2", cmds.unmount))
+    store.add(Command("migrate", "Migrate store to new partition", cmds.migrate, "[-noconfirm]", 0, 1))
 
 
 def _confirmed(session: Session, args: list[str], question: str, aborted: str) -> bool:
-    if args == ["-noconfirm"]:
+    """OVMS: anything but ``-noconfirm`` asks; any answer but ``y`` aborts."""
+    if args[:1] == ["-noconfirm"]:
         return True
-    if args:
-        session.out.puts("Usage: [-noconfirm]")
-        return False
     if session.ask(f"{question} (y/n): ") == "y":
         return True
     session.out.puts(aborted)
     return False
 
 
-def _say_and_log(session: Session, lines: list[str]) -> Say:
-    def say(line: str) -> None:
-        session.out.puts(line)
-        lines.append(line)
-
-    return say
+def _console(session: Session) -> StepWriter:
+    return StepWriter(session.out.puts)
 
 
-def run_step(session: Session, maintenance: bool) -> Restart | None:
-    """One migration step, its lines saved to the step log in /store. Refusals write nothing."""
-    m = session.module
-    if m.layout.type is not LayoutType.V3_35:
-        try:
-            check_can_migrate(m.flash, m.layout.type, m.running_version)
-        except MigrationError as err:
-            session.out.puts(str(err))
-            return None
-    lines: list[str] = []
-    say = _say_and_log(session, lines)
-    failed = False
+def _table(session: Session) -> Layout:
+    """The table as it is on flash now (OVMS reads it for every operation; a rewrite updates its cached type)."""
+    return read_layout(session.module.flash)
+
+
+def _run(session: Session, step: Callable[[StepWriter], None]) -> None:
+    writer = _console(session)
     try:
-        restart = next_step(m.flash, m.running, m.boot_partition, m.running_version, maintenance, say, m.security)
+        step(writer)
     except MigrationError as err:
-        say(str(err))
-        restart, failed = None, True
-    if restart is not None or failed:
-        _save_log(session, lines)
-    return restart
+        writer.puts(str(err))
 
 
-def _save_log(session: Session, lines: list[str]) -> None:
-    # The table may have just changed: the log goes to whatever /store is now.
-    store = read_layout(session.module.flash).store
-    if store is not None:
-        append_log(session.module.flash, store, lines)
+# -- autocont and the partition-update boot -----------------------------------------------------------------
 
 
 def upgrade_autocont(session: Session, args: list[str]) -> None:
-    if _confirmed(session, args, "Upgrade partition table automatically", "Partition table upgrade aborted"):
-        restart = run_step(session, maintenance=False)
-        if restart is not None:
-            session.restart(partition_update=restart is Restart.PARTITION_UPDATE)
+    if not _confirmed(session, args, "Upgrade partition table automatically", "Partition table upgrade aborted"):
+        return
+    m = session.module
+    writer = _console(session)
+    try:
+        restart = autocont(m.flash, m.running, m.boot_partition, m.running_version, False, writer, m.security)
+    except MigrationError as err:
+        writer.puts(str(err))
+        return
+    if restart is not None:
+        session.restart(partition_update=restart is Restart.PARTITION_UPDATE)
 
 
 def system_start(session: Session) -> bool:
@@ -111,9 +119,12 @@ def system_start(session: Session) -> bool:
             session.restart()
             return True
         session.log("Partition table is not up to date, continuing to upgrade the partition table")
-        restart = run_step(session, maintenance=True)
+        restart, finished = _maintenance_step(session)
         if restart is None:
-            session.log("Aborting partition update, rebooting into standard mode")
+            if finished:
+                session.log("Partition update finished, rebooting into standard mode")
+            else:
+                session.log("Aborting partition update, rebooting into standard mode")
         session.restart(partition_update=restart is Restart.PARTITION_UPDATE)
         return True
     if (
@@ -126,58 +137,92 @@ def system_start(session: Session) -> bool:
     return False
 
 
-def _manual(session: Session, args: list[str], question: str, aborted: str, wanted: LayoutType) -> bool:
-    m = session.module
-    if not _confirmed(session, args, question, aborted):
-        return False
-    try:
-        check_can_migrate(m.flash, m.layout.type, m.running_version)
-    except MigrationError as err:
-        session.out.puts(str(err))
-        return False
-    if m.layout.type is not wanted:
-        session.out.puts(f"Error: this step needs a {wanted.value.split()[0]} partition table")
-        return False
-    if m.running != m.layout.factory:
-        session.out.puts("Error: Cannot upgrade partition table if running partition is not factory")
-        return False
-    if m.boot_partition != m.layout.factory:
-        session.out.puts("Error: Cannot upgrade partition table if boot partition is not factory")
-        return False
-    return True
-
-
-def store_upgrade(session: Session, args: list[str]) -> None:
-    m = session.module
-    if _manual(session, args, "Upgrade store partition to new format", "Store upgrade aborted", LayoutType.V3_30):
-        _guarded(session, lambda say: upgrade_store_table(m.flash, m.layout.table_offset, m.layout.table, say))
-
-
-def store_migrate(session: Session, args: list[str]) -> None:
+def _maintenance_step(session: Session) -> tuple[Restart | None, bool]:
+    """autocont with the FileWriter on /store/partition-update.log: (how to reboot, whether it succeeded)."""
     m = session.module
     store = m.layout.store
-    if store and _manual(session, args, "Migrate store to new partition", "Store migration aborted", LayoutType.V3_34):
-        _guarded(session, lambda say: migrate_store(m.flash, store, say))
+    if store is None:
+        return None, False
+    writer = LogFileWriter(m.flash, store, session.log)
+    try:
+        restart = autocont(m.flash, m.running, m.boot_partition, m.running_version, True, writer, m.security)
+    except MigrationError as err:
+        writer.puts(str(err))
+        return None, False
+    return restart, True
+
+
+# -- the step commands --------------------------------------------------------------------------------------
 
 
 def upgrade_factory(session: Session, args: list[str]) -> None:
     m = session.module
+    layout = _table(session)
+    refusal = None
+    if layout.type is not LayoutType.V3_34:
+        refusal = NOT_V3_34_FACTORY
+    elif m.running != layout.factory:
+        refusal = NOT_FACTORY_RUNNING
+    elif m.boot_partition != layout.factory:
+        refusal = NOT_FACTORY_BOOT
+    else:
+        try:
+            check_can_migrate(m.flash, layout.type, m.running_version)
+        except MigrationError as err:
+            refusal = str(err)
+        if refusal is None and not store_migrated(m.flash):
+            refusal = "v3-34 Error: store has not been migrated to store2 yet"
+    if refusal is not None:
+        session.out.puts(refusal)
+        return
     question, aborted = "Upgrade partition table to new format", "Partition table upgrade aborted"
-    if _manual(session, args, question, aborted, LayoutType.V3_34):
-        _guarded(session, lambda say: upgrade_factory_table(m.flash, m.layout.table_offset, m.layout.table, say))
+    if _confirmed(session, args, question, aborted):
+        _run(session, lambda w: upgrade_factory_table(m.flash, layout.table_offset, layout.table, w))
 
 
-def _guarded(session: Session, step: Callable[[Say], None]) -> None:
-    lines: list[str] = []
-    say = _say_and_log(session, lines)
-    try:
-        step(say)
-    except MigrationError as err:
-        say(str(err))
-    _save_log(session, lines)
+def store_upgrade(session: Session, args: list[str]) -> None:
+    m = session.module
+    layout = _table(session)
+    if layout.type is not LayoutType.V3_30:
+        session.out.puts(NOT_V3_30)
+        return
+    if _confirmed(session, args, "Upgrade store partition to new format", "Store upgrade aborted"):
+        _run(session, lambda w: upgrade_store_table(m.flash, layout.table_offset, layout.table, w))
 
 
-def partitions_log(session: Session, args: list[str]) -> None:
-    store = session.module.layout.store
-    for line in read_log(session.module.flash, store) if store else []:
-        session.out.puts(line)
+class _StoreCommands:
+    """The commands that share this boot's /store2 mount state."""
+
+    def __init__(self, store2: Store2) -> None:
+        self.store2 = store2
+
+    def downgrade(self, session: Session, args: list[str]) -> None:
+        layout = _table(session)
+        if layout.type is not LayoutType.V3_34:
+            session.out.puts(NOT_V3_34_DOWNGRADE)
+            return
+        if not _confirmed(session, args, "Downgrade store partition to old format", "Store downgrade aborted"):
+            return
+        writer = _console(session)
+        if self.store2.mounted:
+            unmount_store2(self.store2, writer)
+        _run(session, lambda w: downgrade_store_table(session.module.flash, layout.table_offset, layout.table, w))
+
+    def mount(self, session: Session, args: list[str]) -> None:
+        if _table(session).type is not LayoutType.V3_34:
+            session.out.puts(NOT_V3_34_MOUNT)
+            return
+        mount_store2(self.store2, session.module.sd_dir is not None, _console(session))
+
+    def unmount(self, session: Session, args: list[str]) -> None:
+        unmount_store2(self.store2, _console(session))
+
+    def migrate(self, session: Session, args: list[str]) -> None:
+        m = session.module
+        layout = _table(session)
+        store = layout.store
+        if layout.type is not LayoutType.V3_34 or store is None:
+            session.out.puts(NOT_V3_34_MIGRATE)
+            return
+        if _confirmed(session, args, "Migrate store to new partition", "Store migration aborted"):
+            migrate_store(m.flash, store, self.store2, _console(session), m.sd_dir is not None)

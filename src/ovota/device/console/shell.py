@@ -1,23 +1,23 @@
-"""The OVMS# shell: parses command lines, runs them against a module, and owns the console's side effects.
+"""The OVMS# shell: splits command lines, runs them on the command tree, and owns the console's side effects.
 
 It implements the :class:`~ovota.device.console.session.Session` the commands are written against."""
 
 from __future__ import annotations
 
-import re
-import shlex
+import threading
 from collections.abc import Callable
-from datetime import timedelta
 
-from ovota.device.console import auto, config, ota, partitions, sd
-from ovota.device.console.session import Session
+from ovota.device.console import auto, config, ota, partitions, sd, system, vfs
+from ovota.device.console.line import SplitError, split_line
+from ovota.device.console.status import FlashStatus
+from ovota.device.console.task import AutoFlashTask
 from ovota.device.console.tree import Command
 from ovota.device.console.writer import Writer
 from ovota.device.module import Module
 
 PROMPT = "OVMS# "
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# ESP-IDF's LOG_COLOR_E/W/I and LOG_RESET_COLOR, shown on a terminal.
+_COLOURS = {"E": "\033[0;31m", "W": "\033[0;33m", "I": "\033[0;32m"}
 
 
 class Shell:
@@ -28,6 +28,9 @@ class Shell:
         self.out = out
         self.words: list[str] = []
         self.notified_version: str | None = None
+        self.flashing = threading.Lock()
+        self.status = FlashStatus(self.log)
+        self.task = AutoFlashTask()
         self._ask = ask
         self._build_tree()
         self._system_start()
@@ -36,26 +39,30 @@ class Shell:
         self.root = Command("", "")
         ota.register(self.root, self.module.layout.factory is not None, self.module.layout.type)
         config.register(self.root)
-        module = self.root.add(Command("module", "MODULE framework"))
-        module.add(Command("reset", "Reset module", _module_reset))
-        time = self.root.add(Command("time", "Emulated clock"))
-        time.add(Command("status", "Show the emulated time", _time_status))
-        time.add(Command("advance", "Fast-forward the clock, running timers", _time_advance, "<N>[s|m|h|d]", 1, 1))
-        network = self.root.add(Command("network", "Emulated network links"))
-        for link in ("wifi", "modem"):
-            network.add(Command(link, f"Switch the emulated {link} link", _network_link, "on|off", 1, 1))
+        system.register(self.root)
+        vfs.register(self.root)
+        self.next_tick = float(auto.TICK_SECONDS)
 
     def execute(self, line: str) -> None:
+        """Run one command line (the restart an AutoFlash task asked for, and due timers, come first)."""
+        if self.task.restart_requested and not self.task.running:
+            self.settle()
+        auto.run_due_ticks(self)
         try:
-            self.words = shlex.split(line)
-        except ValueError as err:
-            self.out.puts(f"Error: {err}")
+            words = split_line(line)
+        except SplitError as err:
+            self.out.puts(str(err))
             return
-        if self.words:
-            self.root.execute(self, self.words, "")
+        if words:
+            self.words = words
+            self.root.execute(self, words)
 
     def log(self, message: str, level: str = "I", tag: str = "ota") -> None:
-        self.out.write(f"{level} ({tag}) {message}\n")
+        # OVMS's log buffers show a line break inside a message as "|".
+        text = f"{level} ({self.module.clock.log_stamp()}) {tag}: {message.replace(chr(13), '|').replace(chr(10), '|')}"
+        if self.out.colour and level in _COLOURS:
+            text = f"{_COLOURS[level]}{text}\033[0m"
+        self.out.write(text + "\n", counted=False)
 
     def notify(self, kind: str, subtype: str, text: str) -> None:
         self.out.write(f"Notification {kind}/{subtype}: {text}\n")
@@ -70,38 +77,23 @@ class Shell:
 
     def restart(self, partition_update: bool = False) -> None:
         """A reboot through the bootloader; ``partition_update`` is OVMS's RTC flag for maintenance mode."""
+        self.task.restart_requested = False
         self.module.reset()
         self.module.partition_update = partition_update
+        self.status.clear()
         self._build_tree()
         self._system_start()
+
+    def launch_auto_flash(self, force: bool) -> None:
+        if not self.task.launch(lambda: auto.auto_flash(self, force)):
+            self.log("AutoFlash: Task already running (cannot launch new)", "W")
+
+    def settle(self) -> None:
+        self.task.wait()
+        if self.task.restart_requested:
+            self.restart()
 
     def _system_start(self) -> None:
         """The boot-time events: partition update or notification, then the SD card's auto-flash."""
         if not partitions.system_start(self):
             sd.check_flash_sd(self)
-
-
-def _module_reset(session: Session, args: list[str]) -> None:
-    session.out.puts("Resetting system...")
-    session.restart()
-
-
-def _time_status(session: Session, args: list[str]) -> None:
-    session.out.puts(f"Time: {session.module.clock.now:%Y-%m-%d %H:%M:%S} UTC")
-
-
-def _time_advance(session: Session, args: list[str]) -> None:
-    match = _DURATION.fullmatch(args[0])
-    if match is None:
-        session.out.puts(f"Error: invalid duration {args[0]!r} (use e.g. 90s, 15m, 24h, 2d)")
-        return
-    auto.advance(session, timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)]))
-    _time_status(session, [])
-
-
-def _network_link(session: Session, args: list[str]) -> None:
-    if args[0] not in ("on", "off"):
-        session.out.puts("Usage: network <wifi|modem> on|off")
-        return
-    setattr(session.module.network, session.words[1], args[0] == "on")
-    session.out.puts(f"{session.words[1]} {'connected' if args[0] == 'on' else 'disconnected'}")

@@ -1,17 +1,14 @@
-"""The module's web Firmware page (OVMS /cfg/firmware): status, update settings, flashing, boot selection.
+"""The module's web server: the OVMS Firmware page (/cfg/firmware, /api/execute; see cfg.py) and a JSON API
+for scripts (/api/firmware/...).
 
-Every action runs the same console code as the OVMS# shell, in a worker thread, one at a time (OVMS's
-flashing mutex); the page polls the job for its progress. Settings write the same config params as
-``config set``.
+Every action runs the same console code as the OVMS# shell, in the console's worker thread, one at a time
+(OVMS's flashing mutex). Settings write the same config params as ``config set``.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,115 +18,30 @@ from aiohttp.typedefs import Handler
 from ovota.device import fetch
 from ovota.device.console.flashing import flash_file
 from ovota.device.console.shell import Shell
-from ovota.device.console.writer import Writer
 from ovota.device.images import partition_version
-from ovota.device.module import DEFAULT_SERVER, Module
-from ovota.device.web.page import render_firmware_page
+from ovota.device.module import Module
+from ovota.device.web import forms
+from ovota.device.web.cfg import execute, firmware_page, firmware_post
+from ovota.device.web.forms import FieldError
+from ovota.device.web.jobs import BUSY, CONSOLE_KEY, Console
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
 from ovota.formats.versions import buildverscmp
 
 MAX_UPLOAD = 16 * 1024 * 1024
-_PROGRESS = re.compile(r"^Downloading\.\.\. (\d+)%")
-_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_URL = re.compile(r"(https?://)?[A-Za-z0-9.-]+(:\d{1,5})?/\S*")
+MAX_PARTS = 8
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
-@dataclass
-class Job:
-    """One flash or boot action and what it printed."""
-
-    title: str
-    lines: list[str] = field(default_factory=list)
-    percent: int = 0
-    done: bool = False
-    ok: bool = False
-
-
-class _JobStream:
-    """The console writer's stream for a job: keeps lines and the latest progress percentage."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-
-    def write(self, text: str) -> int:
-        for line in text.splitlines():
-            self.job.lines.append(line)
-            match = _PROGRESS.match(line)
-            if match:
-                self.job.percent = int(match.group(1))
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-
-class FirmwareWeb:
-    def __init__(self, module: Module) -> None:
-        self.module = module
-        self.shell = Shell(module, Writer(_JobStream(Job("boot"))))
-        self.job: Job | None = None
-        self.lock = threading.Lock()
-
-    def busy(self) -> bool:
-        return self.job is not None and not self.job.done
-
-    def start(self, title: str, action: Callable[[Shell], object]) -> Job:
-        """Run ``action(shell)`` in a thread; the caller checked that no job is running."""
-        job = Job(title)
-        self.job = job
-        self.shell.out = Writer(_JobStream(job))
-
-        def run() -> None:
-            with self.lock:
-                try:
-                    result = action(self.shell)
-                    job.ok = bool(result) if result is not None else self.shell.out.errors == 0
-                finally:
-                    if job.ok and any(line.startswith("OTA flash was successful") for line in job.lines):
-                        job.percent = 100
-                    job.done = True
-
-        threading.Thread(target=run, daemon=True).start()
-        return job
-
-
-WEB_KEY = web.AppKey("firmware_web", FirmwareWeb)
-
-
-def _status(web_state: FirmwareWeb) -> dict[str, object]:
-    m = web_state.module
+def _status(m: Module) -> dict[str, object]:
     boot = m.boot_partition
     return {
         "firmware": m.firmware_metric,
         "running": m.running.name,
         "boot": boot.name if boot else "",
-        "images": {
-            p.name: partition_version(m.flash, p) for p in [m.layout.factory, *m.layout.ota_slots] if p is not None
-        },
+        "images": {p.name: partition_version(m.flash, p) for p in [m.layout.factory, *m.layout.ota_slots] if p},
         "partition_type": m.layout.type.value,
     }
-
-
-async def page(request: web.Request) -> web.Response:
-    state = request.app[WEB_KEY]
-    m = state.module
-    return web.Response(
-        text=render_firmware_page(
-            status=_status(state),
-            config={
-                "auto": m.config.get_bool("auto", "ota", True),
-                "hour": m.config.get_int("ota", "auto.hour", 2),
-                "modem": m.config.get_bool("ota", "auto.allow.modem", False),
-                "server": m.config.get("ota", "server"),
-                "tag": m.config.get("ota", "tag"),
-                "http_mru": m.config.get("ota", "http.mru"),
-            },
-            boot_choices=[p.name for p in [m.layout.factory, *m.layout.ota_slots] if p is not None],
-            default_server=DEFAULT_SERVER,
-        ),
-        content_type="text/html",
-    )
 
 
 def _error(message: str, status: int = 400) -> web.Response:
@@ -137,34 +49,20 @@ def _error(message: str, status: int = 400) -> web.Response:
 
 
 async def save_settings(request: web.Request) -> web.Response:
-    """The setup form: auto update, hour, modem, server and version tag; one config commit."""
-    state = request.app[WEB_KEY]
-    form = await request.post()
-    hour_text = str(form.get("auto_hour", "")).strip()
-    if not hour_text.isdigit() or not 0 <= int(hour_text) <= 23:
-        return _error(f"Auto update hour must be a whole number from 0 to 23, not {hour_text!r}.")
-    tag = str(form.get("tag", "")).strip()
-    if tag and not _TAG.fullmatch(tag):
-        return _error(f"Version tag {tag!r} is invalid: use letters, digits, '.', '_' and '-'.")
-    server = str(form.get("server", "")).strip().rstrip("/")
-    if server and not _URL.fullmatch(server + "/"):
-        return _error(f"Server {server!r} is not a valid URL.")
-    if state.busy():
-        return _error("Flash operation already in progress", 409)
-    state.module.config.update(
-        {
-            ("auto", "ota"): "yes" if form.get("auto_enable") else "no",
-            ("ota", "auto.hour"): str(int(hour_text)),
-            ("ota", "auto.allow.modem"): "yes" if form.get("auto_allow_modem") else "no",
-            ("ota", "server"): server or None,
-            ("ota", "tag"): tag or None,
-        }
-    )
+    """auto_enable, auto_hour, auto_allow_modem, server, tag (as the Setup form, without the boot choice)."""
+    console = request.app[CONSOLE_KEY]
+    try:
+        changes = forms.settings(await forms.read_form(request))
+    except FieldError as err:
+        return _error(str(err), err.status)
+    if console.busy():
+        return _error(BUSY, 409)
+    await console.call(lambda: console.module.config.update(changes))
     return web.json_response({"ok": True, "message": "Settings saved."})
 
 
 async def update_check(request: web.Request) -> web.Response:
-    m = request.app[WEB_KEY].module
+    m = request.app[CONSOLE_KEY].module
     server = await fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent, m.http_timeout)
     if server is None:
         return web.json_response({"ok": False, "error": "The update server could not be reached."})
@@ -173,46 +71,77 @@ async def update_check(request: web.Request) -> web.Response:
 
 
 async def flash(request: web.Request) -> web.Response:
-    state = request.app[WEB_KEY]
-    if state.busy():
-        return _error("Flash operation already in progress - cannot flash again", 409)
-    form = await request.post()
-    mode = form.get("mode")
-    if mode == "server":
-        job = state.start("Update now", lambda shell: shell.execute("ota flash http"))
-    elif mode == "url":
-        url = str(form.get("url", "")).strip()
-        if not _URL.fullmatch(url):
-            return _error(f"{url!r} is not a firmware URL: use http(s)://host[:port]/path/ovms3.bin.")
-        job = state.start("Flash from URL", lambda shell: shell.execute(f"ota flash http {url}"))
-    else:
-        return _error("Unknown flash mode.")
+    """mode=server (``ota flash http``), mode=url with url=… or mode=vfs with path=…"""
+    console = request.app[CONSOLE_KEY]
+    try:
+        fields = await forms.read_form(request)
+        mode = fields.get("mode", "")
+        if mode == "server":
+            title, line = "Update now", "ota flash http"
+        elif mode == "url":
+            url = forms.flash_url(fields.get("url", ""))
+            if not url:
+                raise FieldError("HTTP URL is empty: use mode=server for the update server's firmware.")
+            title, line = "Flash from URL", f"ota flash http {url}"
+        elif mode == "vfs":
+            title, line = "Flash from file", f"ota flash vfs {forms.vfs_path(fields.get('path', ''))}"
+        else:
+            raise FieldError(f"Unknown flash mode {forms.shown(mode)}: use server, url or vfs.")
+    except FieldError as err:
+        return _error(str(err), err.status)
+    if console.busy():
+        return _error(BUSY, 409)
+    job = console.run(line, title)
     return web.json_response({"ok": True, "job": job.title})
 
 
+async def _read_upload(request: web.Request) -> tuple[str, bytes]:
+    """The first file part of a multipart upload, at most MAX_UPLOAD bytes, its name made safe."""
+    if request.content_length is not None and request.content_length > MAX_UPLOAD + forms.MAX_FORM:
+        raise FieldError(f"Upload of {request.content_length} bytes refused: at most {MAX_UPLOAD}.", 413)
+    try:
+        reader = await request.multipart()
+        for _ in range(MAX_PARTS):
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise FieldError("Nested multipart is not accepted.")
+            limit = MAX_UPLOAD if part.filename else forms.MAX_FORM
+            data = bytearray()
+            while chunk := await part.read_chunk(65536):
+                data += chunk
+                if len(data) > limit:
+                    raise FieldError(f"Upload part over {limit} bytes refused.", 413)
+            if part.filename:
+                name = _UNSAFE_NAME.sub("_", Path(part.filename).name)[:100].lstrip(".") or "upload.bin"
+                return name, bytes(data)
+    except FieldError:
+        raise
+    except Exception as err:  # malformed multipart: the client's fault, whatever aiohttp raised for it
+        raise FieldError(f"Malformed upload: {forms.shown(str(err), 80)}.") from None
+    raise FieldError("No firmware file received.")
+
+
 async def upload(request: web.Request) -> web.Response:
-    """Flash from file: the upload is checked to be a valid image before anything is erased."""
-    state = request.app[WEB_KEY]
-    if state.busy():
-        return _error("Flash operation already in progress - cannot flash again", 409)
-    reader = await request.multipart()
-    data = b""
-    name = "upload.bin"
-    while (part := await reader.next()) is not None:
-        if isinstance(part, BodyPartReader) and part.filename:
-            data = await part.read()
-            name = Path(part.filename).name
-            break
-    if not data:
-        return _error("No firmware file received.")
+    """Flash from file (emulator addition): the upload is checked to be a valid image before anything is erased."""
+    console = request.app[CONSOLE_KEY]
+    if console.busy():
+        return _error(BUSY, 409)
+    try:
+        name, data = await _read_upload(request)
+    except FieldError as err:
+        return _error(str(err), err.status)
     try:
         problem = AppImage.parse(data).verify().first_failure()
     except FormatError as err:
         problem = str(err)
     if problem:
         return _error(f"{name} is not a valid firmware image: {problem}.")
-    folder = tempfile.mkdtemp(prefix="ovota-upload-")
-    path = Path(folder) / name
+    if console.busy():
+        return _error(BUSY, 409)
+    folder = Path(tempfile.mkdtemp(prefix="ovota-upload-"))
+    path = folder / name
     path.write_bytes(data)
 
     def action(shell: Shell) -> bool:
@@ -220,36 +149,36 @@ async def upload(request: web.Request) -> web.Response:
             return flash_file(shell, path, f"upload {name}")
         finally:
             path.unlink(missing_ok=True)
-            Path(folder).rmdir()
+            folder.rmdir()
 
-    state.start("Flash from file", action)
-    return web.json_response({"ok": True, "job": "Flash from file"})
+    job = console.start("Flash from file", action)
+    return web.json_response({"ok": True, "job": job.title})
 
 
 async def boot(request: web.Request) -> web.Response:
-    state = request.app[WEB_KEY]
-    form = await request.post()
-    choice = str(form.get("partition", ""))
-    if choice not in {p.name for p in [state.module.layout.factory, *state.module.layout.ota_slots] if p}:
-        return _error(f"Unknown boot partition {choice!r}.")
-    if state.busy():
-        return _error("Flash operation already in progress", 409)
-    state.start(f"Boot from {choice}", lambda shell: shell.execute(f"ota boot {choice}"))
+    console = request.app[CONSOLE_KEY]
+    try:
+        choice = forms.partition((await forms.read_form(request)).get("partition", ""), console.labels, "Partition")
+    except FieldError as err:
+        return _error(str(err), err.status)
+    if console.busy():
+        return _error(BUSY, 409)
+    console.run(f"ota boot {choice}", f"Boot from {choice}")
     return web.json_response({"ok": True})
 
 
 async def reboot(request: web.Request) -> web.Response:
-    state = request.app[WEB_KEY]
-    if state.busy():
-        return _error("Flash operation already in progress", 409)
-    state.start("Reboot", lambda shell: shell.execute("module reset"))
+    console = request.app[CONSOLE_KEY]
+    if console.busy():
+        return _error(BUSY, 409)
+    console.run("module reset", "Reboot")
     return web.json_response({"ok": True})
 
 
 async def job_status(request: web.Request) -> web.Response:
-    state = request.app[WEB_KEY]
-    job = state.job
-    payload: dict[str, object] = {"status": _status(state)}
+    console = request.app[CONSOLE_KEY]
+    job = console.job
+    payload: dict[str, object] = {"status": _status(console.module)}
     if job is not None:
         payload["job"] = {
             "title": job.title,
@@ -281,9 +210,12 @@ async def same_origin_posts(request: web.Request, handler: Handler) -> web.Strea
 
 def create_module_app(module: Module) -> web.Application:
     app = web.Application(client_max_size=MAX_UPLOAD, middlewares=[same_origin_posts])
-    app[WEB_KEY] = FirmwareWeb(module)
+    console = Console(module)
+    app[CONSOLE_KEY] = console
     app.router.add_get("/", _redirect)
-    app.router.add_get("/cfg/firmware", page)
+    app.router.add_get("/cfg/firmware", firmware_page)
+    app.router.add_post("/cfg/firmware", firmware_post)
+    app.router.add_post("/api/execute", execute)
     app.router.add_post("/api/firmware/settings", save_settings)
     app.router.add_get("/api/firmware/updatecheck", update_check)
     app.router.add_post("/api/firmware/flash", flash)
@@ -292,6 +224,11 @@ def create_module_app(module: Module) -> web.Application:
     app.router.add_post("/api/firmware/reboot", reboot)
     app.router.add_get("/api/firmware/status", job_status)
     app.router.add_static("/static", Path(__file__).with_name("static"))
+
+    async def stop_console(app: web.Application) -> None:
+        console.close()
+
+    app.on_cleanup.append(stop_console)
     return app
 
 

@@ -1,82 +1,309 @@
-"""HTML of the module's Firmware page: server-rendered; static/firmware.js does the actions and the progress."""
+"""HTML of the module's Firmware page as OVMS 3.3.006 renders it (``HandleCfgFirmware``): server-rendered,
+every value escaped; static/firmware.js adds the tabs, the dialogs and the streamed command output."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from html import escape
-from typing import Any
 
 SERVERS = ("https://api.openvehicles.com/firmware/ota", "https://ovms.dexters-web.de/firmware/ota")
 TAGS = ("main", "eap", "edge")
+PICK = "Specify or select from list (clear to see all options)"
+IMAGE_NAMES = {"factory": "Factory image", "ota_0": "OTA_0 image", "ota_1": "OTA_1 image"}
 
 
-def _options(values: tuple[str, ...] | list[str]) -> str:
-    return "".join(f'<option value="{escape(v)}"></option>' for v in values)
+@dataclass(frozen=True)
+class PageInfo:
+    """What OVMS's GetStatus and config give the page."""
+
+    firmware: str
+    running: str
+    boot: str
+    images: dict[str, str]  # partition label -> image version ("" for none)
+    hardware: str
+    server_version: str  # "" when the server did not answer (or no network), as on OVMS
+    changelog: str
+    http_mru: str
+    vfs_mru: str
+    sd_files: list[str] = field(default_factory=list)
+    modem_only: bool = False
 
 
-def render_firmware_page(
-    status: dict[str, Any], config: dict[str, Any], boot_choices: list[str], default_server: str
-) -> str:
-    images = "".join(
-        f'<dt>{escape(name)} image</dt><dd id="image-{escape(name)}">{escape(version) or "(empty)"}</dd>'
-        for name, version in status["images"].items()
+@dataclass(frozen=True)
+class FormValues:
+    """The Setup form's values: the config, or after a refused post what was posted."""
+
+    auto_enable: bool
+    auto_hour: str
+    auto_allow_modem: bool
+    server: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    """OVMS's result alert: ``OK!`` or ``Error!`` and what the command printed."""
+
+    ok: bool
+    lines: list[str] = field(default_factory=list)
+    output: str = ""  # console output, shown as <samp>
+
+    def html(self) -> str:
+        kind, lead = ("success", "OK!") if self.ok else ("danger", "Error!")
+        body = "".join(f"<p>{escape(line)}</p>" for line in self.lines)
+        if self.output:
+            body = f"<p><samp>{escape(self.output)}</samp></p>" + body
+        return f'<div class="alert alert-{kind}" role="alert"><p class="lead">{lead}</p>{body}</div>'
+
+
+def _info(label: str, value_html: str, ident: str = "", tall: bool = False) -> str:
+    """A label and a value (OVMS's input_info); ``tall``: the value has buttons, the label drops to its text."""
+    attr = f' id="{ident}"' if ident else ""
+    return (
+        f'<div class="form-group"><span class="control-label{" tall" if tall else ""}">{label}:</span>'
+        f'<div class="form-control-static"{attr}>{value_html}</div></div>'
     )
-    boot_options = "".join(
-        f'<option value="{escape(p)}"{" selected" if p == status["boot"] else ""}>{escape(p)}</option>'
-        for p in boot_choices
+
+
+def _input(kind: str, label: str, name: str, value: str, placeholder: str, help_html: str = "", extra: str = "") -> str:
+    hint = f'<div class="help-block" id="help-{name}">{help_html}</div>' if help_html else ""
+    described = f' aria-describedby="help-{name}"' if help_html else ""
+    return (
+        f'<div class="form-group"><label class="control-label" for="input-{name}">{label}:</label>'
+        f'<div class="control"><input type="{kind}" class="form-control" name="{name}" id="input-{name}"'
+        f' value="{escape(value)}" placeholder="{escape(placeholder)}"{described}{extra}>{hint}</div></div>'
     )
-    checked = {True: " checked", False: ""}
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Firmware</title><link rel="stylesheet" href="/static/firmware.css">
-<script src="/static/firmware.js"></script></head>
-<body><main>
-<h1>Firmware</h1>
-<section aria-labelledby="status-title"><h2 id="status-title">Status</h2><dl>
-<dt>Firmware</dt><dd id="firmware">{escape(status["firmware"])}</dd>
-<dt>Partition type</dt><dd>{escape(status["partition_type"])}</dd>
-<dt>Running partition</dt><dd id="running">{escape(status["running"])}</dd>
-<dt>Boot partition</dt><dd id="boot">{escape(status["boot"])}</dd>
-{images}
-<dt>Server available</dt><dd id="server-version">checking…</dd>
-</dl><pre id="changelog" aria-label="Changelog"></pre></section>
 
-<section aria-labelledby="setup-title"><h2 id="setup-title">Automatic updates and server</h2>
-<form id="settings" novalidate>
-<div class="row"><input type="checkbox" id="auto_enable" name="auto_enable" value="yes"{checked[config["auto"]]}>
-<label for="auto_enable">Enable auto update</label></div>
-<label for="auto_hour">Auto update hour (0 to 23, module time)</label>
-<input type="number" id="auto_hour" name="auto_hour" value="{config["hour"]}" min="0" max="23">
-<div class="row">
-<input type="checkbox" id="auto_allow_modem" name="auto_allow_modem" value="yes"{checked[config["modem"]]}>
-<label for="auto_allow_modem">Allow auto update via modem</label></div>
-<label for="server">Update server</label>
-<input type="text" id="server" name="server" list="servers" value="{escape(config["server"])}"
- placeholder="{escape(default_server)}"><datalist id="servers">{_options(SERVERS)}</datalist>
-<label for="tag">Version tag</label>
-<input type="text" id="tag" name="tag" list="tags" value="{escape(config["tag"])}" placeholder="main">
-<datalist id="tags">{_options(TAGS)}</datalist>
-<button type="submit">Save</button> <span id="settings-message" role="status"></span>
-</form></section>
 
-<section aria-labelledby="flash-title"><h2 id="flash-title">Update</h2>
-<button type="button" id="update-now">Update now</button> <span id="flash-message" role="status"></span>
-<form id="flash-url" novalidate><input type="hidden" name="mode" value="url">
-<label for="url">Flash from URL</label>
-<input type="text" inputmode="url" id="url" name="url" value="{escape(config["http_mru"])}" placeholder="http://server/firmware/ota/v3.3-5/main/ovms3.bin">
-<button type="submit" class="secondary">Flash from URL</button> <span id="url-message" role="status"></span></form>
-<form id="flash-file"><label for="file">Firmware file to flash</label>
-<input type="file" id="file" name="file" accept=".bin,application/octet-stream">
-<button type="submit" class="secondary">Flash from file</button> <span id="file-message" role="status"></span></form>
-<div id="job" hidden><h3 id="job-title"></h3>
-<progress id="progress" max="100" value="0" aria-labelledby="job-title"></progress> <span id="percent">0%</span>
-<p id="job-result" role="status"></p><pre id="job-log" aria-label="Flash log"></pre></div>
-</section>
+def _checkbox(label: str, name: str, checked: bool, help_html: str) -> str:
+    tick = " checked" if checked else ""
+    return (
+        f'<div class="form-group"><div class="control offset"><div class="checkbox">'
+        f'<input type="checkbox" name="{name}" id="input-{name}" value="yes"{tick} aria-describedby="help-{name}">'
+        f'<label for="input-{name}">{label}</label></div>'
+        f'<div class="help-block" id="help-{name}">{help_html}</div></div></div>'
+    )
 
-<section aria-labelledby="boot-title"><h2 id="boot-title">Boot</h2>
-<form id="boot-form"><label for="partition">Boot partition</label>
-<select id="partition" name="partition">{boot_options}</select>
-<button type="submit" class="secondary">Set boot partition</button></form>
-<button type="button" id="reboot">Reboot</button> <span id="boot-message" role="status"></span>
-</section>
-</main></body></html>
-"""
+
+def _datalist(ident: str, values: list[str] | tuple[str, ...]) -> str:
+    return f'<datalist id="{ident}">' + "".join(f'<option value="{escape(v)}">' for v in values) + "</datalist>"
+
+
+def _status(info: PageInfo) -> str:
+    available = (
+        f'<span id="ota-server-version">{escape(info.server_version)}</span> '
+        '<button type="button" class="btn btn-default" id="ota-versioninfo-btn" data-dialog="version-dialog">'
+        "Version info</button> "
+        '<button type="button" class="btn btn-default action-update-now">Update now</button>'
+    )
+    return _info("Firmware version", escape(info.firmware), "firmware") + _info("…available", available, tall=True)
+
+
+def _setup(info: PageInfo, form: FormValues) -> str:
+    options = "".join(
+        f'<option value="{escape(label)}"{" selected" if label == info.boot else ""}>'
+        f"{escape(IMAGE_NAMES.get(label, label))}{f' ({escape(version)})' if version else ''}</option>"
+        for label, version in info.images.items()
+    )
+    tag_help = (
+        "<p>Default is <code>main</code> for standard user releases. Use <code>eap</code> (early access program) "
+        "for stable (beta test) developer builds, or <code>edge</code> for bleeding edge developer builds.</p>"
+        '<div class="alert alert-warning"><b class="text-danger">⚠</b> <b>Developer builds are meant for development '
+        "and testing, not for regular daily use!</b> Developer versions may contain potentially harmful bugs and "
+        "experiments. When running a developer version, it&rsquo;s required you closely follow discussions on the "
+        "newly developed features, help in testing them by providing feedback, and <b>closely watch your device and "
+        "vehicle for any unusual behaviour.</b></div>"
+    )
+    return (
+        '<form method="post" action="/cfg/firmware" id="setup-form" class="form-horizontal">'
+        + _info("Running partition", escape(info.running), "running")
+        + f'<input type="hidden" name="boot_old" value="{escape(info.boot)}">'
+        '<div class="form-group"><label class="control-label" for="input-boot">Boot from:</label>'
+        f'<div class="control"><select class="form-control" name="boot" id="input-boot">{options}</select></div></div>'
+        "<hr>"
+        + _checkbox(
+            "Enable auto update",
+            "auto_enable",
+            form.auto_enable,
+            "<p>Strongly recommended: if enabled, the module will perform automatic firmware updates within the hour "
+            "of day specified.</p>",
+        )
+        + _input(
+            "number",
+            "Auto update hour of day",
+            "auto_hour",
+            form.auto_hour,
+            "0-23, default: 2",
+            extra=' min="0" max="23" step="1" inputmode="numeric"',
+        )
+        + _checkbox(
+            "…allow via modem",
+            "auto_allow_modem",
+            form.auto_allow_modem,
+            "<p>Automatic updates are normally only done if a wifi connection is available at the time. Before "
+            "allowing updates via modem, be aware a single firmware image has a size of around 3 MB, which may lead "
+            "to additional costs on your data plan.</p>",
+        )
+        + _datalist("server-list", SERVERS)
+        + _datalist("tag-list", TAGS)
+        + _input(
+            "text",
+            "Update server",
+            "server",
+            form.server,
+            PICK,
+            "<p>Default is <code>https://api.openvehicles.com/firmware/ota</code>.</p>",
+            ' list="server-list"',
+        )
+        + _input("text", "Version tag", "tag", form.tag, PICK, tag_help, ' list="tag-list"')
+        + _info("Hardware version", escape(info.hardware), "hardware")
+        + '<hr><div class="form-group"><div class="control offset buttons">'
+        '<button type="submit" class="btn btn-default" name="action" value="set">Set</button> '
+        '<button type="submit" class="btn btn-default" name="action" value="set-reboot">Set &amp; reboot</button> '
+        '<button type="submit" class="btn btn-default" name="action" value="reboot">Reboot</button>'
+        "</div></div></form>"
+    )
+
+
+def _flash_http(info: PageInfo) -> str:
+    warning = ""
+    if info.modem_only:
+        warning = (
+            '<div class="alert alert-warning"><p class="lead"><strong>Using cellular modem connection for internet.'
+            "</strong></p><p>Downloads from public servers will currently be done via cellular network. Be aware "
+            "update files are &gt;2 MB, which may exceed your data plan and need some time depending on your link "
+            "speed.</p><p>You can also flash locally from a wifi network IP address.</p></div>"
+        )
+    return (
+        warning
+        + '<form method="post" action="/cfg/firmware" class="form-horizontal section-flash" id="flash-http-form">'
+        + _input(
+            "text",
+            "HTTP URL",
+            "flash_http",
+            info.http_mru,
+            "optional: URL of firmware file",
+            "<p>Leave empty to download the latest firmware from the update server. "
+            "Note: currently only http is supported.</p>",
+            ' list="urls" inputmode="url" autocomplete="off"',
+        )
+        + _datalist("urls", [info.http_mru] if info.http_mru else [])
+        + '<div class="form-group"><div class="control offset">'
+        '<button type="submit" class="btn btn-default" name="action" value="flash-http">Flash now</button>'
+        "</div></div></form>"
+    )
+
+
+def _flash_vfs(info: PageInfo) -> str:
+    steps = (
+        '<ol class="steps"><li>Place the file <code>ovms3.bin</code> in the SD root directory.</li>'
+        "<li>Insert the SD card, wait until the module reboots.</li>"
+        "<li>Note: after processing the file will be renamed to <code>ovms3.done</code>.</li></ol>"
+    )
+    upload = (
+        '<div class="form-group"><label class="control-label" for="input-upload">Upload:</label>'
+        '<div class="control"><input type="file" class="form-control" id="input-upload" accept=".bin"'
+        ' aria-describedby="help-upload"> <button type="button" class="btn btn-default action-upload">'
+        'Upload &amp; flash</button> <span id="upload-message" class="text-danger" role="status"></span>'
+        '<div class="help-block" id="help-upload"><p>Emulator addition: OVMS 3.3.006 says "Not yet implemented. '
+        'Please copy your update file to an SD card and enter the path below." The file is checked to be a valid '
+        "firmware image before anything is erased.</p></div></div></div>"
+    )
+    files = ([info.vfs_mru] if info.vfs_mru else []) + [f for f in info.sd_files if f != info.vfs_mru]
+    return (
+        '<form method="post" action="/cfg/firmware" class="form-horizontal section-flash" id="flash-vfs-form">'
+        + _info("Auto flash", steps)
+        + upload
+        + _input(
+            "text",
+            "File path",
+            "flash_vfs",
+            info.vfs_mru,
+            "Path to firmware file",
+            "<p>SD card root: <code>/sd/</code></p>",
+            ' list="files" autocomplete="off"',
+        )
+        + _datalist("files", files)
+        + '<div class="form-group"><div class="control offset">'
+        '<button type="submit" class="btn btn-default" name="action" value="flash-vfs">Flash now</button>'
+        "</div></div></form>"
+    )
+
+
+def _footer(has_factory: bool) -> str:
+    if has_factory:
+        return (
+            "<p>The module can store up to three firmware images in a factory and two OTA partitions.</p>"
+            "<p>Flashing from web or file writes alternating to the OTA partitions, the factory partition remains "
+            "unchanged.</p><p>You can flash the factory partition via USB, see developer manual for details.</p>"
+        )
+    return (
+        "<p>The module can store up to two firmware images in a the two OTA partitions.</p>"
+        "<p>Flashing from web or file writes alternating to the OTA partitions.</p>"
+    )
+
+
+def _dialogs(info: PageInfo) -> str:
+    return (
+        '<dialog id="version-dialog" aria-labelledby="version-title"><div class="modal-header">'
+        f'<h2 id="version-title">Version info {escape(info.server_version)}</h2></div>'
+        f'<div class="modal-body"><pre id="ota-changelog">{escape(info.changelog)}</pre></div>'
+        '<div class="modal-footer"><button type="button" class="btn btn-default action-dismiss">Close</button></div>'
+        "</dialog>"
+        '<dialog id="flash-dialog" aria-labelledby="flash-title"><div class="modal-header">'
+        '<h2 id="flash-title">Flashing…</h2></div>'
+        '<div class="modal-body"><pre id="output" aria-live="polite" tabindex="0"></pre></div>'
+        '<div class="modal-footer"><button type="button" class="btn btn-default action-reboot">Reboot now</button> '
+        '<button type="button" class="btn btn-default action-close">Close</button></div></dialog>'
+        '<form method="post" action="/cfg/firmware" id="reboot-form" hidden>'
+        '<input type="hidden" name="action" value="reboot"></form>'
+    )
+
+
+def _document(body: str) -> str:
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"><title>Firmware</title>'
+        '<link rel="stylesheet" href="/static/firmware.css">'
+        "<script>document.documentElement.classList.add('js')</script>"
+        '<script src="/static/firmware.js" defer></script></head><body>'
+        '<header class="navbar"><span class="brand">OVMS</span>'
+        '<span class="crumb">Config &rsaquo; Firmware</span></header>'
+        f'<main id="main">{body}</main></body></html>\n'
+    )
+
+
+def render_firmware_page(info: PageInfo, form: FormValues, alert: Alert | None = None) -> str:
+    has_factory = "factory" in info.images
+    tabs = (
+        '<div class="nav-tabs" role="tablist">'
+        '<a role="tab" href="#tab-setup" id="tab-link-setup" aria-controls="tab-setup" class="active">Setup</a>'
+        '<a role="tab" href="#tab-flash-http" id="tab-link-flash-http" aria-controls="tab-flash-http">'
+        "Flash from web</a>"
+        '<a role="tab" href="#tab-flash-vfs" id="tab-link-flash-vfs" aria-controls="tab-flash-vfs">Flash from file</a>'
+        "</div>"
+    )
+    panes = (
+        '<div class="tab-content">'
+        f'<section id="tab-setup" role="tabpanel" aria-labelledby="tab-link-setup" class="tab-pane active">'
+        f"{_setup(info, form)}</section>"
+        '<section id="tab-flash-http" role="tabpanel" aria-labelledby="tab-link-flash-http" class="tab-pane">'
+        f"{_flash_http(info)}</section>"
+        '<section id="tab-flash-vfs" role="tabpanel" aria-labelledby="tab-link-flash-vfs" class="tab-pane">'
+        f"{_flash_vfs(info)}</section></div>"
+    )
+    panel = (
+        '<div class="panel panel-primary"><div class="panel-heading"><h1>Firmware setup &amp; update</h1></div>'
+        f'<div class="panel-body"><div class="form-horizontal status">{_status(info)}</div>{tabs}{panes}</div>'
+        f'<div class="panel-footer">{_footer(has_factory)}</div></div>'
+    )
+    return _document((alert.html() if alert else "") + panel + _dialogs(info))
+
+
+def render_reboot(alert: Alert) -> str:
+    """OVMS's OutputReboot after Set & reboot / Reboot: the page posts ``module reset``, then reloads."""
+    rebooting = (
+        '<div class="alert alert-warning" id="rebooting" role="status"><p class="lead">Rebooting now.</p>'
+        '<p>Please wait a moment until the window reloads.</p><p id="dots">•</p></div>'
+    )
+    return _document(alert.html() + rebooting)

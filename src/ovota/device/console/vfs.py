@@ -1,0 +1,131 @@
+"""``vfs …``: OVMS's file commands over /sd (the emulator's ``--sd`` folder) and /store, with OVMS 3.3.006's
+messages. Every path is checked against OvmsConfig::ProtectedPath first: the config files are off limits.
+
+The emulator's /store holds the config as a record, not as files: it shows the one file a user reads there,
+``/store/partition-update.log``, read-only."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ovota.device.console.flashing import ovms_realpath, protected_path, vfs_local
+from ovota.device.console.session import Session
+from ovota.device.console.tree import Command
+from ovota.device.migrate import read_log
+from ovota.formats.posix_tz import parse_tz
+
+UPDATE_LOG = "/store/partition-update.log"
+
+
+def register(root: Command) -> None:
+    vfs = root.add(Command("vfs", "Virtual File System framework"))
+    vfs.add(Command("ls", "VFS Directory Listing", vfs_ls, "[<file>]", 0, 1))
+    vfs.add(Command("cat", "VFS Display a file", vfs_cat, "<file>", 1, 1))
+    vfs.add(Command("stat", "VFS Status of a file", vfs_stat, "<file>", 1, 1))
+    vfs.add(Command("rm", "VFS Delete a file", vfs_rm, "<file>", 1, 1))
+    vfs.add(Command("cp", "VFS Copy a file", vfs_cp, "<source> <target>", 2, 2))
+
+
+def _allowed(session: Session, *paths: str) -> bool:
+    if any(protected_path(path) for path in paths):
+        session.out.puts("Error: protected path")
+        return False
+    return True
+
+
+def _read(session: Session, path: str) -> bytes | None:
+    """A file's bytes: from the --sd folder, or the partition-update log in /store."""
+    if ovms_realpath(path) == UPDATE_LOG:
+        store = session.module.layout.store
+        lines = read_log(session.module.flash, store) if store is not None else []
+        return "".join(f"{line}\n" for line in lines).encode() if lines else None
+    local = vfs_local(session.module.sd_dir, ovms_realpath(path))
+    if local is None or not local.is_file():
+        return None
+    try:
+        return local.read_bytes()
+    except OSError:
+        return None
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} "
+    if size < 0x100000:
+        return f"{size / 1024:.1f}k"
+    return f"{size / 1048576:.1f}M"
+
+
+def vfs_ls(session: Session, args: list[str]) -> None:
+    path = args[0] if args else "/"
+    if args and not _allowed(session, path):
+        return
+    folder = vfs_local(session.module.sd_dir, ovms_realpath(path))
+    if folder is None or not folder.is_dir():
+        session.out.puts("Error: VFS cannot open directory listing for that directory")
+        return
+    zone = parse_tz(session.module.config.get("vehicle", "timezone"))
+    for entry in sorted(folder.iterdir()):
+        stat = entry.stat()
+        size = "[DIR]   " if entry.is_dir() else _size(stat.st_size)
+        when = zone.local(datetime.fromtimestamp(stat.st_mtime, UTC))
+        slash = "/" if entry.is_dir() else ""
+        session.out.write(f"{size[:8]:>8}  {when:%d-%b-%Y %H:%M}  {entry.name}{slash}\n")
+
+
+def vfs_cat(session: Session, args: list[str]) -> None:
+    if not _allowed(session, args[0]):
+        return
+    data = _read(session, args[0])
+    if data is None:
+        session.out.puts("Error: VFS file cannot be opened")
+        return
+    session.out.write(data.decode("utf-8", "replace"))
+
+
+def vfs_stat(session: Session, args: list[str]) -> None:
+    if not _allowed(session, args[0]):
+        return
+    data = _read(session, args[0])
+    if data is None:
+        session.out.puts("Error: VFS file cannot be opened")
+        return
+    session.out.write(f"File {args[0]} size is {len(data)} and digest {hashlib.md5(data).hexdigest()}\n")
+
+
+def _sd_file(session: Session, path: str) -> Path | None:
+    return vfs_local(session.module.sd_dir, ovms_realpath(path))
+
+
+def vfs_rm(session: Session, args: list[str]) -> None:
+    if not _allowed(session, args[0]):
+        return
+    local = _sd_file(session, args[0])
+    try:
+        if local is None or not local.is_file():
+            raise OSError
+        local.unlink()
+    except OSError:
+        session.out.puts("Error: Could not delete VFS file")
+        return
+    session.out.puts("VFS File deleted")
+
+
+def vfs_cp(session: Session, args: list[str]) -> None:
+    if not _allowed(session, args[0], args[1]):
+        return
+    data = _read(session, args[0])
+    if data is None:
+        session.out.puts("Error: VFS source file cannot be opened")
+        return
+    target = _sd_file(session, args[1])
+    try:
+        if target is None or target.is_dir():
+            raise OSError
+        target.write_bytes(data)
+    except OSError:
+        session.out.puts("Error: VFS target file cannot be opened")
+        return
+    session.out.puts("VFS copy complete")
