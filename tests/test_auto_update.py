@@ -144,6 +144,7 @@ def test_auto_flash_is_a_task_beside_the_console(tmp_path: Path) -> None:
         assert [line.split("ota: ", 1)[1] for line in progress] == [
             f"OTA Auto Flash: Downloading OTA image... {perc}%" for perc in range(10, 101, 10)
         ]
+        assert logged(out, "AutoFlash OTA: Task is running")
         assert logged(out, "AutoFlash OTA: Task complete. Requesting restart...")
         assert device.running.name == "ota_1" and device.running_version == NEW
         shell.execute("ota status nocheck")

@@ -229,3 +229,23 @@ def test_vfs_commands_and_protected_paths(tmp_path: Path) -> None:
         "Error: VFS file cannot be opened",
     ]
     assert (sd / "notes.txt").read_text() == "hello\n" and not (sd / "copy.txt").exists()
+
+
+def test_help_and_the_store_listing(tmp_path: Path) -> None:
+    flash = new_module(tmp_path / "m.img")
+    out = run_commands(flash, "help").output.splitlines()
+    assert out[0] == 'Enter a single "?" to get the root command list.' and len(out) == 6
+    listing = run_commands(flash, "vfs ls /store").output.splitlines()
+    assert len(listing) == 1 and listing[0].startswith("[DIR]     ") and listing[0].endswith("  ovms_config/")
+
+
+def test_an_esp_error_is_logged_by_esp_ota_ops_before_the_console_line(tmp_path: Path) -> None:
+    flash = new_module(tmp_path / "m.img")
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "page.html").write_text("<html>not firmware</html>" * 50)
+    lines = run_commands(flash, "ota flash vfs /sd/page.html", sd=sd).output.splitlines()
+    assert re.fullmatch(
+        r"E \(\d+\) esp_ota_ops: OTA image has invalid magic byte \(expected 0xE9, saw 0x3c\)", lines[-2]
+    ), lines
+    assert lines[-1] == "Error: ESP32 error #5379 when writing to flash - state is inconsistent"

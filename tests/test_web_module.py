@@ -401,8 +401,9 @@ def test_the_json_api_still_works(module_web: ModuleWeb) -> None:
 
 def test_attacks_get_a_4xx_and_change_nothing(browser: Browser, module_web: ModuleWeb) -> None:
     before = snapshot(module_web.flash)
-    setup = {"action": "set", "boot_old": "ota_0", "boot": "ota_0", "auto_hour": "2", "tag": "main"}
+    setup = {"action": "set", "boot_old": "ota_0", "boot": "ota_0", "auto_hour": "2", "server": "", "tag": "main"}
     for change, status, reason in (
+        ({"auto_hour": "abc"}, 400, "Auto update hour of day must be a whole number from 0 to 23, not 'abc'."),
         ({"auto_hour": "25"}, 400, "Auto update hour of day must be a whole number from 0 to 23, not '25'."),
         ({"auto_hour": "٣"}, 400, "Auto update hour of day must be a whole number from 0 to 23"),
         ({"tag": "x" * 50000}, 400, "Version tag is longer than 64 characters (50000 sent)."),
@@ -414,6 +415,17 @@ def test_attacks_get_a_4xx_and_change_nothing(browser: Browser, module_web: Modu
         code, body = post(module_web.url, {**setup, **change})
         assert code == status, change
         assert "Error!" in body and reason in body.replace("&#x27;", "'"), (change, body[-2000:])
+    # A script that leaves a field out, or sends JSON, must not clear the settings it did not mention.
+    code, body = post(module_web.url, {key: value for key, value in setup.items() if key != "auto_hour"})
+    assert code == 400 and "Field 'auto_hour' (Auto update hour of day) is missing." in body.replace("&#x27;", "'")
+    for target in (module_web.url, f"{module_web.base}/api/firmware/settings"):
+        request = urllib.request.Request(
+            target, data=b'{"auto_hour": "3"}', headers={"Content-Type": "application/json", "Origin": module_web.base}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 415
+        assert "not 'application/json'" in refused.value.read().decode().replace("&#x27;", "'")
     execute = f"{module_web.base}/api/execute"
     for command, status, reason in (
         ("config set ota server evil.example", 403, "is not run here; only: ota status"),
@@ -452,7 +464,8 @@ def test_one_command_at_a_time(tmp_path: Path) -> None:
             reader.start()
             status, body = post(f"{web.base}/api/execute", {"command": "ota status"})
             assert (status, body) == (409, "Error: Flash operation already in progress - cannot flash again\n")
-            status, body = post(web.url, {"action": "set", "boot_old": "ota_0", "boot": "ota_0", "tag": "eap"})
+            setup = {"action": "set", "boot_old": "ota_0", "boot": "ota_0", "auto_hour": "", "server": "", "tag": "eap"}
+            status, body = post(web.url, setup)
             assert status == 409 and "Flash operation already in progress" in body
             reader.join(timeout=30)
         output = "".join(first)

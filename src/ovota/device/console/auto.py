@@ -17,6 +17,7 @@ from ovota.formats.partition_table import Partition
 from ovota.formats.posix_tz import parse_tz
 from ovota.formats.versions import buildverscmp
 
+RESTART_DELAY = timedelta(seconds=5)
 TICK_SECONDS = 600  # OVMS's ticker.600: every 600 s of uptime, not aligned to the clock
 _ATOI = re.compile(r"\s*[+-]?\d+")
 
@@ -74,6 +75,7 @@ def auto_flash(session: Session, force: bool) -> bool:
     """OvmsOTA::AutoFlash, the body of the AutoFlash task; True when it flashed (the module then restarts)."""
     m = session.module
     log = session.log
+    log(f"AutoFlash OTA: Task is running{' forced' if force else ''}")
     running = m.running
     target = next_update_partition(m.layout, running)
     if target is None or target == running:
@@ -117,6 +119,7 @@ def auto_flash(session: Session, force: bool) -> bool:
     log(f"AutoFlash: Success flash of {size} bytes from {url}")
     session.notify("info", "ota.update", f"OTA firmware {server.version} has been updated (OVMS will restart)")
     m.config.set("ota", "http.mru", url)
+    m.clock.advance(RESTART_DELAY)  # OTAFlashTask waits 5 s before it asks for the restart
     log("AutoFlash OTA: Task complete. Requesting restart...")
     return True
 

@@ -8,7 +8,7 @@ import asyncio
 from ovota.device import fetch
 from ovota.device.console import resume
 from ovota.device.console.delta import DELTA_IM, Broken, delta_base, delta_target, flash_delta, resume_headers
-from ovota.device.console.flashing import finish, pending, target_slots, too_small
+from ovota.device.console.flashing import ESP_OTA_TAG, finish, pending, target_slots, too_small
 from ovota.device.console.session import Session
 from ovota.device.ota import EspError, OtaUpdate
 from ovota.formats.partition_table import Partition
@@ -130,8 +130,8 @@ async def _download_into(
             try:
                 write(chunk)
             except EspError as err:
+                session.log(err.reason, "E", ESP_OTA_TAG)  # esp_ota_write logs it before OVMS prints its error
                 out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
-                session.log(f"OTA Flash HTTP: {err.reason}")
                 return None
             session.status.progress(filesize * 100 // expected)
             if sofar > PROGRESS_EVERY:

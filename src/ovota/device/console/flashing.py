@@ -18,6 +18,7 @@ VFS_CHUNK = 4096  # OVMS freads 512 bytes; flash writes of one sector keep the e
 READ_SIZE = 512  # ... and its progress counts those 512-byte reads
 CONFIG_PATH = "/store/ovms_config"
 BUSY = "Error: Flash operation already in progress - cannot flash again"
+ESP_OTA_TAG = "esp_ota_ops"  # ESP-IDF's log tag for esp_ota_begin/write/end
 
 
 def exclusive(handler: Handler) -> Handler:
@@ -83,8 +84,8 @@ def finish(session: Session, update: OtaUpdate, target: Partition, prefix: str) 
     try:
         update.end()
     except EspError as err:
+        session.log(err.reason, "E", ESP_OTA_TAG)
         session.out.write(f"Error: ESP32 error #{err.code} finalising OTA operation - state is inconsistent\n")
-        session.log(f"{prefix}: {err.reason}")
         return False
     session.out.puts(f"{prefix}: Setting boot partition...")
     try:
@@ -140,8 +141,8 @@ def flash_file(session: Session, local: Path | None, path: str) -> bool:
             try:
                 update.write(chunk)
             except EspError as err:
+                session.log(err.reason, "E", ESP_OTA_TAG)  # esp_ota_write logs it before OVMS prints its error
                 session.out.write(f"Error: ESP32 error #{err.code} when writing to flash - state is inconsistent\n")
-                session.log(f"OTA Flash VFS: {err.reason}", "E")
                 return False
             for read in range(READ_SIZE, len(chunk) + READ_SIZE, READ_SIZE):
                 session.status.progress((done + min(read, len(chunk))) * 100 // size)

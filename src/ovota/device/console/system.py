@@ -18,7 +18,18 @@ ECHO_USAGE = "[<text>] […]\nOutputs up to 10 arguments as separate lines, just
 SLEEP_USAGE = "<seconds>\nFractions of seconds are supported, e.g. 0.2 = 200 ms"
 
 
+HELP = (
+    'Enter a single "?" to get the root command list.\n'
+    "Commands can have multiple levels of subcommands.\n"
+    'Use "command [...] ?" to get the list of subcommands and parameters.\n'
+    "Commands can be abbreviated, push <TAB> for auto completion at any level\n"
+    "including at the start of a subcommand to get a list of subcommands.\n"
+    'Use "enable" to enter secure (admin) mode.\n'
+)
+
+
 def register(root: Command) -> None:
+    root.add(Command("help", "Ask for help", lambda session, args: session.out.write(HELP)))
     module = root.add(Command("module", "MODULE framework"))
     module.add(Command("reset", "Reset module", module_reset))
     store = root.add(Command("store", "STORE framework"))

@@ -58,9 +58,21 @@ def _size(size: int) -> str:
     return f"{size / 1048576:.1f}M"
 
 
+def _store_listing(session: Session) -> None:
+    """/store as OVMS's FAT holds it, as far as the emulator keeps it: the config folder and the update log."""
+    now = f"{parse_tz(session.module.config.get('vehicle', 'timezone')).local(session.module.clock.now):%d-%b-%Y %H:%M}"
+    session.out.write(f"{'[DIR]   ':>8}  {now}  ovms_config/\n")
+    data = _read(session, UPDATE_LOG)
+    if data is not None:
+        session.out.write(f"{_size(len(data))[:8]:>8}  {now}  partition-update.log\n")
+
+
 def vfs_ls(session: Session, args: list[str]) -> None:
     path = args[0] if args else "/"
     if args and not _allowed(session, path):
+        return
+    if ovms_realpath(path) == "/store":
+        _store_listing(session)
         return
     folder = vfs_local(session.module.sd_dir, ovms_realpath(path))
     if folder is None or not folder.is_dir():

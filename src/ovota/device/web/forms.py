@@ -22,7 +22,7 @@ _SERVER = re.compile(rf"(?:https?://)?{_HOST}(?:/[A-Za-z0-9._~%/-]*)?")
 _URL = re.compile(rf"(?:https?://)?{_HOST}/[A-Za-z0-9._~%/?=&+,;:@!$()*-]*")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _VFS = re.compile(r"/[A-Za-z0-9._/-]+")
-LIMITS = {"server": 200, "tag": 64, "auto_hour": 2, "flash_http": 512, "flash_vfs": 255}
+LIMITS = {"server": 200, "tag": 64, "auto_hour": 40, "flash_http": 512, "flash_vfs": 255}
 
 
 class FieldError(Exception):
@@ -38,10 +38,18 @@ def shown(value: str, limit: int = 40) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 async def read_form(request: web.Request) -> dict[str, str]:
     """The posted fields (URL-encoded or multipart), text only, each name once, the body at most MAX_FORM."""
     if request.content_length is not None and request.content_length > MAX_FORM:
         raise FieldError(f"Form data of {request.content_length} bytes refused: at most {MAX_FORM}.", 413)
+    if request.content_type not in FORM_TYPES:
+        # request.post() reads any other body as no fields at all: a JSON body would save every setting empty.
+        raise FieldError(
+            f"Send form fields (application/x-www-form-urlencoded), not {shown(request.content_type)}.", 415
+        )
     try:
         data = await request.post()
     except web.HTTPRequestEntityTooLarge:
@@ -59,7 +67,10 @@ async def read_form(request: web.Request) -> dict[str, str]:
 
 
 def _text(fields: Mapping[str, str], name: str, label: str) -> str:
-    value = fields.get(name, "")
+    if name not in fields:
+        # A browser always sends its text fields, empty or not: a script that leaves one out must not clear it.
+        raise FieldError(f"Field {shown(name)} ({label}) is missing.")
+    value = fields[name]
     limit = LIMITS[name]
     if len(value) > limit:
         raise FieldError(f"{label} is longer than {limit} characters ({len(value)} sent).")
