@@ -88,6 +88,13 @@ def test_flash_http(tmp_path: Path, server: StaticServer) -> None:
     assert covered >= 40
 
 
+def test_auto_flash_task(tmp_path: Path, server: StaticServer) -> None:
+    """The AutoFlash task, cut in its own thread: the cut reaches the console when it waits for the task."""
+    pristine = configured_module(tmp_path, server)
+    covered = cut_everywhere(pristine, ["ota flash auto", "time advance 1s"], {OLD, NEW}, {"main"}, NEW)
+    assert covered >= 40
+
+
 def test_flash_vfs(tmp_path: Path, server: StaticServer) -> None:
     pristine = configured_module(tmp_path, server)
     sd = tmp_path / "sd"

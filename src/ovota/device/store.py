@@ -8,6 +8,7 @@ a power cut while saving never loses the previous value.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 from ovota.device.flash import Flash
@@ -43,6 +44,8 @@ class Config:
         if store.size < 2 * BANK_SIZE:
             raise StoreError(f"store partition of {store.size} bytes is too small")
         self._banks = RecordBanks(flash, store.offset, BANK_SIZE, CONFIG_MAGIC)
+        # The AutoFlash task saves http.mru from its own thread: one commit at a time, or two could share a bank.
+        self._commit = threading.Lock()
         loaded = self._banks.load()
         self._params: dict[str, dict[str, str]] = json.loads(loaded[1]) if loaded else {}
 
@@ -71,14 +74,15 @@ class Config:
 
     def update(self, changes: dict[tuple[str, str], str | None]) -> None:
         """Apply several changes in one commit (None deletes the instance)."""
-        params = {p: dict(v) for p, v in self._params.items()}
-        for (param, instance), value in changes.items():
-            if value is None:
-                params.get(param, {}).pop(instance, None)
-            else:
-                params.setdefault(param, {})[instance] = value
-        self._banks.save(encode_json(params))
-        self._params = params
+        with self._commit:
+            params = {p: dict(v) for p, v in self._params.items()}
+            for (param, instance), value in changes.items():
+                if value is None:
+                    params.get(param, {}).pop(instance, None)
+                else:
+                    params.setdefault(param, {})[instance] = value
+            self._banks.save(encode_json(params))
+            self._params = params
 
     def save_all(self) -> None:
         """Write the current params (creates the record on a fresh store)."""
