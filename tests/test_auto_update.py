@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,54 @@ def test_auto_flash_is_a_task_beside_the_console(tmp_path: Path) -> None:
     finally:
         device.close()
         server.stop()
+
+
+def test_a_reboot_kills_the_task_and_the_partition_table_waits_for_it(tmp_path: Path) -> None:
+    size = 40960
+    files = {"/fw/v3.3-5/main/ovms3.ver": f"{NEW}\n".encode(), "/fw/v3.3-5/main/ovms3.bin": image(NEW, size)}
+    server = GatedServer(files)
+    flash = new_module(tmp_path / "m.img", version=OLD)
+    stream = io.StringIO()
+    device = Module(Flash(flash))
+    try:
+        shell = Shell(device, Writer(stream))
+        shell.execute(f"config set ota server 127.0.0.1:{server.port}/fw")
+        shell.execute("ota flash auto")
+        deadline = time.monotonic() + 20
+        while shell.status.perc < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mark = len(stream.getvalue())
+        shell.execute("ota partitions list")
+        assert (
+            stream.getvalue()[mark:] == "Error: Flash operation already in progress - cannot access partition table\n"
+        )
+        shell.execute("module reset")  # the reset kills the task at its next flash write
+        server.gate.set()
+        assert not shell.task.running and not shell.flashing.locked()
+        shell.execute("ota status nocheck")
+        after = stream.getvalue().rsplit("OTA_O image:", 1)[0].splitlines()
+        assert after[-2:] == ["Running partition: ota_0", "Boot partition:    ota_0"]  # no Status: line
+        shell.settle()
+        assert device.running.name == "ota_0" and device.boot_partition is not None
+        assert device.boot_partition.name == "ota_0"  # the killed task set nothing
+    finally:
+        device.close()
+        server.stop()
+
+
+def test_ticks_missed_while_idle_run_at_the_time_they_fell_due(tmp_path: Path) -> None:
+    """A module left alone past its update hour checks at that hour when it next looks, not at the later one."""
+    flash = new_module(tmp_path / "m.img", version=OLD)
+    stream = io.StringIO()
+    device = Module(Flash(flash))
+    try:
+        shell = Shell(device, Writer(stream))
+        in_an_hour = (device.clock.now + timedelta(hours=1)).hour
+        shell.execute(f"config set ota auto.hour {in_an_hour}")
+        shell.execute("config set ota server 127.0.0.1:1/none")
+        device.clock.advance(timedelta(hours=3))  # the clock ran on; no command, no tick yet
+        shell.idle()
+        shell.settle()
+        assert logged(stream.getvalue(), "AutoFlash: Server version could not be determined", "W"), stream.getvalue()
+    finally:
+        device.close()

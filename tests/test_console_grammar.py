@@ -249,3 +249,28 @@ def test_an_esp_error_is_logged_by_esp_ota_ops_before_the_console_line(tmp_path:
         r"E \(\d+\) esp_ota_ops: OTA image has invalid magic byte \(expected 0xE9, saw 0x3c\)", lines[-2]
     ), lines
     assert lines[-1] == "Error: ESP32 error #5379 when writing to flash - state is inconsistent"
+
+
+def test_hostile_arguments_get_an_answer_not_a_traceback(tmp_path: Path) -> None:
+    flash = new_module(tmp_path / "m.img")
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "gone").symlink_to(sd / "nowhere")
+    out = run_commands(
+        flash,
+        "sleep 1e400",
+        "sleep -5",
+        "time advance 999999999999999999999d",
+        "time advance 4000d",
+        "vfs ls /sd",
+        sd=sd,
+    ).output.splitlines()
+    assert out[0] == "Error: invalid duration '999999999999999999999d' (use e.g. 90s, 15m, 24h, 2d)"
+    assert out[1] == "Error: at most 3650d at a time"
+    assert out[2].endswith("  gone")
+
+
+def test_text_a_command_prints_is_not_its_verdict(tmp_path: Path, ovota: CliRunner) -> None:
+    flash = new_module(tmp_path / "m.img")
+    run = ovota("module", "run", flash, "--", 'echo "Error: only words"')
+    assert run.code == 0 and "Error: only words" in run.out

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -128,6 +129,7 @@ def run(flash: Path, sd: Path | None, commands: tuple[str, ...]) -> None:
     Unrecognised command)."""
     device = _power_on(flash, sd)
     out = Writer(sys.stdout)
+    shell: Shell | None = None
     try:
         shell = Shell(device, out)
         for command in commands:
@@ -135,6 +137,8 @@ def run(flash: Path, sd: Path | None, commands: tuple[str, ...]) -> None:
             shell.execute(command)
         shell.settle()  # the module stays on until its AutoFlash task has ended (and restarts if it flashed)
     finally:
+        if shell is not None:
+            shell.power_off()
         device.close()
     if out.errors:
         sys.exit(EXIT_COMMAND_ERROR)
@@ -148,8 +152,12 @@ def shell(flash: Path, sd: Path | None) -> None:
     if sys.stdin.isatty():
         import readline  # noqa: F401  (line editing and history for input())
     device = _power_on(flash, sd)
+    console: Shell | None = None
+    stop = threading.Event()
     try:
         console = Shell(device, Writer(sys.stdout), ask=lambda prompt: input())
+        # The module keeps living between lines typed: its timers run and a finished update reboots it.
+        threading.Thread(target=_keep_alive, args=(console, stop), daemon=True).start()
         while True:
             try:
                 line = input(PROMPT if sys.stdin.isatty() else "")
@@ -160,7 +168,15 @@ def shell(flash: Path, sd: Path | None) -> None:
             console.execute(line)
         console.settle()
     finally:
+        stop.set()
+        if console is not None:
+            console.power_off()
         device.close()
+
+
+def _keep_alive(console: Shell, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        console.idle()
 
 
 @module.command("dump")

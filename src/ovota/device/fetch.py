@@ -18,6 +18,7 @@ from yarl import URL
 
 TIMEOUT_SECONDS = 10.0  # OVMS's select() timeout per read
 CHUNK = 512  # OVMS reads and writes 512 bytes at a time
+MAX_VER = 64 * 1024  # of ovms3.ver: a version line and its changelog, never more than a page
 MIN_DOWNLOAD = 1024  # OVMS 3.3.006: a smaller body is an error page, never firmware
 
 
@@ -98,8 +99,14 @@ class Response:
             closed = isinstance(failure, aiohttp.ClientPayloadError) and "ContentLengthError" in repr(failure)
             raise BodyFailed(f"{type(failure).__name__}: {failure}", closed)
 
-    async def body(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks(65536)])
+    async def body(self, limit: int = MAX_VER) -> bytes:
+        """At most ``limit`` bytes of the body (what a module keeps of a version file and its changelog)."""
+        kept = b""
+        async for chunk in self.chunks(65536):
+            kept += chunk[: limit - len(kept)]
+            if len(kept) >= limit:
+                break
+        return kept
 
 
 @asynccontextmanager

@@ -52,6 +52,8 @@ class Flash:
         self.cut = cut
         self.ops = 0
         self.trace: list[tuple[int, str, int]] | None = None  # (op index, "erase"/"program", address) when set
+        # Called before every erase and program: how a reboot stops a task that is writing (it raises).
+        self.guard: Callable[[], None] | None = None
 
     @classmethod
     def create(cls, path: Path, size: int = DEFAULT_FLASH_SIZE) -> Flash:
@@ -84,6 +86,8 @@ class Flash:
         """Erase whole sectors; one operation per sector, so a cut can stop a long erase midway."""
         if addr % SECTOR_SIZE or length % SECTOR_SIZE:
             raise FlashError(f"erase 0x{addr:x}+0x{length:x} is not sector aligned")
+        if self.guard is not None:
+            self.guard()
         self._check_range(addr, length)
         sectors = length // SECTOR_SIZE
         if self.trace is not None:
@@ -106,6 +110,8 @@ class Flash:
         self._check_range(addr, length)
         if length == 0:
             return
+        if self.guard is not None:
+            self.guard()
         if self.trace is not None:
             self.trace.append((self.ops, "program", addr))
         current = self._map[addr : addr + length]

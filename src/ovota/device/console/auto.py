@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -10,6 +9,7 @@ from datetime import datetime, timedelta
 from ovota.device import fetch
 from ovota.device.console import resume
 from ovota.device.console.delta import DELTA_IM, Broken, delta_base, delta_target, flash_delta, resume_headers
+from ovota.device.console.flashing import too_small
 from ovota.device.console.session import Session
 from ovota.device.module import Module
 from ovota.device.ota import EspError, OtaUpdate, next_update_partition, set_boot_partition
@@ -19,12 +19,12 @@ from ovota.formats.versions import buildverscmp
 
 RESTART_DELAY = timedelta(seconds=5)
 TICK_SECONDS = 600  # OVMS's ticker.600: every 600 s of uptime, not aligned to the clock
-_ATOI = re.compile(r"\s*[+-]?\d+")
+_ATOI = re.compile(r"\s*[+-]?[0-9]+")
 
 
-def local_time(m: Module) -> datetime:
-    """localtime_r under ``vehicle timezone`` (a POSIX TZ string; empty is UTC)."""
-    return parse_tz(m.config.get("vehicle", "timezone")).local(m.clock.now)
+def local_time(m: Module, utc: datetime | None = None) -> datetime:
+    """localtime_r of ``utc`` (default: now) under ``vehicle timezone`` (a POSIX TZ string; empty is UTC)."""
+    return parse_tz(m.config.get("vehicle", "timezone")).local(m.clock.now if utc is None else utc)
 
 
 def atoi(text: str) -> int:
@@ -34,10 +34,13 @@ def atoi(text: str) -> int:
 
 
 def run_due_ticks(session: Session) -> None:
-    """The ticks that fell due while real time passed (between commands, or during ``sleep``)."""
-    while session.module.clock.uptime >= session.next_tick:
+    """The ticks that fell due while real time passed (between commands, or during ``sleep``), each at the time
+    it fell due."""
+    clock = session.module.clock
+    while clock.uptime >= session.next_tick:
+        due = clock.now - timedelta(seconds=clock.uptime - session.next_tick)
         session.next_tick += TICK_SECONDS
-        ticker600(session)
+        ticker600(session, due)
 
 
 def advance(session: Session, delta: timedelta) -> None:
@@ -57,15 +60,15 @@ def advance(session: Session, delta: timedelta) -> None:
         session.settle()
 
 
-def ticker600(session: Session) -> None:
-    """OvmsOTA::Ticker600: the daily check, at ``ota auto.hour`` local time, once a day unless a fault clears
-    the day so the next tick tries again."""
+def ticker600(session: Session, due: datetime) -> None:
+    """OvmsOTA::Ticker600 at UTC time ``due``: the daily check, at ``ota auto.hour`` local time, once a day
+    unless a fault clears the day so the next tick tries again."""
     m = session.module
     if m.partition_update or not m.config.get_bool("auto", "ota", True):
         return
     hour_text = m.config.get("ota", "auto.hour")
     hour = atoi(hour_text) if hour_text else 2
-    now = local_time(m)
+    now = local_time(m, due)
     if now.hour == hour and now.day != m.last_check_day:
         m.last_check_day = now.day
         session.launch_auto_flash(force=False)
@@ -83,10 +86,11 @@ def auto_flash(session: Session, force: bool) -> bool:
         m.last_check_day = None
         return False
     server = (
-        asyncio.run(fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent, m.http_timeout))
+        session.task.run(fetch.fetch_version(m.server_url("ovms3.ver"), m.user_agent, m.http_timeout))
         if m.network.any
         else None
     )
+    session.task.check()  # the module may have rebooted while the request waited
     if server is None:
         log("AutoFlash: Server version could not be determined", "W")
         m.last_check_day = None
@@ -110,7 +114,7 @@ def auto_flash(session: Session, force: bool) -> bool:
         url = m.server_url("ovms3.bin")
         log(f"AutoFlash: Update {target.name} to {server.version} ({url})")
         session.notify("info", "ota.update", f"New OTA firmware {server.version} is now being downloaded")
-        size = asyncio.run(_download(session, url, running, target))
+        size = session.task.run(_download(session, url, running, target))
     finally:
         session.status.clear()
         session.flashing.release()
@@ -172,13 +176,18 @@ async def _whole(session: Session, resp: fetch.Response, running: Partition, par
     m = session.module
     log = session.log
     try:
-        expected = resp.content_length or 0 if resp.status == 200 else 0
+        if resp.status != 200:
+            # OVMS would flash the error page; refused before anything is erased, as `ota flash http` does.
+            log(f"AutoFlash: Request failed (server answered {resp.status} {resp.reason})", "E")
+            m.last_check_day = None
+            return None
+        expected = resp.content_length or 0
         if expected < fetch.MIN_DOWNLOAD:
             log(f"AutoFlash: Expected download file size ({expected}) is invalid", "E")
             m.last_check_day = None
             return None
         if expected > part.size:
-            log(f"Error: target partition too small ({part.size} bytes capacity) - aborting", "E")
+            too_small(session, part, lambda line: log(line, "E"))
             return None
         session.status.set("OTA Auto Flash: Preparing flash partition...", log=True)
         update = OtaUpdate(m.flash, running, part, expected, security=m.security)

@@ -6,7 +6,7 @@ unmounted (``store unmount``) the commands print nothing, as OVMS's do."""
 from __future__ import annotations
 
 from ovota.device.console.session import Session
-from ovota.device.console.tree import Command
+from ovota.device.console.tree import Command, unique_prefix
 from ovota.device.store import PARAMS, UNREADABLE
 
 RM_USAGE = "<param> {<instance> | *}"
@@ -45,11 +45,7 @@ def _params(session: Session) -> dict[str, str]:
 
 
 def _param(session: Session, word: str) -> str | None:
-    params = _params(session)
-    if word in params:
-        return word
-    found = [name for name in params if name.startswith(word)]
-    return found[0] if len(found) == 1 else None
+    return unique_prefix(word, _params(session))
 
 
 def config_list(session: Session, args: list[str]) -> None:

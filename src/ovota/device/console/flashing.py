@@ -3,12 +3,11 @@ boot with their messages; and flashing a local file (``ota flash vfs``, the SD c
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from ovota.device.console import partitions as migration
 from ovota.device.console.session import Session
-from ovota.device.console.tree import Handler
 from ovota.device.ota import EspError, OtaUpdate, next_update_partition, running_state, set_boot_partition
 from ovota.formats.otadata import OtaState
 from ovota.formats.partition_table import Partition
@@ -17,25 +16,7 @@ NEW_LAYOUT_SLOT = 0x700000
 VFS_CHUNK = 4096  # OVMS freads 512 bytes; flash writes of one sector keep the emulator's op count low
 READ_SIZE = 512  # ... and its progress counts those 512-byte reads
 CONFIG_PATH = "/store/ovms_config"
-BUSY = "Error: Flash operation already in progress - cannot flash again"
 ESP_OTA_TAG = "esp_ota_ops"  # ESP-IDF's log tag for esp_ota_begin/write/end
-
-
-def exclusive(handler: Handler) -> Handler:
-    """A command that flashes: refused while another flash runs (OVMS's m_flashing mutex, not waited for)."""
-
-    @functools.wraps(handler)
-    def run(session: Session, args: list[str]) -> None:
-        if not session.flashing.acquire(blocking=False):
-            session.out.puts(BUSY)
-            return
-        try:
-            handler(session, args)
-        finally:
-            session.status.clear()
-            session.flashing.release()
-
-    return run
 
 
 def ovms_realpath(path: str) -> str:
@@ -70,11 +51,13 @@ def target_slots(session: Session) -> tuple[Partition, Partition] | None:
     return m.running, target
 
 
-def too_small(session: Session, target: Partition) -> None:
-    """OVMS's refusal of an image bigger than the target slot, with its hint to migrate the partitions."""
-    session.out.write(f"Error: target partition too small ({target.size} bytes capacity) - aborting\n")
+def too_small(session: Session, target: Partition, say: Callable[[str], None] | None = None) -> None:
+    """OVMS's refusal of an image bigger than the target slot, with its hint to migrate the partitions; ``say``
+    prints each line (the console by default; the AutoFlash task logs them)."""
+    say = say or session.out.puts
+    say(f"Error: target partition too small ({target.size} bytes capacity) - aborting")
     if target.size < NEW_LAYOUT_SLOT:
-        session.out.puts("Consider upgrading your partitioning scheme to v3-35.")
+        say("Consider upgrading your partitioning scheme to v3-35.")
         session.notify("alert", "ota.partitiontype", migration.PARTITION_ALERT.format("have now stopped"))
 
 
@@ -103,7 +86,15 @@ def pending(session: Session) -> bool:
 
 
 def flash_file(session: Session, local: Path | None, path: str) -> bool:
-    """Flash a local file into the next OTA slot (the body of `ota flash vfs`); True on success."""
+    """Flash a local file into the next OTA slot (the body of `ota flash vfs`, the SD card's auto-flash and the
+    web page's upload); True on success. The ``Status:`` line it sets ends with it."""
+    try:
+        return _flash_file(session, local, path)
+    finally:
+        session.status.clear()
+
+
+def _flash_file(session: Session, local: Path | None, path: str) -> bool:
     parts = target_slots(session)
     if parts is None:
         return False

@@ -6,8 +6,9 @@ import asyncio
 
 from ovota.device import fetch
 from ovota.device.console import partitions as migration
+from ovota.device.console.exclusive import BUSY_TABLE, exclusive
 from ovota.device.console.flash_http import ota_flash_http
-from ovota.device.console.flashing import exclusive, flash_file, vfs_local
+from ovota.device.console.flashing import flash_file, vfs_local
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.flash import SECTOR_SIZE
@@ -56,7 +57,7 @@ def register(root: Command, has_factory: bool, layout_type: LayoutType) -> None:
     for action in ("confirm", "disable", "enable"):
         rollback.add(Command(action, f"Rollback {action}", ota_rollback))
     partitions = ota.add(Command("partitions", "OTA partitions"))
-    partitions.add(Command("list", "Show partition table", ota_partitions_list))
+    partitions.add(Command("list", "Show partition table", exclusive(ota_partitions_list, BUSY_TABLE)))
     migration.register(partitions, layout_type)
 
 
@@ -91,8 +92,7 @@ def ota_status(session: Session, args: list[str]) -> None:
             newer = buildverscmp(server.version, m.firmware_metric) > 0
             out.write(f"Server Available:  {server.version}{' (is newer)' if newer else ' (no update required)'}\n")
             if server.changelog:
-                out.puts("")
-                out.puts(server.changelog)
+                out.write("\n" + server.changelog + "\n", counted=False)  # the server's text, not a failure
 
 
 # -- flashing -------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ovota.device.console.exclusive import BUSY_TABLE, exclusive
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.layout import Layout, LayoutType, read_layout
@@ -53,15 +54,39 @@ def register(partitions: Command, layout_type: LayoutType) -> None:
     cmds = _StoreCommands(Store2())
     upgrade = partitions.add(Command("upgrade", "Upgrade partition table"))
     upgrade.add(
-        Command("factory", "Upgrade factory partition table to dual OTA", upgrade_factory, "[-noconfirm]", 0, 1)
+        Command(
+            "factory",
+            "Upgrade factory partition table to dual OTA",
+            exclusive(upgrade_factory, BUSY_TABLE),
+            "[-noconfirm]",
+            0,
+            1,
+        )
     )
-    upgrade.add(Command("autocont", "Upgrade partition table automatically", upgrade_autocont, "[-noconfirm]", 0, 1))
+    upgrade.add(
+        Command(
+            "autocont",
+            "Upgrade partition table automatically",
+            exclusive(upgrade_autocont, BUSY_TABLE),
+            "[-noconfirm]",
+            0,
+            1,
+        )
+    )
     store = partitions.add(Command("store", "Store partition"))
-    store.add(Command("upgrade", "Upgrade and extend store partition", store_upgrade, "[-noconfirm]", 0, 1))
-    store.add(Command("downgrade", "Downgrade store partition", cmds.downgrade, "[-noconfirm]", 0, 1))
-    store.add(Command("mount", "Mount store2", cmds.mount))
-    store.add(Command("unmount", "Unmount store2", cmds.unmount))
-    store.add(Command("migrate", "Migrate store to new partition", cmds.migrate, "[-noconfirm]", 0, 1))
+    store.add(
+        Command(
+            "upgrade", "Upgrade and extend store partition", exclusive(store_upgrade, BUSY_TABLE), "[-noconfirm]", 0, 1
+        )
+    )
+    store.add(
+        Command("downgrade", "Downgrade store partition", exclusive(cmds.downgrade, BUSY_TABLE), "[-noconfirm]", 0, 1)
+    )
+    store.add(Command("mount", "Mount store2", exclusive(cmds.mount, BUSY_TABLE)))
+    store.add(Command("unmount", "Unmount store2", exclusive(cmds.unmount, BUSY_TABLE)))
+    store.add(
+        Command("migrate", "Migrate store to new partition", exclusive(cmds.migrate, BUSY_TABLE), "[-noconfirm]", 0, 1)
+    )
 
 
 def _confirmed(session: Session, args: list[str], question: str, aborted: str) -> bool:

@@ -10,6 +10,7 @@ import threading
 from typing import Protocol
 
 from ovota.device.console.status import FlashStatus
+from ovota.device.console.task import AutoFlashTask
 from ovota.device.console.writer import Writer
 from ovota.device.module import Module
 
@@ -22,6 +23,7 @@ class Session(Protocol):
     flashing: threading.Lock  # OVMS's m_flashing: one flash operation at a time
     status: FlashStatus  # what `ota status` shows while a flash runs
     next_tick: float  # the uptime (s) of the next ticker.600
+    task: AutoFlashTask  # the AutoFlash task, running or not
 
     def log(self, message: str, level: str = "I", tag: str = "ota") -> None:
         """A log line, as ESP-IDF's ESP_LOGx with ``tag`` prints it on the console."""

@@ -30,7 +30,10 @@ class Shell:
         self.notified_version: str | None = None
         self.flashing = threading.Lock()
         self.status = FlashStatus(self.log)
-        self.task = AutoFlashTask()
+        self.task = AutoFlashTask(lambda message, level: self.log(message, level))
+        module.flash.guard = self.task.check
+        # Commands, the timer thread and the task's restart take turns (OVMS's console and events do too).
+        self._turn = threading.RLock()
         self._ask = ask
         self._build_tree()
         self._system_start()
@@ -45,17 +48,24 @@ class Shell:
 
     def execute(self, line: str) -> None:
         """Run one command line (the restart an AutoFlash task asked for, and due timers, come first)."""
-        if self.task.restart_requested and not self.task.running:
-            self.settle()
-        auto.run_due_ticks(self)
-        try:
-            words = split_line(line)
-        except SplitError as err:
-            self.out.puts(str(err))
-            return
-        if words:
-            self.words = words
-            self.root.execute(self, words)
+        with self._turn:
+            self.idle()
+            try:
+                words = split_line(line)
+            except SplitError as err:
+                self.out.puts(str(err))
+                return
+            if words:
+                self.words = words
+                self.root.execute(self, words)
+
+    def idle(self) -> None:
+        """What the module does by itself between commands: the reboot a finished AutoFlash task asked for, and
+        the timers that fell due. ``module shell`` and ``module web`` call it every second."""
+        with self._turn:
+            if self.task.restart_requested and not self.task.running:
+                self.settle()
+            auto.run_due_ticks(self)
 
     def log(self, message: str, level: str = "I", tag: str = "ota") -> None:
         # OVMS's log buffers show a line break inside a message as "|".
@@ -76,8 +86,9 @@ class Shell:
         return answer.strip()
 
     def restart(self, partition_update: bool = False) -> None:
-        """A reboot through the bootloader; ``partition_update`` is OVMS's RTC flag for maintenance mode."""
-        self.task.restart_requested = False
+        """A reboot through the bootloader; ``partition_update`` is OVMS's RTC flag for maintenance mode. A running
+        AutoFlash task dies with the reboot."""
+        self.task.kill()
         self.module.reset()
         self.module.partition_update = partition_update
         self.status.clear()
@@ -92,6 +103,10 @@ class Shell:
         self.task.wait()
         if self.task.restart_requested:
             self.restart()
+
+    def power_off(self) -> None:
+        """Before the flash file closes: a task still writing is stopped (a power cut would stop it too)."""
+        self.task.kill()
 
     def _system_start(self) -> None:
         """The boot-time events: partition update or notification, then the SD card's auto-flash."""

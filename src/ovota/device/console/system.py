@@ -11,9 +11,10 @@ from ovota.device.console import auto
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 
-_DURATION = re.compile(r"(\d+)([smhd]?)")
+_DURATION = re.compile(r"([0-9]{1,12})([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_FLOAT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_FLOAT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+MAX_ADVANCE = 3650 * 86400  # ten years: enough for any schedule, and the clock stays within datetime's range
 ECHO_USAGE = "[<text>] […]\nOutputs up to 10 arguments as separate lines, just a newline if no text is given."
 SLEEP_USAGE = "<seconds>\nFractions of seconds are supported, e.g. 0.2 = 200 ms"
 
@@ -61,7 +62,7 @@ def store_unmount(session: Session, args: list[str]) -> None:
 
 
 def echo(session: Session, args: list[str]) -> None:
-    session.out.write("".join(f"{arg}\n" for arg in args) or "\n")
+    session.out.write("".join(f"{arg}\n" for arg in args) or "\n", counted=False)  # text, not a failed command
 
 
 def atof(text: str) -> float:
@@ -73,8 +74,9 @@ def atof(text: str) -> float:
 def sleep(session: Session, args: list[str]) -> None:
     """cmd_sleep: vTaskDelay of whole 10 ms ticks; the clock runs on, and an AutoFlash task with it."""
     seconds = atof(args[0])
-    if seconds >= 0:
-        time.sleep(int(seconds * 1000) // 10 / 100)
+    if 0 <= seconds < float("inf"):
+        # pdMS_TO_TICKS of an int: a C int holds at most 2**31 - 1 ms.
+        time.sleep(min(int(seconds * 1000), 2**31 - 1) // 10 / 100)
 
 
 def time_status(session: Session, args: list[str]) -> None:
@@ -90,7 +92,11 @@ def time_advance(session: Session, args: list[str]) -> None:
     if match is None:
         session.out.puts(f"Error: invalid duration {args[0]!r} (use e.g. 90s, 15m, 24h, 2d)")
         return
-    auto.advance(session, timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)]))
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_ADVANCE:
+        session.out.puts(f"Error: at most {MAX_ADVANCE // 86400}d at a time")
+        return
+    auto.advance(session, timedelta(seconds=seconds))
     time_status(session, [])
 
 

@@ -17,12 +17,20 @@ The rules, as ``OvmsCommand::Execute`` / ``PutUsage`` / ``ExpandUsage`` apply th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ovota.device.console.session import Session
 
 Handler = Callable[[Session, list[str]], None]
+
+
+def unique_prefix(word: str, names: Iterable[str]) -> str | None:
+    """FindUniquePrefix: the name ``word`` is, else the only name it begins; None if none or several."""
+    found = [name for name in names if name.startswith(word)]
+    if word in found:
+        return word
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass(eq=False)
@@ -46,10 +54,8 @@ class Command:
 
     def find(self, word: str) -> Command | None:
         """The child ``word`` names exactly, else the only child it is a prefix of."""
-        if word in self.children:
-            return self.children[word]
-        found = [child for name, child in self.children.items() if name.startswith(word)]
-        return found[0] if len(found) == 1 else None
+        name = unique_prefix(word, self.children)
+        return None if name is None else self.children[name]
 
     @property
     def path(self) -> list[str]:
@@ -62,6 +68,7 @@ class Command:
         return names
 
     def execute(self, session: Session, args: list[str]) -> None:
+        """OvmsCommand::Execute of the words after this command's name (the rules in the module docstring)."""
         if self.handler is not None and (not self.children or not args):
             if not self.min_args <= len(args) <= self.max_args or (args and args[-1] == "?"):
                 self.put_usage(session, error=not (args and args[-1] == "?"))
@@ -93,6 +100,7 @@ class Command:
         session.out.write(self.usage_line() + "\n", counted=error)
 
     def usage_line(self) -> str:
+        """``Usage: <path> <expanded template>``, help lines included."""
         return self.expand(self.usage, "Usage: " + "".join(f"{name} " for name in self.path))
 
     def _template(self, template: str) -> str:

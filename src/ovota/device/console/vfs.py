@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISDIR
 
+from ovota.device.console.auto import local_time
 from ovota.device.console.flashing import ovms_realpath, protected_path, vfs_local
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.migrate import read_log
-from ovota.formats.posix_tz import parse_tz
-
-UPDATE_LOG = "/store/partition-update.log"
+from ovota.device.store_copy import LOG_PATH as UPDATE_LOG
 
 
 def register(root: Command) -> None:
@@ -60,7 +60,7 @@ def _size(size: int) -> str:
 
 def _store_listing(session: Session) -> None:
     """/store as OVMS's FAT holds it, as far as the emulator keeps it: the config folder and the update log."""
-    now = f"{parse_tz(session.module.config.get('vehicle', 'timezone')).local(session.module.clock.now):%d-%b-%Y %H:%M}"
+    now = f"{local_time(session.module):%d-%b-%Y %H:%M}"
     session.out.write(f"{'[DIR]   ':>8}  {now}  ovms_config/\n")
     data = _read(session, UPDATE_LOG)
     if data is not None:
@@ -78,13 +78,15 @@ def vfs_ls(session: Session, args: list[str]) -> None:
     if folder is None or not folder.is_dir():
         session.out.puts("Error: VFS cannot open directory listing for that directory")
         return
-    zone = parse_tz(session.module.config.get("vehicle", "timezone"))
     for entry in sorted(folder.iterdir()):
-        stat = entry.stat()
-        size = "[DIR]   " if entry.is_dir() else _size(stat.st_size)
-        when = zone.local(datetime.fromtimestamp(stat.st_mtime, UTC))
-        slash = "/" if entry.is_dir() else ""
-        session.out.write(f"{size[:8]:>8}  {when:%d-%b-%Y %H:%M}  {entry.name}{slash}\n")
+        try:
+            stat = entry.stat()
+        except OSError:  # a link to nowhere: listed by its own entry, as readdir lists it
+            stat = entry.lstat()
+        is_dir = S_ISDIR(stat.st_mode)
+        size = "[DIR]   " if is_dir else _size(stat.st_size)
+        when = local_time(session.module, datetime.fromtimestamp(stat.st_mtime, UTC))
+        session.out.write(f"{size[:8]:>8}  {when:%d-%b-%Y %H:%M}  {entry.name}{'/' if is_dir else ''}\n")
 
 
 def vfs_cat(session: Session, args: list[str]) -> None:
@@ -94,7 +96,7 @@ def vfs_cat(session: Session, args: list[str]) -> None:
     if data is None:
         session.out.puts("Error: VFS file cannot be opened")
         return
-    session.out.write(data.decode("utf-8", "replace"))
+    session.out.write(data.decode("utf-8", "replace"), counted=False)  # a file's text is not a failed command
 
 
 def vfs_stat(session: Session, args: list[str]) -> None:

@@ -35,6 +35,8 @@ class Writer:
         self.write(text + "\n")
 
     def write(self, text: str, counted: bool = True) -> None:
+        """Print ``text``; ``counted`` False for text that is not the console's verdict (help, file contents,
+        echoed words, a changelog, log lines), so its ``Error:`` lines do not fail a script."""
         with self._lock:
             if counted:
                 for line in text.splitlines():

@@ -7,8 +7,11 @@ Every action runs the same console code as the OVMS# shell, in the console's wor
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +19,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.typedefs import Handler
 
 from ovota.device import fetch
+from ovota.device.console.exclusive import BUSY
 from ovota.device.console.flashing import flash_file
 from ovota.device.console.shell import Shell
 from ovota.device.images import partition_version
@@ -23,7 +27,7 @@ from ovota.device.module import Module
 from ovota.device.web import forms
 from ovota.device.web.cfg import execute, firmware_page, firmware_post
 from ovota.device.web.forms import FieldError
-from ovota.device.web.jobs import BUSY, CONSOLE_KEY, Console
+from ovota.device.web.jobs import CONSOLE_KEY, Console
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
 from ovota.formats.versions import buildverscmp
@@ -225,10 +229,23 @@ def create_module_app(module: Module) -> web.Application:
     app.router.add_get("/api/firmware/status", job_status)
     app.router.add_static("/static", Path(__file__).with_name("static"))
 
-    async def stop_console(app: web.Application) -> None:
+    async def keep_alive(app: web.Application) -> AsyncIterator[None]:
+        """The module lives between requests: its timers run and a finished update reboots it, in the console's
+        worker thread, between jobs."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                await console.call(console.shell.idle)
+
+        heart = asyncio.create_task(beat())
+        yield
+        heart.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heart
         console.close()
 
-    app.on_cleanup.append(stop_console)
+    app.cleanup_ctx.append(keep_alive)
     return app
 
 

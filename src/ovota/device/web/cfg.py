@@ -10,12 +10,13 @@ from pathlib import Path
 from aiohttp import web
 
 from ovota.device import fetch
+from ovota.device.console.exclusive import BUSY
 from ovota.device.console.shell import Shell
 from ovota.device.images import partition_version
 from ovota.device.module import Module
 from ovota.device.web import forms
 from ovota.device.web.forms import FieldError
-from ovota.device.web.jobs import BUSY, CONSOLE_KEY, LOG_LINE, Console
+from ovota.device.web.jobs import CONSOLE_KEY, LOG_LINE, Console
 from ovota.device.web.page import Alert, FormValues, PageInfo, render_firmware_page, render_reboot
 
 STREAM_POLL = 0.1  # seconds between chunks of a command's streamed output

@@ -43,7 +43,10 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 async def read_form(request: web.Request) -> dict[str, str]:
     """The posted fields (URL-encoded or multipart), text only, each name once, the body at most MAX_FORM."""
-    if request.content_length is not None and request.content_length > MAX_FORM:
+    if request.content_length is None:
+        # A chunked body would be read up to the app's 16 MiB upload limit; browsers send forms with a length.
+        raise FieldError("Form data must be sent with a Content-Length.", 411)
+    if request.content_length > MAX_FORM:
         raise FieldError(f"Form data of {request.content_length} bytes refused: at most {MAX_FORM}.", 413)
     if request.content_type not in FORM_TYPES:
         # request.post() reads any other body as no fields at all: a JSON body would save every setting empty.

@@ -19,7 +19,6 @@ from ovota.device.module import Module
 
 T = TypeVar("T")
 LOG = logging.getLogger("ovota.device.web")
-BUSY = "Error: Flash operation already in progress - cannot flash again"
 SUCCESS = "OTA flash was successful"
 _PERCENT = re.compile(r"(\d{1,3})%")  # the real page's progress rule: any "N%" in a line
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -69,7 +68,7 @@ class _JobStream:
 
     def _line(self, line: str) -> None:
         self.job.lines.append(line)
-        match = _PERCENT.search(line)
+        match = None if LOG_LINE.match(line) else _PERCENT.search(line)  # a task's log is not this job
         if match and int(match.group(1)) <= 100:
             self.job.percent = int(match.group(1))
 
@@ -98,7 +97,8 @@ class Console:
         return [p.name for p in [self.module.layout.factory, *self.module.layout.ota_slots] if p is not None]
 
     def busy(self) -> bool:
-        return self.job is not None and not self.job.done
+        """A job runs, or the AutoFlash task holds the flashing mutex."""
+        return (self.job is not None and not self.job.done) or self.shell.flashing.locked()
 
     def start(self, title: str, action: Callable[[Shell], object]) -> Job:
         """Run ``action(shell)`` in the worker thread; call from the event loop after checking ``busy()``.
@@ -141,6 +141,7 @@ class Console:
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)
+        self.shell.power_off()
 
 
 CONSOLE_KEY = web.AppKey("module_console", Console)
