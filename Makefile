@@ -37,10 +37,11 @@ cluster: $(STAMP) system-deps
 
 # Debian packages the tests use: chromium for the browser tests (Playwright cannot download its own
 # browser here), nginx and wrk for the smoke run of bench/serve.sh, valgrind for bench/ver_cost.py, PostgreSQL
-# for the cluster tests and `make cluster`. Installed when running as root.
-DEBS := chromium nginx-light wrk curl bc util-linux postgresql valgrind
+# for the cluster tests and `make cluster`, dosfstools and mtools to check the FAT a module's /store holds.
+# Installed when running as root.
+DEBS := chromium nginx-light wrk curl bc util-linux postgresql valgrind dosfstools mtools
 system-deps:
-	@missing=""; for cmd in /usr/bin/chromium /usr/sbin/nginx /usr/bin/wrk /usr/bin/curl /usr/bin/bc /usr/bin/taskset /usr/bin/valgrind; do \
+	@missing=""; for cmd in /usr/bin/chromium /usr/sbin/nginx /usr/bin/wrk /usr/bin/curl /usr/bin/bc /usr/bin/taskset /usr/bin/valgrind /usr/sbin/fsck.fat /usr/bin/mtype; do \
 	  test -x $$cmd || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1; \
 	test -z "$$missing" || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq $(DEBS) >/dev/null; } \

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ovota.device.fat_store import has_wear_levelling
 from ovota.device.flash import SECTOR_SIZE, Flash
 from ovota.device.images import verify_partition_image
 from ovota.device.layout import FAT, LayoutType, read_layout
@@ -141,6 +142,10 @@ def check_can_migrate(flash: Flash, layout_type: LayoutType, running_version: st
         raise MigrationError(f"Error: the v3-35 layout needs 16 MB of flash, this module has {size} MB")
     if layout_type is LayoutType.UNKNOWN:
         raise MigrationError("Error: Unknown partition table type")
+    store = read_layout(flash).store
+    if store is not None and has_wear_levelling(flash, store):
+        # The migration copies the emulator's config record; a real module's FAT /store is not copied yet.
+        raise MigrationError("Error: this module's /store is a real FAT volume; the emulator cannot migrate it yet")
     if strverscmp(running_version, MIN_VERSION) < 0:
         raise MigrationError(
             f"Error: running firmware {running_version} cannot run on the v3-35 layout; update to {MIN_VERSION} "

@@ -8,14 +8,22 @@ a power cut while saving never loses the previous value.
 from __future__ import annotations
 
 import json
+import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
+from fs.errors import FSError
+from pyfatfs._exceptions import PyFATException
+
+from ovota.device.config_files import load_params, save_params
+from ovota.device.fat_store import has_wear_levelling
 from ovota.device.flash import Flash
 from ovota.device.records import RecordBanks, encode_json
 from ovota.formats.partition_table import Partition
 
 BANK_SIZE = 0x10000
+T = TypeVar("T")
 CONFIG_MAGIC = b"OVCF"
 
 # The params OVMS registers that the emulator knows: their titles, and whether `config list` shows values.
@@ -41,13 +49,27 @@ class Config:
     def __init__(self, flash: Flash, store: Partition | None) -> None:
         if store is None:
             raise StoreError("no 'store' partition in the partition table")
+        # The AutoFlash task saves http.mru from its own thread: one commit at a time, or two could share a bank.
+        self._commit = threading.Lock()
+        self._flash, self._store = flash, store
+        # A real module's dump: FAT on wear levelling, OVMS's own files. Anything else is the emulator's record.
+        self.files = has_wear_levelling(flash, store)
+        if self.files:
+            self._params: dict[str, dict[str, str]] = self._guarded(lambda: load_params(flash, store))
+            return
         if store.size < 2 * BANK_SIZE:
             raise StoreError(f"store partition of {store.size} bytes is too small")
         self._banks = RecordBanks(flash, store.offset, BANK_SIZE, CONFIG_MAGIC)
-        # The AutoFlash task saves http.mru from its own thread: one commit at a time, or two could share a bank.
-        self._commit = threading.Lock()
         loaded = self._banks.load()
-        self._params: dict[str, dict[str, str]] = json.loads(loaded[1]) if loaded else {}
+        self._params = json.loads(loaded[1]) if loaded else {}
+
+    @staticmethod
+    def _guarded(action: Callable[[], T]) -> T:
+        """A real /store is the module owner's data: what pyfatfs cannot read is one StoreError, not a traceback."""
+        try:
+            return action()
+        except (PyFATException, FSError, OSError, ValueError, struct.error) as err:
+            raise StoreError(f"cannot read the FAT in /store: {err}") from None
 
     def get(self, param: str, instance: str, default: str = "") -> str:
         value = self._params.get(param, {}).get(instance, "")
@@ -81,12 +103,19 @@ class Config:
                     params.get(param, {}).pop(instance, None)
                 else:
                     params.setdefault(param, {})[instance] = value
-            self._banks.save(encode_json(params))
+            if self.files:
+                touched = {param for param, _ in changes}
+                self._guarded(lambda: save_params(self._flash, self._store, {p: params.get(p, {}) for p in touched}))
+            else:
+                self._banks.save(encode_json(params))
             self._params = params
 
     def save_all(self) -> None:
         """Write the current params (creates the record on a fresh store)."""
-        self._banks.save(encode_json(self._params))
+        if self.files:
+            self._guarded(lambda: save_params(self._flash, self._store, self._params))
+        else:
+            self._banks.save(encode_json(self._params))
 
     def instances(self, param: str) -> Iterator[tuple[str, str]]:
         yield from sorted(self._params.get(param, {}).items())

@@ -1,0 +1,183 @@
+"""A real module's /store in the emulator: FAT (4 KiB sectors, OVMS's device format) on ESP-IDF's wear levelling,
+with OVMS's config files. A dump assembled from other tools' output runs as it is; what the emulator writes is
+read back by dosfstools and mtools from the volume the wear levelling maps; power cuts leave a readable FAT."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ovota.device.config_files import config_file, parse_config_file
+from ovota.device.fat_store import FatStore, SectorFile, mount_store
+from ovota.device.flash import Flash, PowerCut, PowerLoss
+from ovota.device.layout import read_layout
+from ovota.device.module import Module
+from ovota.device.wear_levelling import WearLevelled
+from ovota.formats.fat_volume import device_format
+from ovota.formats.partition_table import Partition
+from ovota.formats.wear_levelling import SECTOR
+from tests.module_helpers import image, new_module, run_commands
+from tests.servers import StaticServer
+
+NEW = "3.3.007"
+TOOLS = ("/usr/sbin/fsck.fat", "/usr/bin/mtype")
+
+
+def store(flash: Flash) -> Partition:
+    part = read_layout(flash).get("store")
+    assert part is not None
+    return part
+
+
+def real_dump(path: Path, files: dict[str, bytes], layout: str = "v3-35") -> Path:
+    """A module flash whose store partition is what a real module's holds: wear levelling, a freshly formatted
+    FAT as OVMS's f_mkfs makes it, and the given files written by pyfatfs."""
+    new_module(path, layout=layout, version="3.3.006")
+    with Flash(path) as flash:
+        part = store(flash)
+        flash.erase(part.offset, part.size)
+        volume = SectorFile(WearLevelled(flash, part), writable=True)
+        volume.write(device_format(volume.wl.sectors, 0x0DB5_5EED))
+        fs = FatStore(volume)
+        for name, data in files.items():
+            folder = name.rsplit("/", 1)[0]
+            if folder and not fs.isdir(folder):
+                fs.makedirs(folder)
+            fs.writebytes(name, data)
+        fs.close()
+    return path
+
+
+def plain_volume(flash_path: Path, out: Path) -> Path:
+    """The FAT volume as the wear levelling maps it, as a file other tools read."""
+    with Flash(flash_path) as flash:
+        wl = WearLevelled(flash, store(flash))
+        out.write_bytes(b"".join(wl.read(sector) for sector in range(wl.sectors)))
+    return out
+
+
+def tools_or_skip() -> None:
+    missing = [tool for tool in TOOLS if not os.access(tool, os.X_OK)]
+    if missing and not os.environ.get("CI"):
+        pytest.skip(f"{', '.join(missing)} not installed (make test installs dosfstools and mtools)")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[StaticServer]:
+    root = tmp_path / "www"
+    root.mkdir()
+    srv = StaticServer(root)
+    srv.publish("v3.3-5", "edge", image(NEW, 8192), f"{NEW}\nNotes\n")
+    yield srv
+    srv.stop()
+
+
+def test_config_files_as_ovms_reads_and_writes_them() -> None:
+    assert parse_config_file(b"tag\tedge\nserver api.example/ota\nnoseparator\nlast\tcut") == {
+        "tag": "edge",
+        "server": "api.example/ota",
+        "last": "cu",  # fgets' line loses its last character, newline or not
+    }
+    assert parse_config_file(b"a\tb c\td\r\n") == {"a": "b c\td\r"}  # the first TAB; a CR stays
+    assert config_file({"tag": "eap", "server": "x", "auto.hour": "3"}) == b"auto.hour\t3\nserver\tx\ntag\teap\n"
+
+
+def test_a_real_dump_runs_with_its_own_settings(tmp_path: Path, server: StaticServer) -> None:
+    tools_or_skip()
+    dump = real_dump(
+        tmp_path / "dump.img",
+        {
+            "/ovms_config/ota": f"server\t{server.base}\ntag\tedge\n".encode(),
+            "/ovms_config/vehicle": b"id\tREALCAR\n",
+            "/scripts/ovmsmain.js": b"// the owner's script\n",
+        },
+    )
+    out = run_commands(dump, "config list ota", "ota status", "config set ota tag eap").output.splitlines()
+    assert out[:3] == ["ota (readable writeable)", f"  server: {server.base}", "  tag: edge"]
+    assert f"Server Available:  {NEW} (is newer)" in out
+    with Flash(dump) as flash:
+        fs = mount_store(flash, store(flash), writable=False)
+        assert fs.readbytes("/ovms_config/ota") == f"server\t{server.base}\ntag\teap\n".encode()
+        assert fs.readbytes("/scripts/ovmsmain.js") == b"// the owner's script\n"
+        fs.close()
+    volume = plain_volume(dump, tmp_path / "store.fat")
+    check = subprocess.run(["fsck.fat", "-n", str(volume)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (
+        "4096 bytes per logical sector"
+        in subprocess.run(["fsck.fat", "-n", "-v", str(volume)], capture_output=True, text=True, check=True).stdout
+    )
+    typed = subprocess.run(["mtype", "-i", str(volume), "::/ovms_config/ota"], capture_output=True, check=True)
+    assert typed.stdout == f"server\t{server.base}\ntag\teap\n".encode()
+    module = Module.open(dump)
+    try:
+        assert module.config.files and module.config.get("vehicle", "id") == "REALCAR"
+    finally:
+        module.close()
+
+
+def test_the_device_format_is_ovms_s(tmp_path: Path) -> None:
+    """490 sectors: FAT12, one FAT, 512 root entries, data from sector 6, 484 clusters (ovms-twin §6)."""
+    tools_or_skip()
+    volume = tmp_path / "v.fat"
+    volume.write_bytes(device_format(490, 1).ljust(490 * SECTOR, b"\0"))
+    report = subprocess.run(["fsck.fat", "-n", "-v", str(volume)], capture_output=True, text=True, check=True).stdout
+    for line in ("1 FATs, 12 bit entries", "512 root directory entries", "Data area starts at byte 24576 (sector 6)",
+                 "484 data clusters", "490 sectors total"):  # fmt: skip
+        assert line in report, report
+
+
+def test_power_cut_at_every_operation_of_a_config_write(tmp_path: Path) -> None:
+    """Every cut leaves a FAT that mounts and config that loads: the tag old, new, or gone. A cut between the
+    erase and the program of a FAT or directory sector loses what that sector held, on a real module too (its
+    wear levelling writes a sector as erase + program, FatFs has no journal): those cut points are counted."""
+    dump = real_dump(tmp_path / "dump.img", {"/ovms_config/ota": b"tag\tedge\n", "/ovms_config/vehicle": b"id\tCAR\n"})
+    pristine = tmp_path / "pristine.img"
+    shutil.copyfile(dump, pristine)
+    with Flash(dump) as flash:
+        module = Module(flash)
+        start = flash.ops
+        module.config.set("ota", "tag", "eap")
+        total = flash.ops - start
+    assert total > 4
+    seen = set()
+    damaged = 0
+    for at in range(total):
+        for torn in (False, True):
+            shutil.copyfile(pristine, dump)
+            with Flash(dump) as flash:
+                module = Module(flash)  # the power-on's own operations come first
+                flash.cut = PowerCut(flash.ops + at, torn)
+                with pytest.raises(PowerLoss):
+                    module.config.set("ota", "tag", "eap")
+            after = Module.open(dump)
+            try:
+                tag = after.config.get("ota", "tag")
+                assert tag in ("edge", "eap", ""), (at, torn, tag)
+                assert after.config.get("vehicle", "id") in ("CAR", ""), (at, torn)
+                seen.add(tag)
+                damaged += after.config.get("vehicle", "id") == ""
+            finally:
+                after.close()
+    assert {"edge", "eap"} <= seen
+    assert damaged < total  # only the cuts inside a metadata sector's erase-program window
+    print(f"\nconfig set on a FAT /store: {total} flash operations, {2 * total} cut points, {damaged} lose a file")
+
+
+def test_the_migration_refuses_a_real_store_and_writes_nothing(tmp_path: Path) -> None:
+    dump = real_dump(tmp_path / "old.img", {"/ovms_config/ota": b"tag\tedge\n"}, layout="v3-30")
+    first = run_commands(dump).output  # the first power-on notes the old layout in the FAT's config, as OVMS does
+    assert "Notification info/ota.partitiontype" in first
+    with Flash(dump) as flash:
+        fs = mount_store(flash, store(flash), writable=False)
+        assert fs.readbytes("/ovms_config/ota") == b"parttype.notified\tyes\ntag\tedge\n"
+        fs.close()
+    before = dump.read_bytes()
+    out = run_commands(dump, "ota partitions upgrade autocont -noconfirm").output
+    assert "Error: this module's /store is a real FAT volume; the emulator cannot migrate it yet" in out, out
+    assert dump.read_bytes() == before
