@@ -181,3 +181,37 @@ def test_the_migration_refuses_a_real_store_and_writes_nothing(tmp_path: Path) -
     out = run_commands(dump, "ota partitions upgrade autocont -noconfirm").output
     assert "Error: this module's /store is a real FAT volume; the emulator cannot migrate it yet" in out, out
     assert dump.read_bytes() == before
+
+
+def test_vfs_reads_and_writes_a_real_store(tmp_path: Path) -> None:
+    tools_or_skip()
+    dump = real_dump(tmp_path / "dump.img", {"/ovms_config/ota": b"tag\tedge\n", "/scripts/a.js": b"print(1)\n"})
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "b.js").write_bytes(b"print(2)\n")
+    out = run_commands(
+        dump,
+        "vfs ls /store",
+        "vfs cat /store/scripts/a.js",
+        "vfs cp /sd/b.js /store/scripts/b.js",
+        "vfs rm /store/scripts/a.js",
+        "vfs cat /store/ovms_config/ota",
+        "vfs cp /sd/b.js /store/nosuch/b.js",
+        sd=sd,
+    ).output.splitlines()
+    assert out[0].startswith("[DIR]     ") and out[0].endswith("  ovms_config/")
+    assert out[1].endswith("  scripts/")
+    assert out[2:] == [
+        "print(1)",
+        "VFS copy complete",
+        "VFS File deleted",
+        "Error: protected path",
+        "Error: VFS target file cannot be opened",
+    ]
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", str(plain_volume(dump, tmp_path / "v.fat")), "::/scripts"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert listing.split() == ["::/scripts/b.js"]

@@ -9,7 +9,8 @@ the module (and ESP-IDF's tools) read back.
 from __future__ import annotations
 
 import io
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fs.base import FS
 from pyfatfs.PyFat import PyFat
@@ -100,3 +101,59 @@ class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
 def mount_store(flash: Flash, partition: Partition, writable: bool) -> FatStore:
     """The /store volume of a partition with wear-levelling metadata (see :func:`has_wear_levelling`)."""
     return FatStore(SectorFile(WearLevelled(flash, partition), writable))
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    is_dir: bool
+    size: int
+    modified: datetime
+
+
+def _inside(path: str) -> str:
+    """``/store/a/b`` → ``/a/b`` on the volume."""
+    return path.removeprefix("/store") or "/"
+
+
+def read_file(flash: Flash, partition: Partition, path: str) -> bytes | None:
+    """A file of the volume by its /store path; None if there is none."""
+    fs = mount_store(flash, partition, writable=False)
+    try:
+        return bytes(fs.readbytes(_inside(path))) if fs.isfile(_inside(path)) else None
+    finally:
+        fs.close()
+
+
+def list_folder(flash: Flash, partition: Partition, path: str) -> list[Entry] | None:
+    """A folder's entries by its /store path, in directory order; None if it is not a folder."""
+    fs = mount_store(flash, partition, writable=False)
+    try:
+        inside = _inside(path)
+        if not fs.isdir(inside):
+            return None
+        entries = []
+        for name in fs.listdir(inside):
+            info = fs.getinfo(f"{inside.rstrip('/')}/{name}", namespaces=["details"])
+            entries.append(Entry(name, info.is_dir, info.size, info.modified or datetime.fromtimestamp(0, UTC)))
+        return entries
+    finally:
+        fs.close()
+
+
+def write_file(flash: Flash, partition: Partition, path: str, data: bytes | None) -> bool:
+    """Write (or, with None, remove) a file by its /store path; False if its folder or the file is missing."""
+    fs = mount_store(flash, partition, writable=True)
+    try:
+        inside = _inside(path)
+        if data is None:
+            if not fs.isfile(inside):
+                return False
+            fs.remove(inside)
+            return True
+        if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
+            return False
+        fs.writebytes(inside, data)
+        return True
+    finally:
+        fs.close()

@@ -1,7 +1,8 @@
 """``vfs …``: OVMS's file commands over /sd (the emulator's ``--sd`` folder) and /store, with OVMS 3.3.006's
 messages. Every path is checked against OvmsConfig::ProtectedPath first: the config files are off limits.
 
-The emulator's /store holds the config as a record, not as files: it shows the one file a user reads there,
+On a real module's dump /store is its FAT volume, read and written in place. A module made by ``module create``
+holds its config as a record, not as files: its /store shows the one file a user reads there,
 ``/store/partition-update.log``, read-only."""
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISDIR
 
+from ovota.device import fat_store
 from ovota.device.console.auto import local_time
 from ovota.device.console.flashing import ovms_realpath, protected_path, vfs_local
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.migrate import read_log
 from ovota.device.store_copy import LOG_PATH as UPDATE_LOG
+from ovota.formats.partition_table import Partition
 
 
 def register(root: Command) -> None:
@@ -35,8 +38,19 @@ def _allowed(session: Session, *paths: str) -> bool:
     return True
 
 
+def _fat(session: Session, path: str) -> Partition | None:
+    """The store partition, when ``path`` is in a real FAT /store."""
+    store = session.module.layout.store
+    real = ovms_realpath(path)
+    in_store = real == "/store" or real.startswith("/store/")
+    return store if in_store and store is not None and session.module.config.files else None
+
+
 def _read(session: Session, path: str) -> bytes | None:
-    """A file's bytes: from the --sd folder, or the partition-update log in /store."""
+    """A file's bytes: from the --sd folder, a real FAT /store, or the emulator's partition-update log."""
+    store = _fat(session, path)
+    if store is not None:
+        return fat_store.read_file(session.module.flash, store, ovms_realpath(path))
     if ovms_realpath(path) == UPDATE_LOG:
         store = session.module.layout.store
         lines = read_log(session.module.flash, store) if store is not None else []
@@ -60,16 +74,25 @@ def _size(size: int) -> str:
 
 def _store_listing(session: Session) -> None:
     """/store as OVMS's FAT holds it, as far as the emulator keeps it: the config folder and the update log."""
-    now = f"{local_time(session.module):%d-%b-%Y %H:%M}"
-    session.out.write(f"{'[DIR]   ':>8}  {now}  ovms_config/\n")
+    now = session.module.clock.now
+    _ls_line(session, "ovms_config", True, 0, now)
     data = _read(session, UPDATE_LOG)
     if data is not None:
-        session.out.write(f"{_size(len(data))[:8]:>8}  {now}  partition-update.log\n")
+        _ls_line(session, "partition-update.log", False, len(data), now)
 
 
 def vfs_ls(session: Session, args: list[str]) -> None:
     path = args[0] if args else "/"
     if args and not _allowed(session, path):
+        return
+    store = _fat(session, path)
+    if store is not None:
+        entries = fat_store.list_folder(session.module.flash, store, ovms_realpath(path))
+        if entries is None:
+            session.out.puts("Error: VFS cannot open directory listing for that directory")
+            return
+        for item in entries:
+            _ls_line(session, item.name, item.is_dir, item.size, item.modified)
         return
     if ovms_realpath(path) == "/store":
         _store_listing(session)
@@ -83,10 +106,15 @@ def vfs_ls(session: Session, args: list[str]) -> None:
             stat = entry.stat()
         except OSError:  # a link to nowhere: listed by its own entry, as readdir lists it
             stat = entry.lstat()
-        is_dir = S_ISDIR(stat.st_mode)
-        size = "[DIR]   " if is_dir else _size(stat.st_size)
-        when = local_time(session.module, datetime.fromtimestamp(stat.st_mtime, UTC))
-        session.out.write(f"{size[:8]:>8}  {when:%d-%b-%Y %H:%M}  {entry.name}{'/' if is_dir else ''}\n")
+        modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+        _ls_line(session, entry.name, S_ISDIR(stat.st_mode), stat.st_size, modified)
+
+
+def _ls_line(session: Session, name: str, is_dir: bool, size: int, modified: datetime) -> None:
+    """vfs_ls's ``%8.8s  %17.17s  %s%s`` line, the time local to the module."""
+    shown = "[DIR]   " if is_dir else _size(size)
+    when = local_time(session.module, modified)
+    session.out.write(f"{shown[:8]:>8}  {when:%d-%b-%Y %H:%M}  {name}{'/' if is_dir else ''}\n")
 
 
 def vfs_cat(session: Session, args: list[str]) -> None:
@@ -116,6 +144,11 @@ def _sd_file(session: Session, path: str) -> Path | None:
 def vfs_rm(session: Session, args: list[str]) -> None:
     if not _allowed(session, args[0]):
         return
+    store = _fat(session, args[0])
+    if store is not None:
+        removed = fat_store.write_file(session.module.flash, store, ovms_realpath(args[0]), None)
+        session.out.puts("VFS File deleted" if removed else "Error: Could not delete VFS file")
+        return
     local = _sd_file(session, args[0])
     try:
         if local is None or not local.is_file():
@@ -133,6 +166,11 @@ def vfs_cp(session: Session, args: list[str]) -> None:
     data = _read(session, args[0])
     if data is None:
         session.out.puts("Error: VFS source file cannot be opened")
+        return
+    store = _fat(session, args[1])
+    if store is not None:
+        copied = fat_store.write_file(session.module.flash, store, ovms_realpath(args[1]), data)
+        session.out.puts("VFS copy complete" if copied else "Error: VFS target file cannot be opened")
         return
     target = _sd_file(session, args[1])
     try:
