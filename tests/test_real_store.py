@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ovota.device.config_files import config_file, parse_config_file
 from ovota.device.fat_store import FatStore, SectorFile, mount_store
 from ovota.device.flash import Flash, PowerCut, PowerLoss
 from ovota.device.layout import read_layout
 from ovota.device.module import Module
+from ovota.device.store import StoreError
 from ovota.device.wear_levelling import WearLevelled
 from ovota.formats.fat_volume import device_format
 from ovota.formats.partition_table import Partition
@@ -215,3 +218,35 @@ def test_vfs_reads_and_writes_a_real_store(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert listing.split() == ["::/scripts/b.js"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
+    folder = tmp_path_factory.mktemp("fuzz")
+    dump = real_dump(folder / "base.img", {"/ovms_config/ota": b"tag\tedge\n", "/ovms_config/vehicle": b"id\tA\n"})
+    with Flash(dump) as flash:
+        part = store(flash)
+        wl = WearLevelled(flash, part)
+        metadata = [part.offset + wl.layout.physical(s, wl.pos, wl.state.move_count) * SECTOR for s in range(8)]
+    return dump, metadata
+
+
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, SECTOR - 1), st.integers(0, 255)), min_size=1, max_size=20))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_a_damaged_fat_is_one_error_never_a_traceback(
+    fuzz_base: tuple[Path, list[int]], tmp_path_factory: pytest.TempPathFactory, flips: list[tuple[int, int, int]]
+) -> None:
+    """Bytes flipped in the boot sector, FAT and directories of a dump: the module powers on and its console
+    answers, or opening it is one StoreError; a config write that fails is one Error: line."""
+    base, metadata = fuzz_base
+    work = tmp_path_factory.mktemp("case") / "dump.img"
+    data = bytearray(base.read_bytes())
+    for sector, at, value in flips:
+        data[metadata[sector] + at] = value
+    work.write_bytes(data)
+    try:
+        out = run_commands(work, "config list ota", "config set ota tag eap").output
+    except StoreError as err:
+        assert str(err).startswith("cannot use the FAT volume in /store")
+        return
+    assert "Traceback" not in out

@@ -7,6 +7,7 @@ import hashlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -131,7 +132,7 @@ def run(flash: Path, sd: Path | None, commands: tuple[str, ...]) -> None:
     out = Writer(sys.stdout)
     shell: Shell | None = None
     try:
-        shell = Shell(device, out)
+        shell = _console(device, out)
         for command in commands:
             out.write(f"{PROMPT}{command}\n")
             shell.execute(command)
@@ -155,7 +156,7 @@ def shell(flash: Path, sd: Path | None) -> None:
     console: Shell | None = None
     stop = threading.Event()
     try:
-        console = Shell(device, Writer(sys.stdout), ask=lambda prompt: input())
+        console = _console(device, Writer(sys.stdout), ask=lambda prompt: input())
         # The module keeps living between lines typed: its timers run and a finished update reboots it.
         threading.Thread(target=_keep_alive, args=(console, stop), daemon=True).start()
         while True:
@@ -172,6 +173,14 @@ def shell(flash: Path, sd: Path | None) -> None:
         if console is not None:
             console.power_off()
         device.close()
+
+
+def _console(device: Module, out: Writer, ask: Callable[[str], str] | None = None) -> Shell:
+    """The console after power-on; the boot's own writes (a real /store's FAT) can fail as one error."""
+    try:
+        return Shell(device, out, ask)
+    except StoreError as err:
+        raise click.ClickException(str(err)) from None
 
 
 def _keep_alive(console: Shell, stop: threading.Event) -> None:

@@ -22,7 +22,12 @@ class FlashError(Exception):
     """An operation the chip cannot do: out of range, unaligned erase, or programming unerased bits."""
 
 
-class PowerLoss(Exception):
+class Interrupted(Exception):
+    """A flash operation that did not happen: the power went, or a reboot stopped the task that asked for it.
+    Nothing that handles a failed read or write may catch it: the module is gone, not the data wrong."""
+
+
+class PowerLoss(Interrupted):
     """Raised from inside the operation at which the planned power cut happened."""
 
     def __init__(self, op_index: int) -> None:

@@ -8,17 +8,14 @@ a power cut while saving never loses the previous value.
 from __future__ import annotations
 
 import json
-import struct
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from fs.errors import FSError
-from pyfatfs._exceptions import PyFATException
-
 from ovota.device.config_files import load_params, save_params
 from ovota.device.fat_store import has_wear_levelling
-from ovota.device.flash import Flash
+from ovota.device.flash import Flash, Interrupted
 from ovota.device.records import RecordBanks, encode_json
 from ovota.formats.partition_table import Partition
 
@@ -65,11 +62,18 @@ class Config:
 
     @staticmethod
     def _guarded(action: Callable[[], T]) -> T:
-        """A real /store is the module owner's data: what pyfatfs cannot read is one StoreError, not a traceback."""
+        """A real /store is the module owner's data, hostile until read: whatever pyfatfs raises on a broken volume
+        (its own errors, and TypeError or StopIteration from deep inside it, found by fuzzing) is one StoreError,
+        and its warnings about a damaged volume are that error's business, not lines on the console."""
         try:
-            return action()
-        except (PyFATException, FSError, OSError, ValueError, struct.error) as err:
-            raise StoreError(f"cannot read the FAT in /store: {err}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return action()
+        except Interrupted:
+            raise
+        except Exception as err:  # see above: the library's failure modes on corrupt input are not enumerable
+            reason = str(err) or type(err).__name__
+            raise StoreError(f"cannot use the FAT volume in /store ({reason})") from None
 
     def get(self, param: str, instance: str, default: str = "") -> str:
         value = self._params.get(param, {}).get(instance, "")

@@ -14,6 +14,7 @@ from ovota.device.console.task import AutoFlashTask
 from ovota.device.console.tree import Command
 from ovota.device.console.writer import Writer
 from ovota.device.module import Module
+from ovota.device.store import StoreError
 
 PROMPT = "OVMS# "
 # ESP-IDF's LOG_COLOR_E/W/I and LOG_RESET_COLOR, shown on a terminal.
@@ -57,7 +58,12 @@ class Shell:
                 return
             if words:
                 self.words = words
-                self.root.execute(self, words)
+                try:
+                    self.root.execute(self, words)
+                except (
+                    StoreError
+                ) as err:  # a real /store's FAT that cannot be written: the command fails, not the shell
+                    self.out.puts(f"Error: {err}")
 
     def idle(self) -> None:
         """What the module does by itself between commands: the reboot a finished AutoFlash task asked for, and

@@ -15,12 +15,12 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ovota.device.flash import PowerLoss
+from ovota.device.flash import Interrupted, PowerLoss
 
 T = TypeVar("T")
 
 
-class TaskKilled(Exception):
+class TaskKilled(Interrupted):
     """The module rebooted while the task ran."""
 
 
