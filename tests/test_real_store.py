@@ -4,6 +4,7 @@ read back by dosfstools and mtools from the volume the wear levelling maps; powe
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -17,11 +18,13 @@ from hypothesis import strategies as st
 from ovota.device.config_files import config_file, parse_config_file
 from ovota.device.fat_store import FatStore, SectorFile, mount_store
 from ovota.device.flash import Flash, PowerCut, PowerLoss
+from ovota.device.identity import Identity, read_identity
 from ovota.device.layout import read_layout
-from ovota.device.module import Module
+from ovota.device.module import Module, create_module
 from ovota.device.store import StoreError
 from ovota.device.wear_levelling import WearLevelled
 from ovota.formats.fat_volume import device_format
+from ovota.formats.nvs import build_nvs
 from ovota.formats.partition_table import Partition
 from ovota.formats.wear_levelling import SECTOR
 from tests.module_helpers import image, new_module, run_commands
@@ -250,3 +253,29 @@ def test_a_damaged_fat_is_one_error_never_a_traceback(
         assert str(err).startswith("cannot use the FAT volume in /store")
         return
     assert "Traceback" not in out
+
+
+def test_the_identity_is_esp_idf_nvs_and_a_real_nvs_gives_the_defaults(tmp_path: Path) -> None:
+    gen = pytest.importorskip("esp_idf_nvs_partition_gen.nvs_partition_gen")
+    hardware = "OVMS WIFI BLE BT cores=2 rev=ESP32/3; MODEM SIM7600"
+    flash_path = tmp_path / "m.img"
+    create_module(flash_path, "v3-35", image("3.3.006", 4096), hardware, anti_rollback=True)
+    with Flash(flash_path) as flash:
+        nvs = read_layout(flash).get("nvs")
+        assert nvs is not None
+        written = flash.read(nvs.offset, nvs.size)
+        # What ESP-IDF's own generator writes for the same items is the same partition, byte for byte.
+        out = io.BytesIO()
+        partition = gen.nvs_open(out, nvs.size - 4096, gen.Page.VERSION2)
+        gen.write_entry(partition, "ovota", "namespace", "", "")
+        items = [("hardware", "string", hardware), ("chip_rev", "u8", "3")]
+        items += [("idf_build", "string", Identity().idf_build), ("anti_rollback", "u8", "1")]
+        for key, kind, value in items:
+            gen.write_entry(partition, key, "data", kind, value)
+        gen.nvs_close(partition)
+        assert written == out.getvalue()
+        assert read_identity(flash, nvs) == Identity(hardware=hardware, anti_rollback=True)
+        # A real module's nvs: PHY calibration only. Its identity is the defaults.
+        flash.erase(nvs.offset, nvs.size)
+        flash.program(nvs.offset, build_nvs({"phy": {"cal_data": b"\x01" * 1000, "cal_version": 0x10}}, nvs.size))
+        assert read_identity(flash, nvs) == Identity()
