@@ -106,9 +106,15 @@ def test_a_real_dump_runs_with_its_own_settings(tmp_path: Path, server: StaticSe
     out = run_commands(dump, "config list ota", "ota status", "config set ota tag eap").output.splitlines()
     assert out[:3] == ["ota (readable writeable)", f"  server: {server.base}", "  tag: edge"]
     assert f"Server Available:  {NEW} (is newer)" in out
+    # The update a vehicle would get, rehearsed on its copy: from the dump's server, on the edge channel.
+    run_commands(dump, "config set ota tag edge")
+    flashed = run_commands(dump, "ota flash http", "module reset", "ota status nocheck").output
+    assert "OTA flash was successful" in flashed and "Running partition: ota_1" in flashed
+    run_commands(dump, "config set ota tag eap")
     with Flash(dump) as flash:
         fs = mount_store(flash, store(flash), writable=False)
-        assert fs.readbytes("/ovms_config/ota") == f"server\t{server.base}\ntag\teap\n".encode()
+        mru = f"http.mru\t{server.base}/v3.3-5/edge/ovms3.bin\n"
+        assert fs.readbytes("/ovms_config/ota") == f"{mru}server\t{server.base}\ntag\teap\n".encode()
         assert fs.readbytes("/scripts/ovmsmain.js") == b"// the owner's script\n"
         fs.close()
     volume = plain_volume(dump, tmp_path / "store.fat")
@@ -119,7 +125,7 @@ def test_a_real_dump_runs_with_its_own_settings(tmp_path: Path, server: StaticSe
         in subprocess.run(["fsck.fat", "-n", "-v", str(volume)], capture_output=True, text=True, check=True).stdout
     )
     typed = subprocess.run(["mtype", "-i", str(volume), "::/ovms_config/ota"], capture_output=True, check=True)
-    assert typed.stdout == f"server\t{server.base}\ntag\teap\n".encode()
+    assert typed.stdout.endswith(f"server\t{server.base}\ntag\teap\n".encode())
     module = Module.open(dump)
     try:
         assert module.config.files and module.config.get("vehicle", "id") == "REALCAR"
