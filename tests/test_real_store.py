@@ -27,6 +27,7 @@ from ovota.formats.fat_volume import device_format
 from ovota.formats.nvs import build_nvs
 from ovota.formats.partition_table import Partition
 from ovota.formats.wear_levelling import SECTOR
+from tests.conftest import CliRunner
 from tests.module_helpers import image, new_module, run_commands
 from tests.servers import StaticServer
 
@@ -285,3 +286,11 @@ def test_the_identity_is_esp_idf_nvs_and_a_real_nvs_gives_the_defaults(tmp_path:
         flash.erase(nvs.offset, nvs.size)
         flash.program(nvs.offset, build_nvs({"phy": {"cal_data": b"\x01" * 1000, "cal_version": 0x10}}, nvs.size))
         assert read_identity(flash, nvs) == Identity()
+
+
+def test_the_whole_flash_dumps_for_esptool_write_flash(tmp_path: Path, ovota: CliRunner) -> None:
+    dump = real_dump(tmp_path / "dump.img", {"/ovms_config/ota": b"tag\tedge\n"})
+    run_commands(dump, "config set ota tag eap")
+    out = ovota("module", "dump", dump, tmp_path / "back.bin")
+    assert out.code == 0 and out.out.startswith(f"Wrote {tmp_path / 'back.bin'}: the whole flash, 16777216 bytes")
+    assert (tmp_path / "back.bin").read_bytes() == dump.read_bytes()

@@ -190,11 +190,12 @@ def _keep_alive(console: Shell, stop: threading.Event) -> None:
 
 @module.command("dump")
 @_flash_arg
-@click.option("--partition", "label", required=True, help="Partition label, e.g. ota_1, factory, store.")
+@click.option("--partition", "label", help="Partition label, e.g. ota_1, factory, store; without it, the whole flash.")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-def dump(flash: Path, label: str, out: Path) -> None:
+def dump(flash: Path, label: str | None, out: Path) -> None:
     """Write a partition's bytes to OUT; for an app partition with a valid image, just that image (and its
-    signature sector, if it is signed).
+    signature sector, if it is signed). Without --partition, the whole flash, for `esptool write-flash 0 OUT`
+    after an update was rehearsed on a module's dump.
 
     Reads the flash without powering the module on, so nothing on it changes.
     """
@@ -204,6 +205,11 @@ def dump(flash: Path, label: str, out: Path) -> None:
     except FlashError as err:
         raise FormatError(str(err)) from None
     with chip:
+        if label is None:
+            data = chip.read(0, chip.size)
+            write_atomic(out, data)
+            click.echo(f"Wrote {out}: the whole flash, {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+            return
         layout = read_layout(chip)
         part = layout.get(label)
         if part is None:
