@@ -90,6 +90,8 @@ def test_config_files_as_ovms_reads_and_writes_them() -> None:
         "server": "api.example/ota",
         "last": "cu",  # fgets' line loses its last character, newline or not
     }
+    # fgets' 2,500-byte buffer: 2,499 characters, the last cut; the rest of the line has no separator.
+    assert parse_config_file(b"long\t" + b"x" * 3000 + b"\n") == {"long": "x" * 2493}
     assert parse_config_file(b"a\tb c\td\r\n") == {"a": "b c\td\r"}  # the first TAB; a CR stays
     assert config_file({"tag": "eap", "server": "x", "auto.hour": "3"}) == b"auto.hour\t3\nserver\tx\ntag\teap\n"
 
@@ -286,6 +288,11 @@ def test_the_identity_is_esp_idf_nvs_and_a_real_nvs_gives_the_defaults(tmp_path:
         flash.erase(nvs.offset, nvs.size)
         flash.program(nvs.offset, build_nvs({"phy": {"cal_data": b"\x01" * 1000, "cal_version": 0x10}}, nvs.size))
         assert read_identity(flash, nvs) == Identity()
+
+
+def test_a_folder_in_the_config_folder_is_not_a_param(tmp_path: Path) -> None:
+    dump = real_dump(tmp_path / "d.img", {"/ovms_config/ota": b"tag\tedge\n", "/ovms_config/odd/x": b"a\tb\n"})
+    assert run_commands(dump, "config list ota").output.splitlines() == ["ota (readable writeable)", "  tag: edge"]
 
 
 def test_the_whole_flash_dumps_for_esptool_write_flash(tmp_path: Path, ovota: CliRunner) -> None:

@@ -40,7 +40,8 @@ def load_params(flash: Flash, store: Partition) -> dict[str, dict[str, str]]:
     try:
         if not fs.isdir(CONFIG_DIR):
             return {}
-        return {name: parse_config_file(fs.readbytes(f"{CONFIG_DIR}/{name}")) for name in fs.listdir(CONFIG_DIR)}
+        files = (name for name in fs.listdir(CONFIG_DIR) if fs.isfile(f"{CONFIG_DIR}/{name}"))  # readdir: files only
+        return {name: parse_config_file(fs.readbytes(f"{CONFIG_DIR}/{name}")) for name in files}
     finally:
         fs.close()
 
