@@ -301,3 +301,48 @@ def test_the_whole_flash_dumps_for_esptool_write_flash(tmp_path: Path, ovota: Cl
     out = ovota("module", "dump", dump, tmp_path / "back.bin")
     assert out.code == 0 and out.out.startswith(f"Wrote {tmp_path / 'back.bin'}: the whole flash, 16777216 bytes")
     assert (tmp_path / "back.bin").read_bytes() == dump.read_bytes()
+
+
+def test_a_store_written_by_mtools_keeps_fatfs_names(tmp_path: Path) -> None:
+    """mtools, like FatFs, stores ``ota`` as the 8.3 name OTA with the lower-case bits and no long name: it is
+    read as ``ota``, and a config write replaces that entry instead of adding a second one."""
+    tools_or_skip()
+    volume = tmp_path / "v.fat"
+    volume.write_bytes(device_format(490, 7).ljust(490 * SECTOR, b"\0"))
+    (tmp_path / "ota").write_bytes(b"tag\tedge\n")
+    subprocess.run(["mmd", "-i", str(volume), "::/ovms_config"], check=True)
+    subprocess.run(["mcopy", "-i", str(volume), str(tmp_path / "ota"), "::/ovms_config/ota"], check=True)
+    dump = new_module(tmp_path / "dump.img", version="3.3.006")
+    with Flash(dump) as flash:
+        part = store(flash)
+        flash.erase(part.offset, part.size)
+        SectorFile(WearLevelled(flash, part), writable=True).write(volume.read_bytes())
+    out = run_commands(dump, "config list ota", "config set ota tag eap", "vfs ls /store/scripts").output.splitlines()
+    assert out[:2] == ["ota (readable writeable)", "  tag: edge"]
+    back = plain_volume(dump, tmp_path / "back.fat")
+    listing = subprocess.run(["mdir", "-b", "-i", str(back), "::/ovms_config"], capture_output=True, text=True)
+    assert listing.stdout.split() == ["::/ovms_config/ota"], listing.stdout
+    typed = subprocess.run(["mtype", "-i", str(back), "::/ovms_config/ota"], capture_output=True, check=True)
+    assert typed.stdout == b"tag\teap\n"
+
+
+def test_vfs_on_a_real_store_refuses_what_fatfs_would_and_a_full_disk(tmp_path: Path) -> None:
+    dump = real_dump(tmp_path / "d.img", {"/ovms_config/ota": b"tag\tedge\n"})
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB: more than the 1.9 MiB volume holds
+    (sd / "a.txt").write_bytes(b"a\n")
+    out = run_commands(
+        dump, f"vfs cp /sd/a.txt /store/{'n' * 300}", "vfs cp /sd/big.bin /store/big.bin", "config list ota", sd=sd
+    ).output.splitlines()
+    assert all(line.startswith("Error: ") for line in out[:2]), out
+    assert out[2:] == ["ota (readable writeable)", "  tag: edge"]
+
+
+def test_an_unchanged_value_writes_nothing(tmp_path: Path) -> None:
+    dump = real_dump(tmp_path / "d.img", {"/ovms_config/ota": b"tag\tedge\n"})
+    with Flash(dump) as flash:
+        module = Module(flash)
+        before = flash.ops
+        module.config.set("ota", "tag", "edge")
+        assert flash.ops == before

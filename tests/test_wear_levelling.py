@@ -165,3 +165,19 @@ def test_a_broken_state_copy_is_rewritten_from_the_other(module_flash: Path) -> 
         assert State.parse(area2) == wl.state
         assert recorded_pos(area2, wl.state.device_id, wl.state.max_pos) == 2
         assert again.pos == 0  # ESP-IDF's recovery starts the position again (ovms-twin §7)
+
+
+def test_a_crafted_state_that_does_not_fit_is_treated_as_missing(module_flash: Path) -> None:
+    """A state with a valid CRC but a max_pos beyond the partition must not move the dummy outside it."""
+    with Flash(module_flash) as flash:
+        part = store(flash)
+        layout = Layout.for_partition(part.size)
+        crafted = State(max_pos=100_000, device_id=5).pack()
+        for area in (layout.state1, layout.state2):
+            flash.erase(part.offset + area, layout.state_size)
+            flash.program(part.offset + area, crafted)
+        wl = WearLevelled(flash, part)  # both unusable: new metadata, as for a blank partition
+        assert wl.state.max_pos == 491 and wl.pos == 0
+        for i in range(40):
+            wl.write(i % 3, bytes([i]) * SECTOR)
+        assert wl.pos < wl.state.max_pos

@@ -3,7 +3,7 @@ instance (O ``main/ovms_config.cpp`` LoadConfig / RewriteConfig, ovms-twin §6).
 
 from __future__ import annotations
 
-from ovota.device.fat_store import CONFIG_DIR, mount_store
+from ovota.device.fat_store import CONFIG_DIR, mount_store, names, resolve
 from ovota.device.flash import Flash
 from ovota.formats.partition_table import Partition
 
@@ -38,10 +38,14 @@ def load_params(flash: Flash, store: Partition) -> dict[str, dict[str, str]]:
     """Every param file in /store/ovms_config (none if the folder is missing)."""
     fs = mount_store(flash, store, writable=False)
     try:
-        if not fs.isdir(CONFIG_DIR):
+        folder = resolve(fs, CONFIG_DIR)
+        if not fs.isdir(folder):
             return {}
-        files = (name for name in fs.listdir(CONFIG_DIR) if fs.isfile(f"{CONFIG_DIR}/{name}"))  # readdir: files only
-        return {name: parse_config_file(fs.readbytes(f"{CONFIG_DIR}/{name}")) for name in files}
+        params = {}
+        for shown, raw in names(fs, folder).items():
+            if fs.isfile(f"{folder}/{raw}"):  # a folder in there is not a param
+                params[shown] = parse_config_file(fs.readbytes(f"{folder}/{raw}"))
+        return params
     finally:
         fs.close()
 
@@ -50,9 +54,9 @@ def save_params(flash: Flash, store: Partition, changed: dict[str, dict[str, str
     """Rewrite the files of the params that changed (OVMS writes a file when a config lock is released)."""
     fs = mount_store(flash, store, writable=True)
     try:
-        if not fs.isdir(CONFIG_DIR):
+        if not fs.isdir(resolve(fs, CONFIG_DIR)):
             fs.makedir(CONFIG_DIR)  # OvmsConfig::mount creates it
         for param, instances in changed.items():
-            fs.writebytes(f"{CONFIG_DIR}/{param}", config_file(instances))
+            fs.writebytes(resolve(fs, f"{CONFIG_DIR}/{param}"), config_file(instances))
     finally:
         fs.close()

@@ -9,19 +9,42 @@ the module (and ESP-IDF's tools) read back.
 from __future__ import annotations
 
 import io
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from fs.base import FS
 from pyfatfs.PyFat import PyFat
 from pyfatfs.PyFatFS import PyFatFS
 
-from ovota.device.flash import Flash
+from ovota.device.flash import Flash, Interrupted
 from ovota.device.wear_levelling import WearLevelled
 from ovota.formats.partition_table import Partition
 from ovota.formats.wear_levelling import SECTOR, Layout, State
 
 CONFIG_DIR = "/ovms_config"
+T = TypeVar("T")
+
+
+class VolumeError(Exception):
+    """The FAT volume in /store cannot be read or written (damaged, full, or a name FatFs would refuse)."""
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """``action()`` on a real /store, the module owner's data and hostile until read: whatever pyfatfs raises on
+    a broken or full volume (its own errors, and TypeError or StopIteration from deep inside it, found by
+    fuzzing) is one VolumeError, and its warnings about a damaged volume are that error's business. A power
+    cut or a killed task passes through."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return action()
+    except Interrupted:
+        raise
+    except Exception as err:  # see above: the library's failure modes on corrupt input are not enumerable
+        raise VolumeError(f"cannot use the FAT volume in /store ({str(err) or type(err).__name__})") from None
 
 
 def has_wear_levelling(flash: Flash, partition: Partition) -> bool:
@@ -86,6 +109,17 @@ class SectorFile(io.RawIOBase):
         return len(data)
 
 
+class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
+    """pyfatfs marks a mounted volume dirty in its boot sector and clean at unmount. FatFs never writes the boot
+    sector after formatting, so this does not either: a cut there would lose the volume only in the emulator."""
+
+    def _mark_dirty(self) -> None:
+        pass
+
+    def _mark_clean(self) -> None:
+        pass
+
+
 class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
     """pyfatfs's filesystem on a :class:`SectorFile`. PyFatFS opens files by name only; this opens the volume
     from the sector file as PyFatFS.__init__ does from a file."""
@@ -94,7 +128,7 @@ class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
         FS.__init__(self)
         self.preserve_case = True
         self.tz = UTC
-        self.fs = PyFat()
+        self.fs = _FatFsVolume()
         self.fs.set_fp(volume)
 
 
@@ -111,6 +145,38 @@ class Entry:
     modified: datetime
 
 
+def shown_name(entry: Any) -> str:
+    """A directory entry's name as FatFs gives it: the long name if there is one, else the 8.3 name with the NT
+    case bits applied (0x08 base, 0x10 extension in lower case: how FatFs and mtools store ``ota``)."""
+    if entry.lfn_entry is not None:
+        return str(entry.get_long_name())
+    base, dot, ext = str(entry.get_short_name()).partition(".")
+    base = base.lower() if entry.ntres & 0x08 else base
+    ext = ext.lower() if entry.ntres & 0x10 else ext
+    return base + dot + ext
+
+
+def names(fs: FatStore, folder: str) -> dict[str, str]:
+    """A folder's entries: FatFs's name (:func:`shown_name`) → the name pyfatfs opens it by."""
+    folder_entry = fs.fs.root_dir.get_entry(folder) if folder != "/" else fs.fs.root_dir
+    dirs, files, _ = folder_entry.get_entries()
+    return {shown_name(entry): str(entry) for entry in [*dirs, *files]}
+
+
+def resolve(fs: FatStore, path: str) -> str:
+    """``path`` as pyfatfs opens it: each part matched as FatFs matches names (ignoring case), so writing
+    ``ota`` replaces the entry a real module made as ``OTA`` with its case bits, not a second one."""
+    resolved = ""
+    for part in path.strip("/").split("/"):
+        folder = resolved or "/"
+        if not fs.isdir(folder):
+            return f"{resolved}/{part}"
+        known = names(fs, folder)
+        match = known.get(part) or next((raw for shown, raw in known.items() if shown.lower() == part.lower()), None)
+        resolved = f"{resolved}/{match or part}"
+    return resolved or "/"
+
+
 def _inside(path: str) -> str:
     """``/store/a/b`` → ``/a/b`` on the volume."""
     return path.removeprefix("/store") or "/"
@@ -120,7 +186,8 @@ def read_file(flash: Flash, partition: Partition, path: str) -> bytes | None:
     """A file of the volume by its /store path; None if there is none."""
     fs = mount_store(flash, partition, writable=False)
     try:
-        return bytes(fs.readbytes(_inside(path))) if fs.isfile(_inside(path)) else None
+        inside = resolve(fs, _inside(path))
+        return bytes(fs.readbytes(inside)) if fs.isfile(inside) else None
     finally:
         fs.close()
 
@@ -129,13 +196,13 @@ def list_folder(flash: Flash, partition: Partition, path: str) -> list[Entry] | 
     """A folder's entries by its /store path, in directory order; None if it is not a folder."""
     fs = mount_store(flash, partition, writable=False)
     try:
-        inside = _inside(path)
+        inside = resolve(fs, _inside(path))
         if not fs.isdir(inside):
             return None
         entries = []
-        for name in fs.listdir(inside):
-            info = fs.getinfo(f"{inside.rstrip('/')}/{name}", namespaces=["details"])
-            entries.append(Entry(name, info.is_dir, info.size, info.modified or datetime.fromtimestamp(0, UTC)))
+        for shown, raw in names(fs, inside).items():
+            info = fs.getinfo(f"{inside.rstrip('/')}/{raw}", namespaces=["details"])
+            entries.append(Entry(shown, info.is_dir, info.size, info.modified or datetime.fromtimestamp(0, UTC)))
         return entries
     finally:
         fs.close()
@@ -145,7 +212,7 @@ def write_file(flash: Flash, partition: Partition, path: str, data: bytes | None
     """Write (or, with None, remove) a file by its /store path; False if its folder or the file is missing."""
     fs = mount_store(flash, partition, writable=True)
     try:
-        inside = _inside(path)
+        inside = resolve(fs, _inside(path))
         if data is None:
             if not fs.isfile(inside):
                 return False

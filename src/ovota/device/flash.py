@@ -59,6 +59,7 @@ class Flash:
         self.trace: list[tuple[int, str, int]] | None = None  # (op index, "erase"/"program", address) when set
         # Called before every erase and program: how a reboot stops a task that is writing (it raises).
         self.guard: Callable[[], None] | None = None
+        self.dead = False
 
     @classmethod
     def create(cls, path: Path, size: int = DEFAULT_FLASH_SIZE) -> Flash:
@@ -91,6 +92,7 @@ class Flash:
         """Erase whole sectors; one operation per sector, so a cut can stop a long erase midway."""
         if addr % SECTOR_SIZE or length % SECTOR_SIZE:
             raise FlashError(f"erase 0x{addr:x}+0x{length:x} is not sector aligned")
+        self._alive()
         if self.guard is not None:
             self.guard()
         self._check_range(addr, length)
@@ -115,6 +117,7 @@ class Flash:
         self._check_range(addr, length)
         if length == 0:
             return
+        self._alive()
         if self.guard is not None:
             self.guard()
         if self.trace is not None:
@@ -136,6 +139,7 @@ class Flash:
     def other_operation(self, kind: str, address: int, whole: Callable[[], None], torn: Callable[[], None]) -> None:
         """An operation on another part of the chip package (an eFuse burn), counted and cut like a flash one:
         ``whole`` does it; a torn cut runs ``torn`` (what a half-done operation leaves) and raises PowerLoss."""
+        self._alive()
         if self.trace is not None:
             self.trace.append((self.ops, kind, address))
         if self._cut_now() and self.cut is not None:
@@ -147,7 +151,15 @@ class Flash:
     def _cut_now(self) -> bool:
         index = self.ops
         self.ops += 1
-        return self.cut is not None and index == self.cut.at_op
+        cut = self.cut is not None and index == self.cut.at_op
+        self.dead = self.dead or cut
+        return cut
+
+    def _alive(self) -> None:
+        """After the planned cut the chip has no power: any later operation (a library's cleanup on the way
+        out) fails as the cut did, and changes nothing."""
+        if self.dead:
+            raise PowerLoss(self.ops)
 
     def _check_range(self, addr: int, length: int) -> None:
         if addr < 0 or length < 0 or addr + length > self.size:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ovota.device.config_files import load_params, save_params
-from ovota.device.fat_store import has_wear_levelling
-from ovota.device.flash import Flash, Interrupted
+from ovota.device.fat_store import VolumeError, guarded, has_wear_levelling
+from ovota.device.flash import Flash
 from ovota.device.records import RecordBanks, encode_json
 from ovota.formats.partition_table import Partition
 
@@ -62,18 +61,11 @@ class Config:
 
     @staticmethod
     def _guarded(action: Callable[[], T]) -> T:
-        """A real /store is the module owner's data, hostile until read: whatever pyfatfs raises on a broken volume
-        (its own errors, and TypeError or StopIteration from deep inside it, found by fuzzing) is one StoreError,
-        and its warnings about a damaged volume are that error's business, not lines on the console."""
+        """What the FAT volume refuses is one StoreError (see :func:`ovota.device.fat_store.guarded`)."""
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return action()
-        except Interrupted:
-            raise
-        except Exception as err:  # see above: the library's failure modes on corrupt input are not enumerable
-            reason = str(err) or type(err).__name__
-            raise StoreError(f"cannot use the FAT volume in /store ({reason})") from None
+            return guarded(action)
+        except VolumeError as err:
+            raise StoreError(str(err)) from None
 
     def get(self, param: str, instance: str, default: str = "") -> str:
         value = self._params.get(param, {}).get(instance, "")
@@ -108,8 +100,11 @@ class Config:
                 else:
                     params.setdefault(param, {})[instance] = value
             if self.files:
-                touched = {param for param, _ in changes}
-                self._guarded(lambda: save_params(self._flash, self._store, {p: params.get(p, {}) for p in touched}))
+                # OVMS writes a param's file only when one of its values changed.
+                touched = {p for p, _ in changes if params.get(p, {}) != self._params.get(p, {})}
+                if touched:
+                    changed = {p: params.get(p, {}) for p in touched}
+                    self._guarded(lambda: save_params(self._flash, self._store, changed))
             else:
                 self._banks.save(encode_json(params))
             self._params = params

@@ -11,12 +11,14 @@ records the step in both states, and after a full turn rewrites both states with
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 
 from ovota.device.flash import Flash
 from ovota.formats.partition_table import Partition
 from ovota.formats.wear_levelling import (
     SECTOR,
     STATE_HEADER,
+    VERSION,
     WRITE_SIZE,
     Layout,
     State,
@@ -65,7 +67,7 @@ class WearLevelled:
         layout = self.layout
         area1 = self.flash.read(self.base + layout.state1, layout.state_size)
         area2 = self.flash.read(self.base + layout.state2, layout.state_size)
-        state1, state2 = State.parse(area1), State.parse(area2)
+        state1, state2 = self._usable(State.parse(area1)), self._usable(State.parse(area2))
         if state1 is not None and state2 is not None:
             self.state = state1
             if area1[:STATE_HEADER] != area2[:STATE_HEADER]:
@@ -83,6 +85,16 @@ class WearLevelled:
             self.state = state2
             self._copy_state(area2, layout.state1)
             self.pos = state2.max_pos - 1
+
+    def _usable(self, state: State | None) -> State | None:
+        """A state whose CRC matches but whose numbers do not fit this partition (or ESP-IDF's version) is
+        treated as missing: a crafted one must not move the dummy outside the partition."""
+        if state is None:
+            return None
+        fits = state.max_pos == self.layout.max_pos and state.move_count < state.max_pos - 1
+        return (
+            state if fits and state.block_size == SECTOR and state.version == VERSION and state.max_count > 0 else None
+        )
 
     def _init_sections(self) -> None:
         """WL_Flash::initSections: new states (a new device id) and config; the data sectors are not touched."""
@@ -131,5 +143,5 @@ class WearLevelled:
         if self.pos >= max_pos:
             self.pos = 0
             move_count = self.state.move_count + 1
-            self.state = State(max_pos, self.state.device_id, 0 if move_count >= max_pos - 1 else move_count)
+            self.state = replace(self.state, move_count=0 if move_count >= max_pos - 1 else move_count)
             self._write_states()

@@ -13,6 +13,7 @@ from ovota.device.console.status import FlashStatus
 from ovota.device.console.task import AutoFlashTask
 from ovota.device.console.tree import Command
 from ovota.device.console.writer import Writer
+from ovota.device.fat_store import VolumeError
 from ovota.device.module import Module
 from ovota.device.store import StoreError
 
@@ -58,11 +59,10 @@ class Shell:
                 return
             if words:
                 self.words = words
+                # A real /store's FAT that cannot be written fails the command, not the shell.
                 try:
                     self.root.execute(self, words)
-                except (
-                    StoreError
-                ) as err:  # a real /store's FAT that cannot be written: the command fails, not the shell
+                except (StoreError, VolumeError) as err:
                     self.out.puts(f"Error: {err}")
 
     def idle(self) -> None:

@@ -17,6 +17,7 @@ from ovota.device.console.auto import local_time
 from ovota.device.console.flashing import ovms_realpath, protected_path, vfs_local
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
+from ovota.device.fat_store import guarded
 from ovota.device.migrate import read_log
 from ovota.device.store_copy import LOG_PATH as UPDATE_LOG
 from ovota.formats.partition_table import Partition
@@ -48,9 +49,9 @@ def _fat(session: Session, path: str) -> Partition | None:
 
 def _read(session: Session, path: str) -> bytes | None:
     """A file's bytes: from the --sd folder, a real FAT /store, or the emulator's partition-update log."""
-    store = _fat(session, path)
-    if store is not None:
-        return fat_store.read_file(session.module.flash, store, ovms_realpath(path))
+    fat = _fat(session, path)
+    if fat is not None:
+        return guarded(lambda: fat_store.read_file(session.module.flash, fat, ovms_realpath(path)))
     if ovms_realpath(path) == UPDATE_LOG:
         store = session.module.layout.store
         lines = read_log(session.module.flash, store) if store is not None else []
@@ -87,7 +88,7 @@ def vfs_ls(session: Session, args: list[str]) -> None:
         return
     store = _fat(session, path)
     if store is not None:
-        entries = fat_store.list_folder(session.module.flash, store, ovms_realpath(path))
+        entries = guarded(lambda: fat_store.list_folder(session.module.flash, store, ovms_realpath(path)))
         if entries is None:
             session.out.puts("Error: VFS cannot open directory listing for that directory")
             return
@@ -146,7 +147,7 @@ def vfs_rm(session: Session, args: list[str]) -> None:
         return
     store = _fat(session, args[0])
     if store is not None:
-        removed = fat_store.write_file(session.module.flash, store, ovms_realpath(args[0]), None)
+        removed = guarded(lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(args[0]), None))
         session.out.puts("VFS File deleted" if removed else "Error: Could not delete VFS file")
         return
     local = _sd_file(session, args[0])
@@ -169,7 +170,7 @@ def vfs_cp(session: Session, args: list[str]) -> None:
         return
     store = _fat(session, args[1])
     if store is not None:
-        copied = fat_store.write_file(session.module.flash, store, ovms_realpath(args[1]), data)
+        copied = guarded(lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(args[1]), data))
         session.out.puts("VFS copy complete" if copied else "Error: VFS target file cannot be opened")
         return
     target = _sd_file(session, args[1])
