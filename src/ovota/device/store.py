@@ -45,8 +45,9 @@ class Config:
     def __init__(self, flash: Flash, store: Partition | None) -> None:
         if store is None:
             raise StoreError("no 'store' partition in the partition table")
-        # The AutoFlash task saves http.mru from its own thread: one commit at a time, or two could share a bank.
-        self._commit = threading.Lock()
+        # The AutoFlash task saves http.mru from its own thread: one commit at a time, or two could share a bank
+        # (or, on a real /store, two FAT caches the same free cluster). vfs on that volume takes it too.
+        self.lock = threading.RLock()
         self._flash, self._store = flash, store
         # A real module's dump: FAT on wear levelling, OVMS's own files. Anything else is the emulator's record.
         self.files = has_wear_levelling(flash, store)
@@ -92,7 +93,7 @@ class Config:
 
     def update(self, changes: dict[tuple[str, str], str | None]) -> None:
         """Apply several changes in one commit (None deletes the instance)."""
-        with self._commit:
+        with self.lock:
             params = {p: dict(v) for p, v in self._params.items()}
             for (param, instance), value in changes.items():
                 if value is None:

@@ -8,9 +8,11 @@ holds its config as a record, not as files: its /store shows the one file a user
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from stat import S_ISDIR
+from typing import TypeVar
 
 from ovota.device import fat_store
 from ovota.device.console.auto import local_time
@@ -21,6 +23,8 @@ from ovota.device.fat_store import guarded
 from ovota.device.migrate import read_log
 from ovota.device.store_copy import LOG_PATH as UPDATE_LOG
 from ovota.formats.partition_table import Partition
+
+T = TypeVar("T")
 
 
 def register(root: Command) -> None:
@@ -47,11 +51,18 @@ def _fat(session: Session, path: str) -> Partition | None:
     return store if in_store and store is not None and session.module.config.files else None
 
 
+def _on_volume(session: Session, action: Callable[[], T]) -> T:
+    """An operation on a real /store's volume, one at a time with the config's writes (the AutoFlash task saves
+    http.mru from its own thread), its failures one VolumeError."""
+    with session.module.config.lock:
+        return guarded(action)
+
+
 def _read(session: Session, path: str) -> bytes | None:
     """A file's bytes: from the --sd folder, a real FAT /store, or the emulator's partition-update log."""
     fat = _fat(session, path)
     if fat is not None:
-        return guarded(lambda: fat_store.read_file(session.module.flash, fat, ovms_realpath(path)))
+        return _on_volume(session, lambda: fat_store.read_file(session.module.flash, fat, ovms_realpath(path)))
     if ovms_realpath(path) == UPDATE_LOG:
         store = session.module.layout.store
         lines = read_log(session.module.flash, store) if store is not None else []
@@ -88,7 +99,7 @@ def vfs_ls(session: Session, args: list[str]) -> None:
         return
     store = _fat(session, path)
     if store is not None:
-        entries = guarded(lambda: fat_store.list_folder(session.module.flash, store, ovms_realpath(path)))
+        entries = _on_volume(session, lambda: fat_store.list_folder(session.module.flash, store, ovms_realpath(path)))
         if entries is None:
             session.out.puts("Error: VFS cannot open directory listing for that directory")
             return
@@ -147,7 +158,9 @@ def vfs_rm(session: Session, args: list[str]) -> None:
         return
     store = _fat(session, args[0])
     if store is not None:
-        removed = guarded(lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(args[0]), None))
+        removed = _on_volume(
+            session, lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(args[0]), None)
+        )
         session.out.puts("VFS File deleted" if removed else "Error: Could not delete VFS file")
         return
     local = _sd_file(session, args[0])
@@ -170,7 +183,9 @@ def vfs_cp(session: Session, args: list[str]) -> None:
         return
     store = _fat(session, args[1])
     if store is not None:
-        copied = guarded(lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(args[1]), data))
+        copied = _on_volume(
+            session, lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(args[1]), data)
+        )
         session.out.puts("VFS copy complete" if copied else "Error: VFS target file cannot be opened")
         return
     target = _sd_file(session, args[1])
