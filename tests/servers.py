@@ -77,16 +77,16 @@ class StaticServer:
         self.proc.wait(timeout=10)
 
 
-class RawServer:
-    """Answers every connection with fixed bytes and closes: for broken servers (bad lengths, truncation)."""
+class Listener:
+    """A TCP listener on 127.0.0.1 that hands each connection to :meth:`answer` (in a thread of its own when
+    ``threaded``) until :meth:`stop`. Subclasses set their own attributes before calling ``__init__``: the
+    accepting thread starts there."""
 
-    def __init__(self, response: bytes, stall: bool = False) -> None:
-        self.response = response
-        self.stall = threading.Event() if stall else None  # keep the connection open after sending
+    threaded = False
+
+    def __init__(self) -> None:
         self.sock, self.port = listening_socket()
-        self.requests: list[bytes] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         while True:
@@ -94,29 +94,79 @@ class RawServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    data = conn.recv(4096)
-                    if not data:
-                        break
-                    request += data
-                head, _, body = request.partition(b"\r\n\r\n")
-                length = next((int(line[15:]) for line in head.split(b"\r\n")
-                               if line[:15].lower() == b"content-length:"), 0)  # fmt: skip
-                while len(body) < length and (data := conn.recv(4096)):
-                    body += data
-                    request += data
-                self.requests.append(request)
-                with contextlib.suppress(OSError):
-                    conn.sendall(self.response)
-                if self.stall is not None:
-                    self.stall.wait(30)
+            if self.threaded:
+                threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+            else:
+                self.answer(conn)
+
+    def answer(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+class RawServer(Listener):
+    """Answers every connection with fixed bytes and closes: for broken servers (bad lengths, truncation)."""
+
+    def __init__(self, response: bytes, stall: bool = False) -> None:
+        self.response = response
+        self.stall = threading.Event() if stall else None  # keep the connection open after sending
+        self.requests: list[bytes] = []
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                request += data
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = next((int(line[15:]) for line in head.split(b"\r\n")
+                           if line[:15].lower() == b"content-length:"), 0)  # fmt: skip
+            while len(body) < length and (data := conn.recv(4096)):
+                body += data
+                request += data
+            self.requests.append(request)
+            with contextlib.suppress(OSError):
+                conn.sendall(self.response)
+            if self.stall is not None:
+                self.stall.wait(30)
 
     def stop(self) -> None:
         if self.stall is not None:
             self.stall.set()
-        self.sock.close()
+        super().stop()
+
+
+class GatedServer(Listener):
+    """Serves files by path; a ``.bin`` stops after its first half until ``gate`` is set."""
+
+    threaded = True
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.gate = threading.Event()
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request and (data := conn.recv(4096)):
+                request += data
+            body = self.files.get(request.split(b" ")[1].decode(), b"")
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+            half = len(body) // 2 if request.split(b" ")[1].endswith(b".bin") else len(body)
+            conn.sendall(body[:half])
+            if half < len(body):
+                self.gate.wait(30)
+                conn.sendall(body[half:])
+
+    def stop(self) -> None:
+        self.gate.set()
+        super().stop()
 
 
 class OvotaServer:
@@ -186,9 +236,11 @@ def raw_get(port: int, path: str, user_agent: str = "ovms/v3.3-5 (DEMO 3.3.005/o
     return head, body
 
 
-class CuttingProxy:
+class CuttingProxy(Listener):
     """A TCP proxy to ``port`` that breaks the first ``cuts`` responses to .bin requests after ``cut_after``
     bytes: a link that drops mid-download. Keeps every request it forwarded."""
+
+    threaded = True
 
     def __init__(self, port: int, cut_after: int, cuts: int = 1, fresh_only: bool = False) -> None:
         """``fresh_only``: cut only requests without a Range header (resumed downloads get through)."""
@@ -197,19 +249,9 @@ class CuttingProxy:
         self.cut_after = cut_after
         self.cuts = cuts
         self.requests: list[bytes] = []
-        self.sock, self.port = listening_socket()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
-
-    def _relay(self, client: socket.socket) -> None:
+    def answer(self, client: socket.socket) -> None:
         # A client that vanished (a power cut in the emulator) or a stalled upstream just ends the relay.
         with contextlib.suppress(OSError):
             self._relay_once(client)
@@ -238,6 +280,3 @@ class CuttingProxy:
     @property
     def base(self) -> str:
         return f"127.0.0.1:{self.port}/firmware/ota"
-
-    def stop(self) -> None:
-        self.sock.close()

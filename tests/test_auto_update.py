@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,7 +17,7 @@ from ovota.device.flash import Flash
 from ovota.device.module import Module
 from tests.conftest import CliRunner
 from tests.module_helpers import image, logged, new_module, run_commands
-from tests.servers import StaticServer, listening_socket
+from tests.servers import GatedServer, StaticServer
 
 OLD = "3.3.005"
 NEW = "3.3.006"
@@ -75,51 +74,14 @@ def test_auto_disabled_and_force(tmp_path: Path, server: StaticServer, ovota: Cl
     assert f"AutoFlash: No new firmware available ({NEW} is current)" in plain.out
 
 
-class GatedServer:
-    """Serves files by path; a ``.bin`` stops after its first half until ``gate`` is set."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.gate = threading.Event()
-        self.sock, self.port = listening_socket()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            request = b""
-            while b"\r\n\r\n" not in request and (data := conn.recv(4096)):
-                request += data
-            body = self.files.get(request.split(b" ")[1].decode(), b"")
-            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
-            half = len(body) // 2 if request.split(b" ")[1].endswith(b".bin") else len(body)
-            conn.sendall(body[:half])
-            if half < len(body):
-                self.gate.wait(30)
-                conn.sendall(body[half:])
-
-    def stop(self) -> None:
-        self.gate.set()
-        self.sock.close()
-
-
-def test_auto_flash_is_a_task_beside_the_console(tmp_path: Path) -> None:
-    """`ota flash auto` returns at once; while its task downloads, `ota status` shows the Status line, a second
-    start and a console flash are refused, and the module restarts by itself when the task has flashed."""
-    size = 40960
-    server = GatedServer(
-        {"/fw/v3.3-5/main/ovms3.ver": f"{NEW}\n".encode(), "/fw/v3.3-5/main/ovms3.bin": image(NEW, size)}
-    )
-    flash = new_module(tmp_path / "m.img", version=OLD)
+@contextlib.contextmanager
+def halfway_through_an_auto_flash(tmp_path: Path) -> Iterator[tuple[Shell, io.StringIO, GatedServer]]:
+    """A module whose AutoFlash task has downloaded half of a newer image and waits for the rest (the server's
+    gate): the console, what it printed so far, and the server."""
+    files = {"/fw/v3.3-5/main/ovms3.ver": f"{NEW}\n".encode(), "/fw/v3.3-5/main/ovms3.bin": image(NEW, 40960)}
+    server = GatedServer(files)
     stream = io.StringIO()
-    device = Module(Flash(flash))
+    device = Module(Flash(new_module(tmp_path / "m.img", version=OLD)))
     try:
         shell = Shell(device, Writer(stream))
         shell.execute(f"config set ota server 127.0.0.1:{server.port}/fw")
@@ -127,6 +89,17 @@ def test_auto_flash_is_a_task_beside_the_console(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while shell.status.perc < 50 and time.monotonic() < deadline:
             time.sleep(0.01)
+        yield shell, stream, server
+    finally:
+        device.close()
+        server.stop()
+
+
+def test_auto_flash_is_a_task_beside_the_console(tmp_path: Path) -> None:
+    """`ota flash auto` returns at once; while its task downloads, `ota status` shows the Status line, a second
+    start and a console flash are refused, and the module restarts by itself when the task has flashed."""
+    with halfway_through_an_auto_flash(tmp_path) as (shell, stream, server):
+        device = shell.module
         mark = len(stream.getvalue())
         for command in ("ota status nocheck", "ota flash auto", "ota flash http"):
             shell.execute(command)
@@ -150,25 +123,11 @@ def test_auto_flash_is_a_task_beside_the_console(tmp_path: Path) -> None:
         assert device.running.name == "ota_1" and device.running_version == NEW
         shell.execute("ota status nocheck")
         assert "Status:" not in stream.getvalue().rsplit("Boot partition:", 1)[1]
-    finally:
-        device.close()
-        server.stop()
 
 
 def test_a_reboot_kills_the_task_and_the_partition_table_waits_for_it(tmp_path: Path) -> None:
-    size = 40960
-    files = {"/fw/v3.3-5/main/ovms3.ver": f"{NEW}\n".encode(), "/fw/v3.3-5/main/ovms3.bin": image(NEW, size)}
-    server = GatedServer(files)
-    flash = new_module(tmp_path / "m.img", version=OLD)
-    stream = io.StringIO()
-    device = Module(Flash(flash))
-    try:
-        shell = Shell(device, Writer(stream))
-        shell.execute(f"config set ota server 127.0.0.1:{server.port}/fw")
-        shell.execute("ota flash auto")
-        deadline = time.monotonic() + 20
-        while shell.status.perc < 50 and time.monotonic() < deadline:
-            time.sleep(0.01)
+    with halfway_through_an_auto_flash(tmp_path) as (shell, stream, server):
+        device = shell.module
         mark = len(stream.getvalue())
         shell.execute("ota partitions list")
         assert (
@@ -183,9 +142,6 @@ def test_a_reboot_kills_the_task_and_the_partition_table_waits_for_it(tmp_path: 
         shell.settle()
         assert device.running.name == "ota_0" and device.boot_partition is not None
         assert device.boot_partition.name == "ota_0"  # the killed task set nothing
-    finally:
-        device.close()
-        server.stop()
 
 
 def test_ticks_missed_while_idle_run_at_the_time_they_fell_due(tmp_path: Path) -> None:

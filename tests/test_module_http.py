@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from ovota.device.fetch import Target
 from ovota.device.module import Module
 from tests.loops import run_async
 from tests.module_helpers import image, new_module, run_commands, snapshot
-from tests.servers import RawServer, listening_socket
+from tests.servers import Listener, RawServer
 
 UA = "ovms/v3.3-5 (DEMO 3.3.005/ota_0/main)"
 BODY = image("3.3.006", 8192)
@@ -104,32 +103,23 @@ def test_urls_ovms_could_not_connect_to_are_invalid(url: str) -> None:
     assert _failure(url) == f"invalid URL {url}"
 
 
-class TlsOnlyServer:
+class TlsOnlyServer(Listener):
     """A server that only speaks TLS: it records why each handshake failed, then closes the connection."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         trustme.CA().issue_cert("127.0.0.1").configure_cert(self.context)
-        self.sock, self.port = listening_socket()
         self.handshakes: list[str] = []  # "ok", or the reason OpenSSL gave for the failure
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                with self.context.wrap_socket(conn, server_side=True):
-                    self.handshakes.append("ok")
-            except ssl.SSLError as err:
-                self.handshakes.append(str(err.reason))
-            finally:
-                conn.close()
-
-    def stop(self) -> None:
-        self.sock.close()
+    def answer(self, conn: socket.socket) -> None:
+        try:
+            with self.context.wrap_socket(conn, server_side=True):
+                self.handshakes.append("ok")
+        except ssl.SSLError as err:
+            self.handshakes.append(str(err.reason))
+        finally:
+            conn.close()
 
 
 def test_a_tls_only_server_gets_plain_http_and_the_module_says_what_happened(tmp_path: Path) -> None:
@@ -148,25 +138,16 @@ def test_a_tls_only_server_gets_plain_http_and_the_module_says_what_happened(tmp
         server.stop()
 
 
-class ClosingListener:
+class ClosingListener(Listener):
     """Accepts connections and closes each at once, counting them."""
 
     def __init__(self) -> None:
-        self.sock, self.port = listening_socket()
         self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1  # counted before the close the client sees, so it is final when get() fails
-            conn.close()
-
-    def stop(self) -> None:
-        self.sock.close()
+    def answer(self, conn: socket.socket) -> None:
+        self.accepted += 1  # counted before the close the client sees, so it is final when get() fails
+        conn.close()
 
 
 def test_a_request_is_tried_once() -> None:

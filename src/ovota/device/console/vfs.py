@@ -58,6 +58,11 @@ def _on_volume(session: Session, action: Callable[[], T]) -> T:
         return guarded(action)
 
 
+def _write_store(session: Session, store: Partition, path: str, data: bytes | None) -> bool:
+    """Write (None: remove) a file of a real /store; False if its folder or the file is missing."""
+    return _on_volume(session, lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(path), data))
+
+
 def _read(session: Session, path: str) -> bytes | None:
     """A file's bytes: from the --sd folder, a real FAT /store, or the emulator's partition-update log."""
     fat = _fat(session, path)
@@ -158,9 +163,7 @@ def vfs_rm(session: Session, args: list[str]) -> None:
         return
     store = _fat(session, args[0])
     if store is not None:
-        removed = _on_volume(
-            session, lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(args[0]), None)
-        )
+        removed = _write_store(session, store, args[0], None)
         session.out.puts("VFS File deleted" if removed else "Error: Could not delete VFS file")
         return
     local = _sd_file(session, args[0])
@@ -183,9 +186,7 @@ def vfs_cp(session: Session, args: list[str]) -> None:
         return
     store = _fat(session, args[1])
     if store is not None:
-        copied = _on_volume(
-            session, lambda: fat_store.write_file(session.module.flash, store, ovms_realpath(args[1]), data)
-        )
+        copied = _write_store(session, store, args[1], data)
         session.out.puts("VFS copy complete" if copied else "Error: VFS target file cannot be opened")
         return
     target = _sd_file(session, args[1])

@@ -73,11 +73,14 @@ def _text(fields: Mapping[str, str], name: str, label: str) -> str:
     if name not in fields:
         # A browser always sends its text fields, empty or not: a script that leaves one out must not clear it.
         raise FieldError(f"Field {shown(name)} ({label}) is missing.")
-    value = fields[name]
-    limit = LIMITS[name]
-    if len(value) > limit:
-        raise FieldError(f"{label} is longer than {limit} characters ({len(value)} sent).")
-    return value.strip()
+    return _limited(fields[name], name, label).strip()
+
+
+def _limited(value: str, name: str, label: str) -> str:
+    """``value`` if it fits the field's length limit."""
+    if len(value) > LIMITS[name]:
+        raise FieldError(f"{label} is longer than {LIMITS[name]} characters ({len(value)} sent).")
+    return value
 
 
 def checkbox(fields: Mapping[str, str], name: str, label: str) -> bool:
@@ -125,9 +128,7 @@ def tag(fields: Mapping[str, str]) -> str | None:
 
 def flash_url(value: str) -> str:
     """A firmware URL for ``ota flash http``; empty means the update server's (the command without argument)."""
-    value = value.strip()
-    if len(value) > LIMITS["flash_http"]:
-        raise FieldError(f"HTTP URL is longer than {LIMITS['flash_http']} characters ({len(value)} sent).")
+    value = _limited(value.strip(), "flash_http", "HTTP URL")
     if value == "":
         return ""
     match = _URL.fullmatch(value)
@@ -138,9 +139,7 @@ def flash_url(value: str) -> str:
 
 def vfs_path(value: str) -> str:
     """A VFS path for ``ota flash vfs`` (the emulator's VFS is the SD card, /sd/…)."""
-    value = value.strip()
-    if len(value) > LIMITS["flash_vfs"]:
-        raise FieldError(f"File path is longer than {LIMITS['flash_vfs']} characters ({len(value)} sent).")
+    value = _limited(value.strip(), "flash_vfs", "File path")
     if value == "":
         raise FieldError("File path is empty: enter the firmware file's path, e.g. /sd/ovms3.bin.")
     if not _VFS.fullmatch(value) or ".." in value.split("/"):
