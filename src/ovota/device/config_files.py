@@ -3,9 +3,9 @@ instance (O ``main/ovms_config.cpp`` LoadConfig / RewriteConfig, ovms-twin §6).
 
 from __future__ import annotations
 
-from ovota.device.fat_store import CONFIG_DIR, mount_store, names, resolve
-from ovota.device.flash import Flash
-from ovota.formats.partition_table import Partition
+from ovota.device.store_volume import StoreVolume
+
+CONFIG_DIR = "/ovms_config"
 
 MAX_LINE = 2500  # OVMS_MAXVALSIZE: fgets' buffer
 
@@ -34,29 +34,17 @@ def config_file(instances: dict[str, str]) -> bytes:
     return "".join(f"{instance}\t{value}\n" for instance, value in ordered).encode()
 
 
-def load_params(flash: Flash, store: Partition) -> dict[str, dict[str, str]]:
+def load_params(volume: StoreVolume) -> dict[str, dict[str, str]]:
     """Every param file in /store/ovms_config (none if the folder is missing)."""
-    fs = mount_store(flash, store, writable=False)
-    try:
-        folder = resolve(fs, CONFIG_DIR)
-        if not fs.isdir(folder):
-            return {}
-        params = {}
-        for shown, raw in names(fs, folder).items():
-            if fs.isfile(f"{folder}/{raw}"):  # a folder in there is not a param
-                params[shown] = parse_config_file(fs.readbytes(f"{folder}/{raw}"))
-        return params
-    finally:
-        fs.close()
+    params = {}
+    for entry in volume.listdir(CONFIG_DIR) or []:
+        if not entry.is_dir:  # a folder in there is not a param
+            params[entry.name] = parse_config_file(volume.read(f"{CONFIG_DIR}/{entry.name}") or b"")
+    return params
 
 
-def save_params(flash: Flash, store: Partition, changed: dict[str, dict[str, str]]) -> None:
+def save_params(volume: StoreVolume, changed: dict[str, dict[str, str]]) -> None:
     """Rewrite the files of the params that changed (OVMS writes a file when a config lock is released)."""
-    fs = mount_store(flash, store, writable=True)
-    try:
-        if not fs.isdir(resolve(fs, CONFIG_DIR)):
-            fs.makedir(CONFIG_DIR)  # OvmsConfig::mount creates it
+    with volume.lock:
         for param, instances in changed.items():
-            fs.writebytes(resolve(fs, f"{CONFIG_DIR}/{param}"), config_file(instances))
-    finally:
-        fs.close()
+            volume.write(f"{CONFIG_DIR}/{param}", config_file(instances))

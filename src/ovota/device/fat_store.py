@@ -19,12 +19,10 @@ from fs.base import FS
 from pyfatfs.PyFat import PyFat
 from pyfatfs.PyFatFS import PyFatFS
 
-from ovota.device.flash import Flash, Interrupted
+from ovota.device.flash import Interrupted
 from ovota.device.wear_levelling import WearLevelled
-from ovota.formats.partition_table import Partition
-from ovota.formats.wear_levelling import SECTOR, Layout, State
+from ovota.formats.wear_levelling import SECTOR
 
-CONFIG_DIR = "/ovms_config"
 T = TypeVar("T")
 
 
@@ -45,15 +43,6 @@ def guarded(action: Callable[[], T]) -> T:
         raise
     except Exception as err:  # see above: the library's failure modes on corrupt input are not enumerable
         raise VolumeError(f"cannot use the FAT volume in /store ({str(err) or type(err).__name__})") from None
-
-
-def has_wear_levelling(flash: Flash, partition: Partition) -> bool:
-    """Whether the partition holds ESP-IDF wear-levelling metadata (a real module's /store, not the emulator's)."""
-    try:
-        layout = Layout.for_partition(partition.size)
-    except ValueError:
-        return False
-    return any(State.parse(flash.read(partition.offset + at, 64)) is not None for at in (layout.state1, layout.state2))
 
 
 class SectorFile(io.RawIOBase):
@@ -132,11 +121,6 @@ class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
         self.fs.set_fp(volume)
 
 
-def mount_store(flash: Flash, partition: Partition, writable: bool) -> FatStore:
-    """The /store volume of a partition with wear-levelling metadata (see :func:`has_wear_levelling`)."""
-    return FatStore(SectorFile(WearLevelled(flash, partition), writable))
-
-
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -175,52 +159,3 @@ def resolve(fs: FatStore, path: str) -> str:
         match = known.get(part) or next((raw for shown, raw in known.items() if shown.lower() == part.lower()), None)
         resolved = f"{resolved}/{match or part}"
     return resolved or "/"
-
-
-def _inside(path: str) -> str:
-    """``/store/a/b`` → ``/a/b`` on the volume."""
-    return path.removeprefix("/store") or "/"
-
-
-def read_file(flash: Flash, partition: Partition, path: str) -> bytes | None:
-    """A file of the volume by its /store path; None if there is none."""
-    fs = mount_store(flash, partition, writable=False)
-    try:
-        inside = resolve(fs, _inside(path))
-        return bytes(fs.readbytes(inside)) if fs.isfile(inside) else None
-    finally:
-        fs.close()
-
-
-def list_folder(flash: Flash, partition: Partition, path: str) -> list[Entry] | None:
-    """A folder's entries by its /store path, in directory order; None if it is not a folder."""
-    fs = mount_store(flash, partition, writable=False)
-    try:
-        inside = resolve(fs, _inside(path))
-        if not fs.isdir(inside):
-            return None
-        entries = []
-        for shown, raw in names(fs, inside).items():
-            info = fs.getinfo(f"{inside.rstrip('/')}/{raw}", namespaces=["details"])
-            entries.append(Entry(shown, info.is_dir, info.size, info.modified or datetime.fromtimestamp(0, UTC)))
-        return entries
-    finally:
-        fs.close()
-
-
-def write_file(flash: Flash, partition: Partition, path: str, data: bytes | None) -> bool:
-    """Write (or, with None, remove) a file by its /store path; False if its folder or the file is missing."""
-    fs = mount_store(flash, partition, writable=True)
-    try:
-        inside = resolve(fs, _inside(path))
-        if data is None:
-            if not fs.isfile(inside):
-                return False
-            fs.remove(inside)
-            return True
-        if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
-            return False
-        fs.writebytes(inside, data)
-        return True
-    finally:
-        fs.close()

@@ -15,23 +15,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from ovota.device.fat_store import has_wear_levelling
+from ovota.device.fat_store import VolumeError
 from ovota.device.flash import SECTOR_SIZE, Flash
 from ovota.device.images import verify_partition_image
 from ovota.device.layout import FAT, LayoutType, read_layout
 from ovota.device.ota import COPY_PROGRESS_EVERY, EspError, set_boot_partition
 from ovota.device.security import NO_SECURITY, Security
-from ovota.device.store import BANK_SIZE
-from ovota.device.store_copy import (
-    LOG_PATH,
-    STORE2,
-    STORE2_LOG,
-    StepWriter,
-    Store2,
-    copy_store,
-    load_log,
-    read_config,
-)
+from ovota.device.store_copy import LOG_PATH, STORE2, STORE2_LOG, StepWriter, Stores, copy_store
+from ovota.device.store_volume import StoreVolume
 from ovota.formats.partition_table import APP, DATA, ENTRY, MAX_TABLE_LENGTH, Partition, PartitionTable
 from ovota.formats.versions import strverscmp
 
@@ -92,11 +83,6 @@ def _store2_index(table: PartitionTable) -> int:
     return next(i for i, p in enumerate(table.partitions) if is_store2(p))
 
 
-def read_log(flash: Flash, store: Partition) -> list[str]:
-    """The lines of /store/partition-update.log (none when the file does not exist)."""
-    return load_log(flash, store) or []
-
-
 # -- flash steps --------------------------------------------------------------------------------------------
 
 
@@ -142,10 +128,6 @@ def check_can_migrate(flash: Flash, layout_type: LayoutType, running_version: st
         raise MigrationError(f"Error: the v3-35 layout needs 16 MB of flash, this module has {size} MB")
     if layout_type is LayoutType.UNKNOWN:
         raise MigrationError("Error: Unknown partition table type")
-    store = read_layout(flash).store
-    if store is not None and has_wear_levelling(flash, store):
-        # The migration copies the emulator's config record; a real module's FAT /store is not copied yet.
-        raise MigrationError("Error: this module's /store is a real FAT volume; the emulator cannot migrate it yet")
     if strverscmp(running_version, MIN_VERSION) < 0:
         raise MigrationError(
             f"Error: running firmware {running_version} cannot run on the v3-35 layout; update to {MIN_VERSION} "
@@ -160,10 +142,12 @@ def autocont(
     running_version: str,
     maintenance: bool,
     writer: StepWriter,
+    stores: Stores,
     security: Security = NO_SECURITY,
 ) -> Restart | None:
     """ovms_partition_table_upgrade_autocont: do the next due step. Returns how to reboot afterwards, None when
     nothing is left; raises MigrationError (its message not yet written) when the step fails.
+    ``stores``: this boot's mounts, which the store migration copies between.
     ``security``: what the chip enforces, so the factory copy is checked as the bootloader will check it."""
     layout = read_layout(flash)
     kind = layout.type
@@ -180,8 +164,7 @@ def autocont(
         writer.puts(f"{prefix} {WARNING}")
         return Restart.PARTITION_UPDATE
     factory = layout.factory
-    store = layout.store
-    if factory is None or store is None:
+    if factory is None or layout.store is None:
         raise MigrationError(f"{prefix} Error: Failed to find factory partition")
     if kind is LayoutType.V3_30 and (running != factory or boot != factory):
         writer.puts("v3-30 We need to copy the currently running partition to factory, and then reboot")
@@ -211,7 +194,7 @@ def autocont(
     if running != factory or boot != factory:  # the emulator's guard: ota_0 would not hold this image
         raise MigrationError("Error: Cannot upgrade partition table if running partition is not factory")
     writer.puts("v3-34 We need to upgrade the store partition to the new format, and then reboot")
-    if not migrate_store(flash, store, Store2(), writer):
+    if not migrate_store(flash, stores, writer):
         if writer.log_path == STORE2_LOG:  # OVMS switches the log writer back to the old store
             writer.notify_vfs_migration(STORE2_LOG, LOG_PATH)
         raise MigrationError("v3-34 Store migration failed")
@@ -249,8 +232,12 @@ def downgrade_store_table(flash: Flash, offset: int, table: PartitionTable, writ
 
 
 def store_migrated(flash: Flash) -> bool:
-    """The emulator's guard before the v3-35 table: store2 holds a copy of the config."""
-    return read_config(flash, STORE2) is not None
+    """The emulator's guard before the v3-35 table: store2 holds a FAT volume with the config folder."""
+    try:
+        volume = StoreVolume(flash, STORE2, format_if_mount_failed=False)
+        return volume.is_dir("/ovms_config")
+    except VolumeError:
+        return False
 
 
 def upgrade_factory_table(flash: Flash, offset: int, table: PartitionTable, writer: StepWriter) -> None:
@@ -270,46 +257,43 @@ def upgrade_factory_table(flash: Flash, offset: int, table: PartitionTable, writ
 
 def erase_store2(flash: Flash, writer: StepWriter) -> None:
     writer.puts(f"Erasing store2 data ({STORE2.size} bytes)...")
-    # The record banks' header sectors are what makes a record valid: erasing them clears any stale copy.
-    for bank in range(4):
-        flash.erase(STORE2.offset + bank * BANK_SIZE, SECTOR_SIZE)
+    flash.erase(STORE2.offset, STORE2.size)
 
 
-def mount_store2(store2: Store2, sd_mounted: bool, writer: StepWriter) -> bool:
+def mount_store2(flash: Flash, stores: Stores, sd_mounted: bool, writer: StepWriter) -> bool:
     """ovms_partition_table_mount_store2 (the caller has checked the table type)."""
-    if store2.mounted:
+    if stores.store2 is not None:
         writer.puts("Error: /store2 is already mounted")
         return False
     if sd_mounted:
         writer.puts("Error: Please unmount SD CARD before migrating store")
         return False
-    store2.mounted = True
+    stores.mount_store2(flash)
     writer.puts("Mounted /store2")
     return True
 
 
-def unmount_store2(store2: Store2, writer: StepWriter) -> bool:
-    if not store2.mounted:
+def unmount_store2(stores: Stores, writer: StepWriter) -> bool:
+    if stores.store2 is None:
         writer.puts("Error: /store2 is not mounted")
         return False
-    store2.mounted = False
+    stores.unmount_store2()
     writer.puts("Unmounted /store2")
     return True
 
 
-def migrate_store(flash: Flash, store: Partition, store2: Store2, writer: StepWriter, sd_mounted: bool = False) -> bool:
+def migrate_store(flash: Flash, stores: Stores, writer: StepWriter, sd_mounted: bool = False) -> bool:
     """ovms_partition_table_migrate_store: copy /store into store2 (erased and mounted first unless mounted
     already); the old store stays as it is. Errors are written; returns success."""
-    if not store2.mounted:
+    if stores.store2 is None:
         erase_store2(flash, writer)
-        store2.dirs.clear()
-        if not mount_store2(store2, sd_mounted, writer):
+        if not mount_store2(flash, stores, sd_mounted, writer):
             writer.puts("Error: Migration failed - could not mount /store2")
             return False
-    if not copy_store(flash, store, store2, writer):
+    if not copy_store(stores, writer):
         writer.puts("Error: Migration failed - could not copy /store to /store2")
         return False
-    unmount_store2(store2, writer)
+    unmount_store2(stores, writer)
     writer.puts("Store migrated successfully - please check, and then proceed")
     return True
 

@@ -18,6 +18,7 @@ from ovota.device.layout import Layout, LayoutType, read_layout
 from ovota.device.layouts import FLASH_SIZES, layout_table
 from ovota.device.security import Security, signature_problem
 from ovota.device.store import Config
+from ovota.device.store_copy import Stores
 from ovota.formats import FormatError
 from ovota.formats.app_image import AppImage
 from ovota.formats.efuse import Efuses
@@ -77,7 +78,7 @@ def create_module(
         assert nvs is not None
         write_identity(flash, nvs, identity)
         flash.program(first_app.offset, firmware[:length])
-        Config(flash, table.find("store")).save_all()
+        Config(flash, table.find("store"))  # the first boot's mount formats /store and creates ovms_config
     if fuses is not None:
         write_efuses(path, fuses)
 
@@ -121,6 +122,7 @@ class Module:
         except FormatError as err:
             raise ModuleError(f"cannot read the partition table: {err}") from None
         self.config = Config(self.flash, self.layout.store)
+        self.stores = Stores(self.config)  # /store2 is not mounted after a boot
         self.identity = read_identity(self.flash, self.layout.get("nvs"))
         self.security = Security(EfuseFile.open(self.flash), self.identity.anti_rollback)
         # The emulated bootloader is "built" with app rollback when the module's config asks for it, and
@@ -129,7 +131,6 @@ class Module:
         self.boot_result: BootResult = boot(self.flash, self.layout, self.rollback, self.security)
         self.last_check_day: int | None = None
         self.clock.power_on()
-        self.store_mounted = True
         # m.version is set at system.start with the tag of that moment: a new `ota tag` shows after a reboot.
         self.boot_tag = self.tag
         self.partition_update = False  # RTC boot flag: lost on power loss, set only by a restart

@@ -1,26 +1,23 @@
-"""/store: the module's config params (``config set ota tag edge``), kept crash-safe in the store partition.
+"""/store: the module's config params (``config set ota tag edge``), as OVMS keeps them.
 
-OVMS keeps its config as files on a FAT filesystem in /store. The emulator keeps the same params and
-instances as one JSON record in two alternating banks at the start of the partition (see records.py), so
-a power cut while saving never loses the previous value.
+OvmsConfig mounts /store (FAT on wear levelling, :class:`~ovota.device.store_volume.StoreVolume`) at boot and
+keeps each param as a file ``/store/ovms_config/<param>`` (config_files.py). A change rewrites the param's file
+before the call returns.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from ovota.device.config_files import load_params, save_params
-from ovota.device.fat_store import VolumeError, guarded, has_wear_levelling
+from ovota.device.config_files import CONFIG_DIR, load_params, save_params
+from ovota.device.fat_store import VolumeError
 from ovota.device.flash import Flash
-from ovota.device.records import RecordBanks, encode_json
+from ovota.device.store_volume import StoreVolume
 from ovota.formats.partition_table import Partition
 
-BANK_SIZE = 0x10000
 T = TypeVar("T")
-CONFIG_MAGIC = b"OVCF"
 
 # The params OVMS registers that the emulator knows: their titles, and whether `config list` shows values.
 PARAMS = {
@@ -36,36 +33,44 @@ UNREADABLE = {"password"}  # OVMS registers it writable but not readable
 
 
 class StoreError(Exception):
-    """The store partition is missing or too small."""
+    """The store partition is missing, too small, or its volume refuses (damaged, full)."""
 
 
 class Config:
     """Config params in /store. Every change is committed to flash before the call returns."""
 
     def __init__(self, flash: Flash, store: Partition | None) -> None:
+        """OvmsConfig::mount: mount /store (formatting what does not mount), create ``ovms_config``, load."""
         if store is None:
             raise StoreError("no 'store' partition in the partition table")
-        # The AutoFlash task saves http.mru from its own thread: one commit at a time, or two could share a bank
-        # (or, on a real /store, two FAT caches the same free cluster). vfs on that volume takes it too.
-        self.lock = threading.RLock()
         self._flash, self._store = flash, store
-        # A real module's dump: FAT on wear levelling, OVMS's own files. Anything else is the emulator's record.
-        self.files = has_wear_levelling(flash, store)
-        if self.files:
-            self._params: dict[str, dict[str, str]] = self._guarded(lambda: load_params(flash, store))
-            return
-        if store.size < 2 * BANK_SIZE:
-            raise StoreError(f"store partition of {store.size} bytes is too small")
-        self._banks = RecordBanks(flash, store.offset, BANK_SIZE, CONFIG_MAGIC)
-        loaded = self._banks.load()
-        self._params = json.loads(loaded[1]) if loaded else {}
+        # The AutoFlash task saves http.mru from its own thread: one commit at a time (two FAT caches must not
+        # take the same free cluster). vfs on the volume takes the same lock.
+        self.lock = threading.RLock()
+        self.mount()
+
+    def mount(self) -> None:
+        """``store mount`` (and every boot)."""
+        with self.lock:
+            self.volume = self._guarded(lambda: StoreVolume(self._flash, self._store, lock=self.lock))
+            self._guarded(lambda: self.volume.makedir(CONFIG_DIR))
+            self._params: dict[str, dict[str, str]] = self._guarded(lambda: load_params(self.volume))
+
+    def unmount(self) -> None:
+        """``store unmount``: the volume lets go and wear levelling flushes. Params stay readable (OVMS keeps
+        them in RAM); a change is not saved until /store is mounted again."""
+        self._guarded(self.volume.unmount)
+
+    @property
+    def mounted(self) -> bool:
+        return self.volume.mounted
 
     @staticmethod
     def _guarded(action: Callable[[], T]) -> T:
-        """What the FAT volume refuses is one StoreError (see :func:`ovota.device.fat_store.guarded`)."""
+        """What the volume refuses is one StoreError; a partition too small for wear levelling too."""
         try:
-            return guarded(action)
-        except VolumeError as err:
+            return action()
+        except (VolumeError, ValueError) as err:
             raise StoreError(str(err)) from None
 
     def get(self, param: str, instance: str, default: str = "") -> str:
@@ -100,22 +105,12 @@ class Config:
                     params.get(param, {}).pop(instance, None)
                 else:
                     params.setdefault(param, {})[instance] = value
-            if self.files:
-                # OVMS writes a param's file only when one of its values changed.
-                touched = {p for p, _ in changes if params.get(p, {}) != self._params.get(p, {})}
-                if touched:
-                    changed = {p: params.get(p, {}) for p in touched}
-                    self._guarded(lambda: save_params(self._flash, self._store, changed))
-            else:
-                self._banks.save(encode_json(params))
+            # OVMS writes a param's file only when one of its values changed.
+            touched = {p for p, _ in changes if params.get(p, {}) != self._params.get(p, {})}
+            if touched and self.mounted:
+                changed = {p: params.get(p, {}) for p in touched}
+                self._guarded(lambda: save_params(self.volume, changed))
             self._params = params
-
-    def save_all(self) -> None:
-        """Write the current params (creates the record on a fresh store)."""
-        if self.files:
-            self._guarded(lambda: save_params(self._flash, self._store, self._params))
-        else:
-            self._banks.save(encode_json(self._params))
 
     def instances(self, param: str) -> Iterator[tuple[str, str]]:
         yield from sorted(self._params.get(param, {}).items())

@@ -39,3 +39,14 @@ def device_format(sectors: int, volume_id: int) -> bytes:
     fat = bytearray(fat_sectors * SECTOR)
     fat[0:3] = bytes((MEDIA, 0xFF, 0xFF))
     return bytes(boot) + bytes(fat) + bytes(root_sectors * SECTOR)
+
+
+def has_filesystem(boot: bytes) -> bool:
+    """Whether FatFs finds a volume in this first sector (``check_fs`` and ``find_volume``): the 0x55AA
+    signature, a jump instruction, a FAT type string, and this device's sector size. Where it does not,
+    ``f_mount`` fails with FR_NO_FILESYSTEM and ESP-IDF formats the partition (format_if_mount_failed)."""
+    if len(boot) < 512 or boot[510:512] != b"\x55\xaa" or boot[0] not in (0xE9, 0xEB, 0xE8):
+        return False
+    if boot[54:57] != b"FAT" and boot[82:87] != b"FAT32":
+        return False
+    return int.from_bytes(boot[11:13], "little") == SECTOR

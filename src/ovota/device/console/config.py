@@ -49,7 +49,7 @@ def _param(session: Session, word: str) -> str | None:
 
 
 def config_list(session: Session, args: list[str]) -> None:
-    if not session.module.store_mounted:
+    if not session.module.config.mounted:
         return
     if not args:
         for name, title in _params(session).items():
@@ -67,7 +67,7 @@ def config_list(session: Session, args: list[str]) -> None:
 
 
 def config_set(session: Session, args: list[str]) -> None:
-    if not session.module.store_mounted:
+    if not session.module.config.mounted:
         return
     param = _param(session, args[0])
     if param is None:
@@ -78,7 +78,7 @@ def config_set(session: Session, args: list[str]) -> None:
 
 
 def config_rm(session: Session, args: list[str]) -> None:
-    if not session.module.store_mounted:
+    if not session.module.config.mounted:
         return
     param = _param(session, args[0])
     if param is None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from ovota.device.console.exclusive import BUSY_TABLE, exclusive
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
+from ovota.device.fat_store import VolumeError
 from ovota.device.layout import Layout, LayoutType, read_layout
 from ovota.device.migrate import (
     MigrationError,
@@ -26,7 +27,7 @@ from ovota.device.migrate import (
     upgrade_factory_table,
     upgrade_store_table,
 )
-from ovota.device.store_copy import LogFileWriter, StepWriter, Store2
+from ovota.device.store_copy import LogFileWriter, StepWriter
 from ovota.formats.versions import strverscmp
 
 NOTIFY_VERSION = "3.3.006"
@@ -48,10 +49,9 @@ NOT_FACTORY_BOOT = "Error: Cannot upgrade partition table if boot partition is n
 
 
 def register(partitions: Command, layout_type: LayoutType) -> None:
-    """Built at every boot: /store2's mount state lives as long as this boot's commands."""
+    """Built at every boot, from the table the boot found."""
     if layout_type is LayoutType.V3_35:
         return  # OVMS registers the upgrade commands only while the table is not v3-35
-    cmds = _StoreCommands(Store2())
     upgrade = partitions.add(Command("upgrade", "Upgrade partition table"))
     upgrade.add(
         Command(
@@ -80,12 +80,12 @@ def register(partitions: Command, layout_type: LayoutType) -> None:
         )
     )
     store.add(
-        Command("downgrade", "Downgrade store partition", exclusive(cmds.downgrade, BUSY_TABLE), "[-noconfirm]", 0, 1)
+        Command("downgrade", "Downgrade store partition", exclusive(store_downgrade, BUSY_TABLE), "[-noconfirm]", 0, 1)
     )
-    store.add(Command("mount", "Mount store2", exclusive(cmds.mount, BUSY_TABLE)))
-    store.add(Command("unmount", "Unmount store2", exclusive(cmds.unmount, BUSY_TABLE)))
+    store.add(Command("mount", "Mount store2", exclusive(store_mount, BUSY_TABLE)))
+    store.add(Command("unmount", "Unmount store2", exclusive(store_unmount, BUSY_TABLE)))
     store.add(
-        Command("migrate", "Migrate store to new partition", exclusive(cmds.migrate, BUSY_TABLE), "[-noconfirm]", 0, 1)
+        Command("migrate", "Migrate store to new partition", exclusive(store_migrate, BUSY_TABLE), "[-noconfirm]", 0, 1)
     )
 
 
@@ -125,7 +125,7 @@ def upgrade_autocont(session: Session, args: list[str]) -> None:
     m = session.module
     writer = _console(session)
     try:
-        restart = autocont(m.flash, m.running, m.boot_partition, m.running_version, False, writer, m.security)
+        restart = autocont(m.flash, m.running, m.boot_partition, m.running_version, False, writer, m.stores, m.security)
     except MigrationError as err:
         writer.puts(str(err))
         return
@@ -165,13 +165,10 @@ def system_start(session: Session) -> bool:
 def _maintenance_step(session: Session) -> tuple[Restart | None, bool]:
     """autocont with the FileWriter on /store/partition-update.log: (how to reboot, whether it succeeded)."""
     m = session.module
-    store = m.layout.store
-    if store is None:
-        return None, False
-    writer = LogFileWriter(m.flash, store, session.log)
+    writer = LogFileWriter(m.stores, session.log)
     try:
-        restart = autocont(m.flash, m.running, m.boot_partition, m.running_version, True, writer, m.security)
-    except MigrationError as err:
+        restart = autocont(m.flash, m.running, m.boot_partition, m.running_version, True, writer, m.stores, m.security)
+    except (MigrationError, VolumeError) as err:
         writer.puts(str(err))
         return None, False
     return restart, True
@@ -215,39 +212,37 @@ def store_upgrade(session: Session, args: list[str]) -> None:
         _run(session, lambda w: upgrade_store_table(m.flash, layout.table_offset, layout.table, w))
 
 
-class _StoreCommands:
-    """The commands that share this boot's /store2 mount state."""
+def store_downgrade(session: Session, args: list[str]) -> None:
+    layout = _table(session)
+    if layout.type is not LayoutType.V3_34:
+        session.out.puts(NOT_V3_34_DOWNGRADE)
+        return
+    if not _confirmed(session, args, "Downgrade store partition to old format", "Store downgrade aborted"):
+        return
+    writer = _console(session)
+    stores = session.module.stores
+    if stores.store2 is not None:
+        unmount_store2(stores, writer)
+    _run(session, lambda w: downgrade_store_table(session.module.flash, layout.table_offset, layout.table, w))
 
-    def __init__(self, store2: Store2) -> None:
-        self.store2 = store2
 
-    def downgrade(self, session: Session, args: list[str]) -> None:
-        layout = _table(session)
-        if layout.type is not LayoutType.V3_34:
-            session.out.puts(NOT_V3_34_DOWNGRADE)
-            return
-        if not _confirmed(session, args, "Downgrade store partition to old format", "Store downgrade aborted"):
-            return
-        writer = _console(session)
-        if self.store2.mounted:
-            unmount_store2(self.store2, writer)
-        _run(session, lambda w: downgrade_store_table(session.module.flash, layout.table_offset, layout.table, w))
+def store_mount(session: Session, args: list[str]) -> None:
+    if _table(session).type is not LayoutType.V3_34:
+        session.out.puts(NOT_V3_34_MOUNT)
+        return
+    m = session.module
+    mount_store2(m.flash, m.stores, m.sd_dir is not None, _console(session))
 
-    def mount(self, session: Session, args: list[str]) -> None:
-        if _table(session).type is not LayoutType.V3_34:
-            session.out.puts(NOT_V3_34_MOUNT)
-            return
-        mount_store2(self.store2, session.module.sd_dir is not None, _console(session))
 
-    def unmount(self, session: Session, args: list[str]) -> None:
-        unmount_store2(self.store2, _console(session))
+def store_unmount(session: Session, args: list[str]) -> None:
+    unmount_store2(session.module.stores, _console(session))
 
-    def migrate(self, session: Session, args: list[str]) -> None:
-        m = session.module
-        layout = _table(session)
-        store = layout.store
-        if layout.type is not LayoutType.V3_34 or store is None:
-            session.out.puts(NOT_V3_34_MIGRATE)
-            return
-        if _confirmed(session, args, "Migrate store to new partition", "Store migration aborted"):
-            migrate_store(m.flash, store, self.store2, _console(session), m.sd_dir is not None)
+
+def store_migrate(session: Session, args: list[str]) -> None:
+    m = session.module
+    layout = _table(session)
+    if layout.type is not LayoutType.V3_34 or layout.store is None:
+        session.out.puts(NOT_V3_34_MIGRATE)
+        return
+    if _confirmed(session, args, "Migrate store to new partition", "Store migration aborted"):
+        migrate_store(m.flash, m.stores, _console(session), m.sd_dir is not None)

@@ -52,12 +52,13 @@ def module_reset(session: Session, args: list[str]) -> None:
 
 
 def store_mount(session: Session, args: list[str]) -> None:
-    session.module.store_mounted = True
+    if not session.module.config.mounted:
+        session.module.config.mount()
     session.out.puts("Mounted STORE")
 
 
 def store_unmount(session: Session, args: list[str]) -> None:
-    session.module.store_mounted = False
+    session.module.config.unmount()
     session.out.puts("Unmounted STORE")
 
 

@@ -1,0 +1,160 @@
+"""A mounted /store (or /store2): the FAT volume on ESP-IDF's wear levelling, kept mounted for a boot.
+
+``esp_vfs_fat_spiflash_mount`` mounts wear levelling once and FatFs on top of it; the module then reads and
+writes through that one mount until it unmounts (``store unmount``, which flushes the wear levelling) or
+reboots. A :class:`StoreVolume` is that mount: one WL position, one access count, one FAT cache, so the dummy
+sector moves as often as on the module. What cannot be mounted is formatted, as OVMS mounts with
+``format_if_mount_failed``.
+
+Paths here are inside the volume (``/ovms_config/ota``); names match as FatFs matches them (ignoring case).
+Every method is one :class:`~ovota.device.fat_store.VolumeError` when the volume refuses (damaged, full, a
+name FatFs would not take); a power cut passes through, and then this mount is not used again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from ovota.device.fat_store import Entry, FatStore, SectorFile, VolumeError, guarded, names, resolve
+from ovota.device.flash import Flash
+from ovota.device.wear_levelling import WearLevelled
+from ovota.formats.fat_volume import SECTOR, device_format, has_filesystem
+from ovota.formats.partition_table import Partition
+
+T = TypeVar("T")
+
+
+class StoreVolume:
+    """The FAT volume of one partition, mounted until :meth:`unmount`. Thread-safe: one operation at a time
+    (the AutoFlash task saves ``http.mru`` from its own thread while the console may copy a file)."""
+
+    def __init__(
+        self,
+        flash: Flash,
+        partition: Partition,
+        format_if_mount_failed: bool = True,
+        lock: threading.RLock | None = None,
+    ) -> None:
+        self.partition = partition
+        self.lock = lock or threading.RLock()
+        self.formatted = False
+        self._wl = WearLevelled(flash, partition)
+        if not has_filesystem(self._wl.read(0)):
+            if not format_if_mount_failed:
+                raise VolumeError(f"no FAT filesystem in partition '{partition.name}'")
+            self._format()
+        self._fs: FatStore | None = guarded(lambda: FatStore(SectorFile(self._wl, writable=True)))
+
+    def _format(self) -> None:
+        """f_mkfs: the boot sector, the FAT and the root directory, sector by sector through wear levelling.
+        FatFs takes the volume serial number from its clock (GET_FATTIME)."""
+        image = device_format(self._wl.sectors, int(time.time()))
+        for sector in range(len(image) // SECTOR):
+            self._wl.write(sector, image[sector * SECTOR : (sector + 1) * SECTOR])
+        self.formatted = True
+
+    @property
+    def mounted(self) -> bool:
+        return self._fs is not None
+
+    def unmount(self) -> None:
+        """esp_vfs_fat_spiflash_unmount: FatFs lets go, and wear levelling flushes (one dummy move)."""
+        with self.lock:
+            if self._fs is None:
+                return
+            fs, self._fs = self._fs, None
+            guarded(fs.close)
+            self._wl.flush()
+
+    def _on(self, action: Callable[[FatStore], T]) -> T:
+        with self.lock:
+            fs = self._fs
+            if fs is None:
+                raise VolumeError(f"/{self.partition.name} is not mounted")
+            return guarded(lambda: action(fs))
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    def read(self, path: str) -> bytes | None:
+        """A file's bytes; None if there is no such file."""
+
+        def read(fs: FatStore) -> bytes | None:
+            inside = resolve(fs, path)
+            return bytes(fs.readbytes(inside)) if fs.isfile(inside) else None
+
+        return self._on(read)
+
+    def is_dir(self, path: str) -> bool:
+        return self._on(lambda fs: bool(fs.isdir(resolve(fs, path))))
+
+    def listdir(self, path: str) -> list[Entry] | None:
+        """A folder's entries in directory order (FatFs's names); None if it is not a folder."""
+
+        def listing(fs: FatStore) -> list[Entry] | None:
+            inside = resolve(fs, path)
+            if not fs.isdir(inside):
+                return None
+            entries = []
+            for shown, raw in names(fs, inside).items():
+                info = fs.getinfo(f"{inside.rstrip('/')}/{raw}", namespaces=["details"])
+                modified = info.modified or datetime.fromtimestamp(0, UTC)
+                entries.append(Entry(shown, info.is_dir, info.size, modified))
+            return entries
+
+        return self._on(listing)
+
+    # -- writing --------------------------------------------------------------------------------------------
+
+    def write(self, path: str, data: bytes) -> bool:
+        """fopen "w" and write: the whole file; False if its folder is missing or the path is a folder."""
+
+        def write(fs: FatStore) -> bool:
+            inside = resolve(fs, path)
+            if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
+                return False
+            fs.writebytes(inside, data)
+            return True
+
+        return self._on(write)
+
+    def append(self, path: str, data: bytes) -> bool:
+        """fopen "a" and write: only the file's last cluster, its directory entry (and the FAT when a cluster
+        is added) are rewritten."""
+
+        def append(fs: FatStore) -> bool:
+            inside = resolve(fs, path)
+            if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
+                return False
+            with fs.openbin(inside, "a") as file:
+                file.write(data)
+            return True
+
+        return self._on(append)
+
+    def makedir(self, path: str) -> bool:
+        """mkdir; False if it exists already (as a folder or a file)."""
+
+        def makedir(fs: FatStore) -> bool:
+            inside = resolve(fs, path)
+            if fs.exists(inside):
+                return False
+            fs.makedir(inside)
+            return True
+
+        return self._on(makedir)
+
+    def remove(self, path: str) -> bool:
+        """unlink a file; False if there is no such file."""
+
+        def remove(fs: FatStore) -> bool:
+            inside = resolve(fs, path)
+            if not fs.isfile(inside):
+                return False
+            fs.remove(inside)
+            return True
+
+        return self._on(remove)
