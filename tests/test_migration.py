@@ -540,17 +540,20 @@ def pristine_v3_34(pristine: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     yield flash
 
 
-def _window(flash: Path, command: str) -> set[int]:
-    """Operation indices of the partition-table rewrites: the erase and program of the sector at 0x8000."""
+def _windows(flash: Path, command: str) -> tuple[set[int], set[int]]:
+    """Operation indices of (the partition-table rewrites: the erase and program of the sector at 0x8000;
+    :func:`metadata_windows` of the FAT volumes)."""
     f = Flash(flash)
-    f.trace = []
     module = Module(f)
+    f.trace = []
+    start = f.ops
     try:
         Shell(module, Writer(io.StringIO())).execute(command)
     finally:
         f.close()
     assert f.trace is not None
-    return {index for index, _, address in f.trace if 0x8000 <= address < 0x9000}
+    table = {index - start for index, _, address in f.trace if 0x8000 <= address < 0x9000}
+    return table, metadata_windows(f.trace, start)
 
 
 def _restore(work: Path, pristine: bytes) -> None:
@@ -566,18 +569,29 @@ def _restore(work: Path, pristine: bytes) -> None:
 
 
 def _cut_everywhere(
-    pristine: Path, work: Path, command: str, finished: Callable[[str, Path], bool], torn_cuts: tuple[bool, ...]
+    pristine: Path,
+    work: Path,
+    command: str,
+    finished: Callable[[str, Path, dict[str, dict[str, str]]], bool],
+    torn_cuts: tuple[bool, ...],
 ) -> tuple[int, set[int], dict[str, int]]:
     """Cut power at every flash operation of ``command`` (plain or torn, as ``torn_cuts`` says). Outside the
-    table window the module must boot the same firmware with the same config and a readable log, and running
-    the command again must finish the job (``finished(output, flash)``)."""
+    table window the module must boot the same firmware, and running the command again must finish the job
+    (``finished(output, flash, config the module booted with)``). Outside the FAT volumes' sector windows (:func:`metadata_windows`) the config
+    must be intact too; inside one, a real module can lose a FAT or directory sector, and so can this one."""
     expected = config_of(pristine)
     original = pristine.read_bytes()
     shutil.copyfile(pristine, work)
     total = run_commands(work, command).ops
     _restore(work, original)
-    window = _window(work, command)
-    results = {"boots with config": 0, "resumed": 0, "window: unbootable": 0, "window: survived": 0}
+    window, fat_windows = _windows(work, command)
+    results = {
+        "boots with config": 0,
+        "boots, sector lost": 0,
+        "resumed": 0,
+        "window: unbootable": 0,
+        "window: survived": 0,
+    }
     failures = []
     for at_op in range(total):
         for torn in torn_cuts:
@@ -592,43 +606,50 @@ def _cut_everywhere(
                 else:
                     failures.append((at_op, torn, f"no boot: {err}"))
                 continue
-            ok = module.running_version == OTA1 and module.config.snapshot() == expected
-            module.config.volume.read("/partition-update.log")
+            running, config = module.running_version, module.config.snapshot()
             module.close()
-            if at_op in window:
-                results["window: survived"] += 1
-            if not ok:
-                failures.append((at_op, torn, "wrong image or config"))
+            results["window: survived"] += at_op in window
+            if running != OTA1:
+                failures.append((at_op, torn, f"runs {running}"))
                 continue
-            results["boots with config"] += 1
+            if config == expected:
+                results["boots with config"] += 1
+            elif at_op in fat_windows:
+                results["boots, sector lost"] += 1
+            else:
+                failures.append((at_op, torn, f"config changed: {config}"))
+                continue
             # Re-running the command resumes from wherever the cut left the flash.
-            if finished(run_commands(work, command, "ota status nocheck").output, work):
+            if finished(run_commands(work, command, "ota status nocheck").output, work, config):
                 results["resumed"] += 1
             else:
                 failures.append((at_op, torn, "did not resume"))
     cuts = len(torn_cuts) * total
-    print(f"\n{command}: {total} flash operations, {cuts} cut points; window = {len(window)} operations")
+    print(f"\n{command}: {total} flash operations, {cuts} cut points; table window = {len(window)} operations")
     for outcome, count in results.items():
         print(f"  {outcome}: {count}")
     assert failures == []
-    assert results["boots with config"] == results["resumed"] == cuts - results["window: unbootable"]
+    assert results["resumed"] == cuts - results["window: unbootable"]
     return total, window, results
+
+
+def kept(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> bool:
+    """Every value of ``before`` is in ``after`` (a boot may add one: the old-layout notification's flag)."""
+    return all(after.get(param, {}).get(k) == v for param, values in before.items() for k, v in values.items())
 
 
 @pytest.mark.parametrize("torn", [False, True], ids=["clean cut", "torn operation"])
 def test_power_loss_during_the_whole_migration(tmp_path: Path, pristine: Path, torn: bool) -> None:
-    expected = config_of(pristine)
-
-    def finished(out: str, flash: Path) -> bool:
-        return "Partition type:    v3-35" in out and config_of(flash) == expected
+    def finished(out: str, flash: Path, config: dict[str, dict[str, str]]) -> bool:
+        return "Partition type:    v3-35" in out and kept(config, config_of(flash))
 
     _, window, _ = _cut_everywhere(pristine, tmp_path / "work.img", UPGRADE, finished, (torn,))
     assert len(window) == 4  # two table rewrites, one erase and one program each
 
 
 def test_power_loss_during_the_store_downgrade(tmp_path: Path, pristine_v3_34: Path) -> None:
-    def finished(out: str, flash: Path) -> bool:
-        return layout_of(flash) is LayoutType.V3_30 and config_of(flash) == config_of(pristine_v3_34)
+    def finished(out: str, flash: Path, config: dict[str, dict[str, str]]) -> bool:
+        return layout_of(flash) is LayoutType.V3_30 and kept(config, config_of(flash))
 
     total, window, results = _cut_everywhere(
         pristine_v3_34, tmp_path / "work.img", "ota partitions store downgrade -noconfirm", finished, (False, True)

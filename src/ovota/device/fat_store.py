@@ -99,14 +99,40 @@ class SectorFile(io.RawIOBase):
 
 
 class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
-    """pyfatfs marks a mounted volume dirty in its boot sector and clean at unmount. FatFs never writes the boot
-    sector after formatting, so this does not either: a cut there would lose the volume only in the emulator."""
+    """pyfatfs with FatFs's order of writes, which decides what a power cut leaves.
+
+    - pyfatfs marks a mounted volume dirty in its boot sector and clean at unmount. FatFs never writes the
+      boot sector after formatting, so this does not either.
+    - pyfatfs writes a file's directory entry before the FAT. FatFs (f_sync, remove_chain) writes a new
+      cluster's FAT entry before the directory entry that points to it, and frees a chain only after the entry
+      that pointed to it is gone: a cut between the two leaves a lost cluster, never an entry that points at
+      a free one (which FatFs, and then OVMS's migration copy, cannot read).
+    """
+
+    fat: list[int]  # pyfatfs's FAT in memory
+    on_disk: list[int] = []  # noqa: RUF012  # the FAT as last written (set at mount)
 
     def _mark_dirty(self) -> None:
         pass
 
     def _mark_clean(self) -> None:
         pass
+
+    def flush_fat(self) -> None:
+        super().flush_fat()
+        self.on_disk = list(self.fat)
+
+    def update_directory_entry(self, dir_entry: Any) -> None:
+        wanted = self.fat
+        staged = [old if new == 0 else new for old, new in zip(self.on_disk, wanted, strict=True)]
+        if staged != self.on_disk:  # allocations first; the frees follow with the next flush
+            self.fat = staged
+            try:
+                super().flush_fat()
+            finally:
+                self.fat = wanted
+            self.on_disk = staged
+        super().update_directory_entry(dir_entry)
 
 
 class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
@@ -119,6 +145,7 @@ class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
         self.tz = UTC
         self.fs = _FatFsVolume()
         self.fs.set_fp(volume)
+        self.fs.on_disk = list(self.fs.fat)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Semantics of SPI NOR (as on the ESP32's 16 MB flash chip): erasing works on whole 4 KiB sectors and sets
 every bit to 1; programming can only clear bits, so writing over unerased data is refused. Every erase
-(per sector) and program call counts as one operation; a :class:`PowerCut` plan stops the N-th operation,
+command (a 4 KiB sector or a 64 KiB block) and program call counts as one operation; a :class:`PowerCut` plan stops the N-th operation,
 optionally after a torn partial write, leaving the file exactly as the chip would be.
 """
 
@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SECTOR_SIZE = 0x1000
+BLOCK_SIZE = 0x10000  # the SPI flash's block erase (command D8h)
 DEFAULT_FLASH_SIZE = 16 * 1024 * 1024
+
+
+def erase_units(addr: int, length: int) -> list[tuple[int, int]]:
+    """(start, size) of each erase command for a sector-aligned range: blocks where they fit, else sectors."""
+    units, end = [], addr + length
+    while addr < end:
+        size = BLOCK_SIZE if addr % BLOCK_SIZE == 0 and end - addr >= BLOCK_SIZE else SECTOR_SIZE
+        units.append((addr, size))
+        addr += size
+    return units
 
 
 class FlashError(Exception):
@@ -89,27 +100,29 @@ class Flash:
         return self._map[addr : addr + length]
 
     def erase(self, addr: int, length: int) -> None:
-        """Erase whole sectors; one operation per sector, so a cut can stop a long erase midway."""
+        """Erase whole sectors as ESP-IDF's spi_flash_erase_range does: a 64 KiB block erase wherever a block
+        starts and the range covers it, else a 4 KiB sector erase; one operation each, so a cut can stop a long
+        erase midway (a torn one leaves the first half of its unit erased)."""
         if addr % SECTOR_SIZE or length % SECTOR_SIZE:
             raise FlashError(f"erase 0x{addr:x}+0x{length:x} is not sector aligned")
         self._alive()
         if self.guard is not None:
             self.guard()
         self._check_range(addr, length)
-        sectors = length // SECTOR_SIZE
+        units = erase_units(addr, length)
         if self.trace is not None:
-            self.trace += [(self.ops + i, "erase", addr + i * SECTOR_SIZE) for i in range(sectors)]
-        if self.cut is None or not self.ops <= self.cut.at_op < self.ops + sectors:
-            # No cut inside this range: one bulk erase, counted per sector.
+            self.trace += [(self.ops + i, "erase", start) for i, (start, _) in enumerate(units)]
+        if self.cut is None or not self.ops <= self.cut.at_op < self.ops + len(units):
+            # No cut inside this range: one bulk erase, counted per unit.
             self._map[addr : addr + length] = b"\xff" * length
-            self.ops += sectors
+            self.ops += len(units)
             return
-        for sector in range(addr, addr + length, SECTOR_SIZE):
+        for start, size in units:
             if self._cut_now():
                 if self.cut.torn:
-                    self._map[sector : sector + SECTOR_SIZE // 2] = b"\xff" * (SECTOR_SIZE // 2)
+                    self._map[start : start + size // 2] = b"\xff" * (size // 2)
                 raise PowerLoss(self.ops - 1)
-            self._map[sector : sector + SECTOR_SIZE] = b"\xff" * SECTOR_SIZE
+            self._map[start : start + size] = b"\xff" * size
 
     def program(self, addr: int, data: bytes | memoryview) -> None:
         """Program bytes into erased flash (bits can only go from 1 to 0)."""
