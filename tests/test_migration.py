@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ovota.device import store_copy
 from ovota.device.console.shell import Shell
 from ovota.device.console.writer import Writer
 from ovota.device.fat_store import VolumeError
@@ -20,13 +21,12 @@ from ovota.device.flash import Flash, PowerCut, PowerLoss
 from ovota.device.layout import LayoutType, read_layout
 from ovota.device.migrate import downgraded_binary, with_store2, without_factory
 from ovota.device.module import Module, create_module
-from ovota.device import store_copy
-from ovota.device.store_copy import StepWriter
+from ovota.device.store_copy import STORE2, StepWriter
 from ovota.device.store_volume import StoreVolume
 from ovota.formats.partition_table import PartitionTable
 from tests.conftest import CliRunner
 from tests.loops import in_thread
-from tests.module_helpers import image, run_commands
+from tests.module_helpers import REPLAY_CLOCK, fat_windows, image, run_commands, store_of
 from tests.servers import StaticServer
 
 FACTORY = "3.3.005"
@@ -208,7 +208,7 @@ def test_upgrade_reaches_the_esp_idf_v3_35_table(tmp_path: Path, vectors: Path, 
     ]
     assert log_lines(run.out, "ota") == MAINTENANCE_START * 3
     # The log file now lives in the v3-35 store (the former store2). The lines after "Unmounted /store2" are only
-    # in the ESP log: the writer's file is on the volume that was just unmounted (FatFs refuses a write to a file of an unmounted volume).
+    # in the ESP log: the writer's file is on the volume just unmounted, and FatFs refuses writes to it.
     assert after(run.out, f"vfs cat {LOG}") == [*steps, *AFTER_LOG_COPY[:1]]
     again = ovota("module", "run", flash, "--", "ota partitions list", "ota partitions")
     assert "Digest:          520877a00f2b1f7506844246b950ab23 pass" in again.out
@@ -473,19 +473,6 @@ def test_store_mount_refused_with_an_sd_card(tmp_path: Path, pristine: Path) -> 
     ]
 
 
-def metadata_windows(trace: list[tuple[int, str, int]], start: int) -> set[int]:
-    """Cut points (op indices from ``start``) that leave a sector of a FAT volume half-written: a torn erase or
-    program, or a clean cut between a sector's erase and its program. FatFs has no journal and wear levelling
-    rewrites a sector as erase + program, so on a real module such a cut loses what that sector held."""
-    windows = set()
-    for (index, kind, address), following in zip(trace, [*trace[1:], None], strict=True):
-        if index >= start and address >= 0xC10000:  # the FAT partitions (store, store2) of both layouts
-            windows.add(index - start)  # torn
-            if kind == "erase" and following is not None and following[1:] == ("program", address):
-                windows.add(following[0] - start)  # clean cut before the program
-    return windows
-
-
 def test_the_log_file_survives_cuts_while_appending(tmp_path: Path, pristine: Path) -> None:
     """FileWriter's appends on /store: a cut anywhere leaves a volume that mounts, the config and the log lines
     appended before; outside the sectors' erase-program windows nothing is lost."""
@@ -499,7 +486,7 @@ def test_the_log_file_survives_cuts_while_appending(tmp_path: Path, pristine: Pa
         start = f.ops
         for line in lines:
             module.config.volume.append("/partition-update.log", f"{line}\n".encode())
-        total, windows = f.ops - start, metadata_windows(f.trace, start)
+        total, windows = f.ops - start, fat_windows(f.trace, [store_of(pristine)], start)
     assert total > 2 * len(lines)
     lost = 0
     for at in range(total):
@@ -516,7 +503,7 @@ def test_the_log_file_survives_cuts_while_appending(tmp_path: Path, pristine: Pa
             except VolumeError:  # a file whose sectors the cut left half-written: FatFs fails to read it too
                 kept = ["unreadable"]
             intact = config_of(flash) == expected and kept == lines[: len(kept)]
-            assert intact or at in windows, (at, torn, kept)
+            assert intact or (at, torn) in windows, (at, torn, kept)
             lost += not intact
     assert 0 < lost < 2 * total
     print(f"\nlog appends on FAT: {total} operations, {2 * total} cut points, {lost} inside a sector's window")
@@ -540,22 +527,6 @@ def pristine_v3_34(pristine: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     yield flash
 
 
-def _windows(flash: Path, command: str) -> tuple[set[int], set[int]]:
-    """Operation indices of (the partition-table rewrites: the erase and program of the sector at 0x8000;
-    :func:`metadata_windows` of the FAT volumes)."""
-    f = Flash(flash)
-    module = Module(f)
-    f.trace = []
-    start = f.ops
-    try:
-        Shell(module, Writer(io.StringIO())).execute(command)
-    finally:
-        f.close()
-    assert f.trace is not None
-    table = {index - start for index, _, address in f.trace if 0x8000 <= address < 0x9000}
-    return table, metadata_windows(f.trace, start)
-
-
 def _restore(work: Path, pristine: bytes) -> None:
     """Make ``work`` a copy of ``pristine`` again, rewriting only the 64 KiB blocks that differ (a whole-file copy
     would leave every page dirty for the flash file's msync at close)."""
@@ -577,14 +548,17 @@ def _cut_everywhere(
 ) -> tuple[int, set[int], dict[str, int]]:
     """Cut power at every flash operation of ``command`` (plain or torn, as ``torn_cuts`` says). Outside the
     table window the module must boot the same firmware, and running the command again must finish the job
-    (``finished(output, flash, config the module booted with)``). Outside the FAT volumes' sector windows (:func:`metadata_windows`) the config
-    must be intact too; inside one, a real module can lose a FAT or directory sector, and so can this one."""
+    (``finished(output, flash, config the module booted with)``). Outside the FAT volumes' sector windows
+    (:class:`SectorWindows`) the config must be intact too; inside one, a real module can lose a FAT or
+    directory sector, and so can this one."""
     expected = config_of(pristine)
     original = pristine.read_bytes()
     shutil.copyfile(pristine, work)
-    total = run_commands(work, command).ops
-    _restore(work, original)
-    window, fat_windows = _windows(work, command)
+    uncut = run_commands(work, command, clock_at=REPLAY_CLOCK)
+    total = uncut.ops
+    # The partition-table rewrites (the erase and program of the sector at 0x8000) and the FAT sectors' windows.
+    window = {index for index, _, address in uncut.trace if 0x8000 <= address < 0x9000}
+    sectors = fat_windows(uncut.trace, [store_of(pristine), STORE2])
     results = {
         "boots with config": 0,
         "boots, sector lost": 0,
@@ -597,7 +571,7 @@ def _cut_everywhere(
         for torn in torn_cuts:
             _restore(work, original)
             with pytest.raises(PowerLoss):
-                run_commands(work, command, cut=PowerCut(at_op, torn))
+                run_commands(work, command, cut=PowerCut(at_op, torn), clock_at=REPLAY_CLOCK)
             try:
                 module = Module.open(work)
             except Exception as err:
@@ -614,7 +588,7 @@ def _cut_everywhere(
                 continue
             if config == expected:
                 results["boots with config"] += 1
-            elif at_op in fat_windows:
+            elif (at_op, torn) in sectors:
                 results["boots, sector lost"] += 1
             else:
                 failures.append((at_op, torn, f"config changed: {config}"))

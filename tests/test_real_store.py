@@ -16,12 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ovota.device.config_files import config_file, parse_config_file
-from ovota.device.fat_store import FatStore, SectorFile, mount_store
+from ovota.device.fat_store import FatStore, SectorFile
 from ovota.device.flash import Flash, PowerCut, PowerLoss
 from ovota.device.identity import Identity, read_identity
 from ovota.device.layout import read_layout
 from ovota.device.module import Module, create_module
 from ovota.device.store import StoreError
+from ovota.device.store_volume import StoreVolume
 from ovota.device.wear_levelling import WearLevelled
 from ovota.formats.fat_volume import device_format
 from ovota.formats.nvs import build_nvs
@@ -115,11 +116,10 @@ def test_a_real_dump_runs_with_its_own_settings(tmp_path: Path, server: StaticSe
     assert "OTA flash was successful" in flashed and "Running partition: ota_1" in flashed
     run_commands(dump, "config set ota tag eap")
     with Flash(dump) as flash:
-        fs = mount_store(flash, store(flash), writable=False)
+        mounted = StoreVolume(flash, store(flash), format_if_mount_failed=False)
         mru = f"http.mru\t{server.base}/v3.3-5/edge/ovms3.bin\n"
-        assert fs.readbytes("/ovms_config/ota") == f"{mru}server\t{server.base}\ntag\teap\n".encode()
-        assert fs.readbytes("/scripts/ovmsmain.js") == b"// the owner's script\n"
-        fs.close()
+        assert mounted.read("/ovms_config/ota") == f"{mru}server\t{server.base}\ntag\teap\n".encode()
+        assert mounted.read("/scripts/ovmsmain.js") == b"// the owner's script\n"
     volume = plain_volume(dump, tmp_path / "store.fat")
     check = subprocess.run(["fsck.fat", "-n", str(volume)], capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -131,7 +131,7 @@ def test_a_real_dump_runs_with_its_own_settings(tmp_path: Path, server: StaticSe
     assert typed.stdout.endswith(f"server\t{server.base}\ntag\teap\n".encode())
     module = Module.open(dump)
     try:
-        assert module.config.files and module.config.get("vehicle", "id") == "REALCAR"
+        assert module.config.get("vehicle", "id") == "REALCAR"
     finally:
         module.close()
 
@@ -184,18 +184,37 @@ def test_power_cut_at_every_operation_of_a_config_write(tmp_path: Path) -> None:
     print(f"\nconfig set on a FAT /store: {total} flash operations, {2 * total} cut points, {damaged} lose a file")
 
 
-def test_the_migration_refuses_a_real_store_and_writes_nothing(tmp_path: Path) -> None:
-    dump = real_dump(tmp_path / "old.img", {"/ovms_config/ota": b"tag\tedge\n"}, layout="v3-30")
+def test_the_migration_runs_on_a_real_dump_and_fatfs_tools_read_the_new_store(tmp_path: Path) -> None:
+    """The 3.3.006 migration rehearsed on a v3-30 dump: every file of its /store (config, scripts, events) is
+    copied into store2 by FatFs's rules, and the v3-35 /store it becomes is a clean FAT that mtools reads."""
+    tools_or_skip()
+    files = {
+        "/ovms_config/ota": b"tag\tedge\n",
+        "/ovms_config/vehicle": b"id\tREALCAR\n",
+        "/scripts/ovmsmain.js": b"// the owner's script\n" * 300,  # 6.6 KB: two clusters
+        "/events/vehicle.on/10-notify": b"notify raise text info x on\n",
+    }
+    dump = real_dump(tmp_path / "old.img", files, layout="v3-30")
     first = run_commands(dump).output  # the first power-on notes the old layout in the FAT's config, as OVMS does
     assert "Notification info/ota.partitiontype" in first
-    with Flash(dump) as flash:
-        fs = mount_store(flash, store(flash), writable=False)
-        assert fs.readbytes("/ovms_config/ota") == b"parttype.notified\tyes\ntag\tedge\n"
-        fs.close()
-    before = dump.read_bytes()
-    out = run_commands(dump, "ota partitions upgrade autocont -noconfirm").output
-    assert "Error: this module's /store is a real FAT volume; the emulator cannot migrate it yet" in out, out
-    assert dump.read_bytes() == before
+    out = run_commands(dump, "ota partitions upgrade autocont -noconfirm", "ota status nocheck").output
+    assert "Partition type:    v3-35" in out, out
+    for line in (
+        "Create directory: /store2/scripts",
+        "Copy file: /store/scripts/ovmsmain.js -> /store2/scripts/ovmsmain.js",
+        "Create directory: /store2/events/vehicle.on",
+        "Copy finished: 5 files copied, 0 errors",
+    ):
+        assert "file-writer: /store" in out and line in out, line
+    listing = run_commands(dump, "config list ota", "vfs ls /store/scripts").output.splitlines()
+    assert listing[:3] == ["ota (readable writeable)", "  parttype.notified: yes", "  tag: edge"]
+    assert listing[3].endswith("ovmsmain.js") and "6.4k" in listing[3]
+    volume = plain_volume(dump, tmp_path / "new-store.fat")
+    check = subprocess.run(["fsck.fat", "-n", str(volume)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    for path, data in files.items():
+        typed = subprocess.run(["mtype", "-i", str(volume), f"::{path}"], capture_output=True, check=True)
+        assert typed.stdout == (b"parttype.notified\tyes\n" + data if path == "/ovms_config/ota" else data), path
 
 
 def test_vfs_reads_and_writes_a_real_store(tmp_path: Path) -> None:

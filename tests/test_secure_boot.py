@@ -19,7 +19,7 @@ from ovota.formats.app_image import AppImage
 from ovota.formats.efuse import Efuses
 from ovota.formats.signature import key_digest, load_private_key, sign_image
 from tests.conftest import CliRunner
-from tests.module_helpers import logged, run_commands, snapshot
+from tests.module_helpers import REPLAY_CLOCK, fat_windows, logged, run_commands, snapshot, store_of
 from tests.real_builds import real_shaped_build
 from tests.servers import OvotaServer, StaticServer
 from tests.signing import NEW, OLD, Keys, forged, signed, tool, unsigned
@@ -295,13 +295,14 @@ def test_power_cut_during_signed_update_and_counter_raise(tmp_path: Path, keys: 
         shutil.copyfile(efuse_path(pristine), efuse_path(work))
 
     fresh()
-    total = run_commands(work, *commands, sd=sd).ops
+    uncut = run_commands(work, *commands, sd=sd, clock_at=REPLAY_CLOCK)
+    total, windows = uncut.ops, fat_windows(uncut.trace, [store_of(pristine)])
     assert boots(work) == ("ota_1", NEW)
     efuse_ops = 0
     for at in range(total):
         fresh()
         with pytest.raises(PowerLoss):
-            run_commands(work, *commands, sd=sd, cut=PowerCut(at, torn))
+            run_commands(work, *commands, sd=sd, cut=PowerCut(at, torn), clock_at=REPLAY_CLOCK)
         running, version = boots(work)  # the power comes back: something valid boots
         counter = Efuses.from_file_bytes(efuse_path(work).read_bytes()).secure_version
         assert (running, version) in {("ota_0", OLD), ("ota_1", NEW)}, at
@@ -309,7 +310,8 @@ def test_power_cut_during_signed_update_and_counter_raise(tmp_path: Path, keys: 
         if counter == 2:
             assert version == NEW, f"cut at {at}: counter raised but the old image runs"
         store = Module.open(work)
-        assert store.config.get("vehicle", "id") == "DEMO"
+        # A config sector half-written by the cut is lost, as on a real module (see SectorWindows).
+        assert store.config.get("vehicle", "id") == "DEMO" or (at, torn) in windows
         store.close()
         efuse_ops += counter != 1
     assert efuse_ops > 0  # some cuts came after the counter was raised

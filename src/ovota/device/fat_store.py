@@ -12,7 +12,7 @@ import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
 from fs.base import FS
@@ -135,14 +135,38 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
         super().update_directory_entry(dir_entry)
 
 
+class ModuleTime(tzinfo):
+    """UTC whose "now" is the module's clock. pyfatfs stamps files with ``DosDateTime.now(tz)``, which asks the
+    zone to convert the host's time (``fromutc``): with this zone the stamps are the module's time, as FatFs's
+    get_fattime reads the module's clock."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "UTC"
+
+    def fromutc(self, dt: datetime) -> datetime:
+        now = self._clock().astimezone(UTC)
+        return dt.replace(
+            year=now.year, month=now.month, day=now.day, hour=now.hour, minute=now.minute, second=now.second
+        )
+
+
 class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
     """pyfatfs's filesystem on a :class:`SectorFile`. PyFatFS opens files by name only; this opens the volume
-    from the sector file as PyFatFS.__init__ does from a file."""
+    from the sector file as PyFatFS.__init__ does from a file. ``clock``: the time files are stamped with."""
 
-    def __init__(self, volume: SectorFile) -> None:
+    def __init__(self, volume: SectorFile, clock: Callable[[], datetime] | None = None) -> None:
         FS.__init__(self)
         self.preserve_case = True
-        self.tz = UTC
+        self.tz = UTC if clock is None else ModuleTime(clock)
         self.fs = _FatFsVolume()
         self.fs.set_fp(volume)
         self.fs.on_disk = list(self.fs.fat)

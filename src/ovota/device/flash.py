@@ -2,8 +2,9 @@
 
 Semantics of SPI NOR (as on the ESP32's 16 MB flash chip): erasing works on whole 4 KiB sectors and sets
 every bit to 1; programming can only clear bits, so writing over unerased data is refused. Every erase
-command (a 4 KiB sector or a 64 KiB block) and program call counts as one operation; a :class:`PowerCut` plan stops the N-th operation,
-optionally after a torn partial write, leaving the file exactly as the chip would be.
+command (a 4 KiB sector or a 64 KiB block) and program call counts as one operation; a :class:`PowerCut`
+plan stops the N-th operation, optionally after a torn partial write, leaving the file exactly as the chip
+would be.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ class Module:
             self.layout: Layout = read_layout(self.flash)
         except FormatError as err:
             raise ModuleError(f"cannot read the partition table: {err}") from None
-        self.config = Config(self.flash, self.layout.store)
+        self.config = Config(self.flash, self.layout.store, lambda: self.clock.now)
         self.stores = Stores(self.config)  # /store2 is not mounted after a boot
         self.identity = read_identity(self.flash, self.layout.get("nvs"))
         self.security = Security(EfuseFile.open(self.flash), self.identity.anti_rollback)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TypeVar
 
 from ovota.device.config_files import CONFIG_DIR, load_params, save_params
@@ -39,11 +40,12 @@ class StoreError(Exception):
 class Config:
     """Config params in /store. Every change is committed to flash before the call returns."""
 
-    def __init__(self, flash: Flash, store: Partition | None) -> None:
-        """OvmsConfig::mount: mount /store (formatting what does not mount), create ``ovms_config``, load."""
+    def __init__(self, flash: Flash, store: Partition | None, clock: Callable[[], datetime] | None = None) -> None:
+        """OvmsConfig::mount: mount /store (formatting what does not mount), create ``ovms_config``, load.
+        ``clock``: the module's, for the files' time stamps."""
         if store is None:
             raise StoreError("no 'store' partition in the partition table")
-        self._flash, self._store = flash, store
+        self._flash, self._store, self.clock = flash, store, clock
         # The AutoFlash task saves http.mru from its own thread: one commit at a time (two FAT caches must not
         # take the same free cluster). vfs on the volume takes the same lock.
         self.lock = threading.RLock()
@@ -52,7 +54,7 @@ class Config:
     def mount(self) -> None:
         """``store mount`` (and every boot)."""
         with self.lock:
-            self.volume = self._guarded(lambda: StoreVolume(self._flash, self._store, lock=self.lock))
+            self.volume = self._guarded(lambda: StoreVolume(self._flash, self._store, lock=self.lock, clock=self.clock))
             self._guarded(lambda: self.volume.makedir(CONFIG_DIR))
             self._params: dict[str, dict[str, str]] = self._guarded(lambda: load_params(self.volume))
 

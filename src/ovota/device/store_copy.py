@@ -33,7 +33,7 @@ class Stores:
 
     def mount_store2(self, flash: Flash) -> None:
         """esp_vfs_fat_spiflash_mount("/store2", "store2", format_if_mount_failed)."""
-        self.store2 = StoreVolume(flash, STORE2)
+        self.store2 = StoreVolume(flash, STORE2, clock=self.config.clock)
 
     def unmount_store2(self) -> None:
         if self.store2 is not None:

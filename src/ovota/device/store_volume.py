@@ -14,7 +14,6 @@ name FatFs would not take); a power cut passes through, and then this mount is n
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -28,6 +27,10 @@ from ovota.formats.partition_table import Partition
 T = TypeVar("T")
 
 
+def _host_time() -> datetime:
+    return datetime.now(UTC)
+
+
 class StoreVolume:
     """The FAT volume of one partition, mounted until :meth:`unmount`. Thread-safe: one operation at a time
     (the AutoFlash task saves ``http.mru`` from its own thread while the console may copy a file)."""
@@ -38,21 +41,24 @@ class StoreVolume:
         partition: Partition,
         format_if_mount_failed: bool = True,
         lock: threading.RLock | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """``clock``: the module's, for the files' time stamps (the host's UTC without one)."""
         self.partition = partition
         self.lock = lock or threading.RLock()
         self.formatted = False
+        self.clock = clock
         self._wl = WearLevelled(flash, partition)
         if not has_filesystem(self._wl.read(0)):
             if not format_if_mount_failed:
                 raise VolumeError(f"no FAT filesystem in partition '{partition.name}'")
             self._format()
-        self._fs: FatStore | None = guarded(lambda: FatStore(SectorFile(self._wl, writable=True)))
+        self._fs: FatStore | None = guarded(lambda: FatStore(SectorFile(self._wl, writable=True), clock))
 
     def _format(self) -> None:
         """f_mkfs: the boot sector, the FAT and the root directory, sector by sector through wear levelling.
         FatFs takes the volume serial number from its clock (GET_FATTIME)."""
-        image = device_format(self._wl.sectors, int(time.time()))
+        image = device_format(self._wl.sectors, int((self.clock or _host_time)().timestamp()))
         for sector in range(len(image) // SECTOR):
             self._wl.write(sector, image[sector * SECTOR : (sector + 1) * SECTOR])
         self.formatted = True
