@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
+import numpy as np
 from fs.base import FS
 from pyfatfs.PyFat import PyFat
 from pyfatfs.PyFatFS import PyFatFS
@@ -121,6 +122,21 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
     def flush_fat(self) -> None:
         super().flush_fat()
         self.on_disk = list(self.fat)
+
+    def __bytes__(self) -> bytes:
+        """The FAT as pyfatfs writes it, FAT12 packed with numpy: pyfatfs's own loop over the 2,730 entries of
+        a 4 KiB FAT sector took a third of the time of every write."""
+        if self.fat_type != self.FAT_TYPE_FAT12:
+            return bytes(super().__bytes__())
+        entries = np.asarray(self.fat, dtype=np.uint16)
+        pairs = len(entries) // 2
+        low, high = entries[0 : 2 * pairs : 2], entries[1 : 2 * pairs : 2]
+        packed = np.empty((pairs, 3), dtype=np.uint8)
+        packed[:, 0] = low & 0xFF
+        packed[:, 1] = (low >> 8) | ((high & 0x0F) << 4)
+        packed[:, 2] = high >> 4
+        tail = int(entries[-1]).to_bytes(2, "little") if len(entries) % 2 else b""
+        return packed.tobytes() + tail
 
     def update_directory_entry(self, dir_entry: Any) -> None:
         wanted = self.fat
