@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pyfatfs.PyFat import PyFat
 
 from ovota.device.config_files import config_file, parse_config_file
-from ovota.device.fat_store import FatStore, SectorFile, _FatFsVolume
+from ovota.device.fat_store import SectorFile, _FatFsVolume, fatfs_case_bits
 from ovota.device.flash import Flash, PowerCut, PowerLoss
 from ovota.device.identity import Identity, read_identity
 from ovota.device.layout import read_layout
@@ -52,13 +52,12 @@ def real_dump(path: Path, files: dict[str, bytes], layout: str = "v3-35") -> Pat
         flash.erase(part.offset, part.size)
         volume = SectorFile(WearLevelled(flash, part), writable=True)
         volume.write(device_format(volume.wl.sectors, 0x0DB5_5EED))
-        fs = FatStore(volume)
+        mounted = StoreVolume(flash, part, format_if_mount_failed=False)
         for name, data in files.items():
-            folder = name.rsplit("/", 1)[0]
-            if folder and not fs.isdir(folder):
-                fs.makedirs(folder)
-            fs.writebytes(name, data)
-        fs.close()
+            parts = name.split("/")[1:-1]
+            for depth in range(1, len(parts) + 1):
+                mounted.makedir("/" + "/".join(parts[:depth]))
+            assert mounted.write(name, data)
     return path
 
 
@@ -380,3 +379,26 @@ def test_the_fast_fat12_packing_is_pyfatfs_s(fat: list[int]) -> None:
         assert bytes(volume) == PyFat.__bytes__(volume)
     finally:
         volume.initialized = False  # nothing to close: no file behind it
+
+
+def test_short_lower_case_names_are_stored_as_fatfs_stores_them(tmp_path: Path) -> None:
+    """FatFs keeps ``ota`` as the 8.3 name OTA with the lower-case bit and no long name, ``notes.txt`` with both
+    bits; ``ovms_config`` and ``Mixed.txt`` need long names. mtools lists them as FatFs names them."""
+    tools_or_skip()
+    flash_path = new_module(tmp_path / "m.img", version="3.3.006")
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "a.txt").write_bytes(b"a\n")
+    commands = ["config set ota tag eap", "vfs cp /sd/a.txt /store/notes.txt", "vfs cp /sd/a.txt /store/Mixed.txt"]
+    run_commands(flash_path, *commands, sd=sd)
+    volume = plain_volume(flash_path, tmp_path / "v.fat")
+    listing = subprocess.run(["mdir", "-b", "-i", str(volume), "::/"], capture_output=True, text=True, check=True)
+    assert sorted(listing.stdout.split()) == ["::/Mixed.txt", "::/notes.txt", "::/ovms_config/"]
+    listing = subprocess.run(["mdir", "-b", "-i", str(volume), "::/ovms_config"], capture_output=True, text=True)
+    assert listing.stdout.split() == ["::/ovms_config/ota"]
+    raw = volume.read_bytes()
+    entries = {raw[at : at + 11]: raw[at + 11 : at + 13] for at in range(0, len(raw), 32)}
+    assert entries[b"OTA        "] == b"\x20\x08"  # archive attribute, lower-case base
+    assert entries[b"NOTES   TXT"] == b"\x20\x18"
+    assert fatfs_case_bits("ovms_config") is None and fatfs_case_bits("Mixed.txt") is None
+    assert fatfs_case_bits("a.b.c") is None and fatfs_case_bits("OTA") == 0 and fatfs_case_bits("x.LOG") == 0x08

@@ -9,6 +9,7 @@ the module (and ESP-IDF's tools) read back.
 from __future__ import annotations
 
 import io
+import string
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,6 +140,8 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
         return packed.tobytes() + tail
 
     def update_directory_entry(self, dir_entry: Any) -> None:
+        for entry in dir_entry._get_entries_raw():  # pyfatfs keeps LFN entries only there
+            _as_fatfs_writes(entry)
         wanted = self.fat
         staged = [old if new == 0 else new for old, new in zip(self.on_disk, wanted, strict=True)]
         if staged != self.on_disk:  # allocations first; the frees follow with the next flush
@@ -149,6 +152,43 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
                 self.fat = wanted
             self.on_disk = staged
         super().update_directory_entry(dir_entry)
+
+
+_SFN_CHARS = set(string.ascii_letters + string.digits + "!#$%&'()-@^_`{}~")
+
+
+def fatfs_case_bits(name: str) -> int | None:
+    """FatFs's create_name for a name that fits 8.3 in one case per part (``ota``, ``server.v2``, ``OTA``): the
+    NT case bits it stores instead of a long name (0x08 base, 0x10 extension in lower case); None when FatFs
+    writes a long name (``ovms_config``, ``Ota``, ``a.b.c``, too long, other characters)."""
+    base, dot, ext = name.partition(".")
+    if not 1 <= len(base) <= 8 or len(ext) > 3 or (dot and not ext) or "." in ext or not set(name) - {"."}:
+        return None
+    if not set(base + ext) <= _SFN_CHARS:
+        return None
+    bits = 0
+    for part, bit in ((base, 0x08), (ext, 0x10)):
+        if part != part.upper() and part != part.lower():
+            return None  # mixed case
+        if part != part.upper():
+            bits |= bit
+    return bits
+
+
+def _as_fatfs_writes(entry: Any) -> None:
+    """An entry as FatFs would write it: a file has the archive attribute (f_open and f_sync set AM_ARC; pyfatfs
+    leaves it 0), and a long name that fits 8.3 in one case per part is a short name with case bits."""
+    if entry.is_special() or entry.is_volume_id():
+        return
+    if not entry.is_directory():
+        entry.attr |= 0x20
+    if entry.lfn_entry is None:
+        return
+    long_name = str(entry.get_long_name())
+    bits = fatfs_case_bits(long_name)
+    if bits is not None and str(entry.get_short_name()) == long_name.upper():
+        entry.lfn_entry = None
+        entry.ntres = (entry.ntres & ~0x18) | bits
 
 
 class ModuleTime(tzinfo):

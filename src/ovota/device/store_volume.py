@@ -119,8 +119,8 @@ class StoreVolume:
         """fopen "w" and write: the whole file; False if its folder is missing or the path is a folder."""
 
         def write(fs: FatStore) -> bool:
-            inside = resolve(fs, path)
-            if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
+            inside = _existing(fs, path)
+            if inside is None:
                 return False
             fs.writebytes(inside, data)
             return True
@@ -132,8 +132,8 @@ class StoreVolume:
         is added) are rewritten."""
 
         def append(fs: FatStore) -> bool:
-            inside = resolve(fs, path)
-            if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
+            inside = _existing(fs, path)
+            if inside is None:
                 return False
             with fs.openbin(inside, "a") as file:
                 file.write(data)
@@ -164,3 +164,17 @@ class StoreVolume:
             return True
 
         return self._on(remove)
+
+
+def _existing(fs: FatStore, path: str) -> str | None:
+    """The name pyfatfs opens a file by, the file created empty first if it is new (as fopen "w" or "a" does);
+    None if its folder is missing or the path is a folder. The name is looked up again after the creation:
+    a short name such as ``ota`` is stored as FatFs stores it (``OTA`` with case bits), and pyfatfs then
+    finds it only by that name."""
+    inside = resolve(fs, path)
+    if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
+        return None
+    if not fs.exists(inside):
+        fs.create(inside)
+        inside = resolve(fs, path)
+    return inside
