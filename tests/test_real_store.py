@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,14 +28,15 @@ from ovota.device.store_volume import StoreVolume
 from ovota.device.wear_levelling import WearLevelled
 from ovota.formats.fat_volume import device_format
 from ovota.formats.nvs import build_nvs
-from ovota.formats.partition_table import Partition
-from ovota.formats.wear_levelling import SECTOR
+from ovota.formats.partition_table import Partition, PartitionTable
+from ovota.formats.wear_levelling import SECTOR, Layout, State, config_sector
 from tests.conftest import CliRunner
 from tests.module_helpers import image, new_module, run_commands
+from tests.real_builds import real_shaped_build
 from tests.servers import StaticServer
 
 NEW = "3.3.007"
-TOOLS = ("/usr/sbin/fsck.fat", "/usr/bin/mtype")
+TOOLS = ("/usr/sbin/fsck.fat", "/usr/sbin/mkfs.fat", "/usr/bin/mtype")
 
 
 def store(flash: Flash) -> Partition:
@@ -402,3 +404,58 @@ def test_short_lower_case_names_are_stored_as_fatfs_stores_them(tmp_path: Path) 
     assert entries[b"NOTES   TXT"] == b"\x20\x18"
     assert fatfs_case_bits("ovms_config") is None and fatfs_case_bits("Mixed.txt") is None
     assert fatfs_case_bits("a.b.c") is None and fatfs_case_bits("OTA") == 0 and fatfs_case_bits("x.LOG") == 0x08
+
+
+def wl_fatfsgen_image(fat: bytes, size: int, device_id: int) -> bytes:
+    """A store partition as ESP-IDF's wl_fatfsgen.py lays one out (ovms-twin §7): the dummy sector (erased)
+    first, the FAT's sectors after it, then the two state copies and the config sector."""
+    layout = Layout.for_partition(size)
+    assert len(fat) == layout.fat_sectors * SECTOR
+    state = State(layout.max_pos, device_id).pack().ljust(layout.state_size, b"\xff")
+    return b"\xff" * SECTOR + fat + state + state + config_sector(size)
+
+
+def test_a_dump_merged_by_esptool_from_other_tools_output_runs(tmp_path: Path, vectors: Path) -> None:
+    """Every part of the flash from another tool: esptool merge-bin puts together ESP-IDF's v3-35 table, an nvs
+    partition from esp-idf-nvs-partition-gen (PHY calibration only, as a real module's), and a /store whose FAT
+    mkfs.fat made (OVMS's geometry) and mcopy filled, in wear levelling laid out as wl_fatfsgen does. The
+    emulator runs it with its settings, and what it writes is read back by fsck.fat and mtype."""
+    tools_or_skip()
+    pytest.importorskip("esp_idf_nvs_partition_gen.nvs_partition_gen")
+    table = PartitionTable.from_binary((vectors / "partition_tables" / "ovms_v3-35_ota_only.bin").read_bytes())
+    nvs, store_part = table.find("nvs"), table.find("store")
+    assert nvs is not None and store_part is not None
+    csv = tmp_path / "nvs.csv"
+    csv.write_text("key,type,encoding,value\nphy,namespace,,\ncal_version,data,u32,16\n")
+    subprocess.run(
+        [sys.executable, "-m", "esp_idf_nvs_partition_gen", "generate", str(csv), str(tmp_path / "nvs.bin"),
+         hex(nvs.size)], check=True, capture_output=True,
+    )  # fmt: skip
+    fat = tmp_path / "store.fat"
+    sectors = Layout.for_partition(store_part.size).fat_sectors
+    mkfs = ["mkfs.fat", "-S", "4096", "-s", "1", "-f", "1", "-r", "512", "-F", "12", "-C", str(fat)]
+    subprocess.run([*mkfs, str(sectors * 4)], check=True, capture_output=True)
+    (tmp_path / "ota").write_bytes(b"server\t127.0.0.1:9/firmware/ota\ntag\tedge\n")
+    subprocess.run(["mmd", "-i", str(fat), "::/ovms_config", "::/scripts"], check=True)
+    subprocess.run(["mcopy", "-i", str(fat), str(tmp_path / "ota"), "::/ovms_config/ota"], check=True)
+    (tmp_path / "store.bin").write_bytes(wl_fatfsgen_image(fat.read_bytes(), store_part.size, 0x5EED))
+    (tmp_path / "app.bin").write_bytes(image("3.3.006", 8192))
+    (tmp_path / "boot.bin").write_bytes(real_shaped_build(b"bootloader", rodata=2048))
+    (tmp_path / "table.bin").write_bytes(table.to_binary())
+    dump = tmp_path / "dump.bin"
+    parts = [(0x1000, "boot.bin"), (0x8000, "table.bin"), (nvs.offset, "nvs.bin"), (0x10000, "app.bin")]
+    parts.append((store_part.offset, "store.bin"))
+    merge = [sys.executable, "-m", "esptool", "--chip", "esp32", "merge-bin", "--pad-to-size", "16MB", "-o", str(dump)]
+    merged = subprocess.run(
+        [*merge, *(str(x) for at, name in parts for x in (hex(at), tmp_path / name))], capture_output=True, text=True
+    )
+    assert merged.returncode == 0, merged.stderr
+    out = run_commands(dump, "config list ota", "config set ota tag eap", "vfs ls /store").output.splitlines()
+    assert out[:3] == ["ota (readable writeable)", "  server: 127.0.0.1:9/firmware/ota", "  tag: edge"]
+    assert out[3] == "Parameter has been set."
+    assert [line.split()[-1] for line in out[4:]] == ["ovms_config/", "scripts/"]
+    volume = plain_volume(dump, tmp_path / "back.fat")
+    check = subprocess.run(["fsck.fat", "-n", str(volume)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    typed = subprocess.run(["mtype", "-i", str(volume), "::/ovms_config/ota"], capture_output=True, check=True)
+    assert typed.stdout == b"server\t127.0.0.1:9/firmware/ota\ntag\teap\n"
