@@ -375,14 +375,16 @@ def test_step_commands_mount_migrate_and_downgrade(tmp_path: Path, pristine: Pat
         flash, "ota copy ota_1 factory", "ota boot factory", "module reset",
         "ota partitions store upgrade -noconfirm", "module reset",
         "ota partitions upgrade factory",
-        "ota partitions store mount", "ota partitions store mount",
-        "ota partitions store migrate -noconfirm", "ota partitions store unmount",
+        "ota partitions store mount", "ota partitions store mount", "vfs ls /store2",
+        "ota partitions store migrate -noconfirm", "ota partitions store mount", "vfs ls /store2/ovms_config",
+        "ota partitions store unmount", "ota partitions store unmount", "vfs ls /store2",
         "ota partitions store downgrade -noconfirm",
     )  # fmt: skip
     assert after(out, "ota partitions store upgrade -noconfirm") == STORE_TABLE
     assert after(out, "ota partitions upgrade factory") == ["v3-34 Error: store has not been migrated to store2 yet"]
     assert "OVMS# ota partitions store mount\nMounted /store2\nOVMS# ota partitions store mount\n" in out
     assert "Error: /store2 is already mounted\n" in out
+    assert after(out, "vfs ls /store2") == []  # mounted: a fresh volume
     # Mounted already: no erase and mount. The manual path never wrote the log file, so there is none to copy.
     assert after(out, "ota partitions store migrate -noconfirm") == [
         "Copy /store -> /store2 ...",
@@ -395,7 +397,11 @@ def test_step_commands_mount_migrate_and_downgrade(tmp_path: Path, pristine: Pat
         "Unmounted /store2",
         "Store migrated successfully - please check, and then proceed",
     ]
-    assert after(out, "ota partitions store unmount") == ["Error: /store2 is not mounted"]
+    # Mounted again after the migration, /store2 shows the copies; unmounted, it is gone.
+    assert [line.split()[-1] for line in after(out, "vfs ls /store2/ovms_config")] == ["ota", "vehicle", "auto"]
+    assert after(out, "ota partitions store unmount") == ["Unmounted /store2"]
+    assert "Unmounted /store2\nOVMS# ota partitions store unmount\nError: /store2 is not mounted\n" in out
+    assert "OVMS# vfs ls /store2\nError: VFS cannot open directory listing for that directory\n" in out
     assert after(out, "ota partitions store downgrade -noconfirm") == [
         *SKIP_V3_30,
         "Removing store2 partition from partition table",
