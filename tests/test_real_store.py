@@ -353,11 +353,19 @@ def test_vfs_on_a_real_store_refuses_what_fatfs_would_and_a_full_disk(tmp_path: 
     sd.mkdir()
     (sd / "big.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB: more than the 1.9 MiB volume holds
     (sd / "a.txt").write_bytes(b"a\n")
+    refused = [f"/store/{'n' * 300}", "/store/big.bin", '/store/a"b.txt', "/store/a:b", "/store/x?.js", "/store/..."]
     out = run_commands(
-        dump, f"vfs cp /sd/a.txt /store/{'n' * 300}", "vfs cp /sd/big.bin /store/big.bin", "config list ota", sd=sd
+        dump, *(f"vfs cp /sd/{'big.bin' if 'big' in t else 'a.txt'} {t}" for t in refused), "config list ota", sd=sd
     ).output.splitlines()
-    assert all(line.startswith("Error: ") for line in out[:2]), out
-    assert out[2:] == ["ota (readable writeable)", "  tag: edge"]
+    assert all(line.startswith("Error: ") for line in out[: len(refused)]), out
+    assert "Error: the FAT volume in /store is full (" in out[1]
+    assert out[len(refused) :] == ["ota (readable writeable)", "  tag: edge"]
+    # The full disk cost nothing: the volume is clean, and the next boot writes files and config.
+    after = run_commands(dump, "vfs rm /store/big.bin", "vfs cp /sd/a.txt /store/a.txt", "config set ota tag x", sd=sd)
+    assert after.output.splitlines() == ["VFS File deleted", "VFS copy complete", "Parameter has been set."]
+    tools_or_skip()
+    check = subprocess.run(["fsck.fat", "-n", str(plain_volume(dump, tmp_path / "v.fat"))], capture_output=True)
+    assert check.returncode == 0, check.stdout
 
 
 def test_an_unchanged_value_writes_nothing(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ the module (and ESP-IDF's tools) read back.
 
 from __future__ import annotations
 
+import errno
 import io
 import string
 import warnings
@@ -44,7 +45,18 @@ def guarded(action: Callable[[], T]) -> T:
     except Interrupted:
         raise
     except Exception as err:  # see above: the library's failure modes on corrupt input are not enumerable
+        if getattr(err, "errno", None) == errno.ENOSPC:
+            raise VolumeError(f"the FAT volume in /store is full ({err})") from None
         raise VolumeError(f"cannot use the FAT volume in /store ({str(err) or type(err).__name__})") from None
+
+
+# FatFs's create_name refuses these in a name (FR_INVALID_NAME), and any control character.
+_REFUSED = set('"*:<>?|\x7f')
+
+
+def fatfs_accepts(name: str) -> bool:
+    """Whether FatFs (LFN build) would create a file or folder of this name."""
+    return bool(name) and not any(c in _REFUSED or ord(c) < 0x20 for c in name) and name.strip(" .") != ""
 
 
 class SectorFile(io.RawIOBase):
@@ -119,6 +131,20 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
 
     def _mark_clean(self) -> None:
         pass
+
+    def keep_to_the_volume(self) -> None:
+        """pyfatfs reads the whole FAT sector (2,730 FAT12 entries) and allocates from all of them, past the
+        volume's last cluster: a file bigger than the free space was written beyond the volume's end and left
+        chains pointing outside it. FatFs allocates only the volume's clusters, and so does this."""
+        bpb = self.bpb_header
+        if not bpb.get("BPB_FATSz16") or not bpb.get("BPB_SecPerClus"):
+            return  # FAT32 (not an OVMS store): its FAT is as long as its clusters already
+        sector = bpb["BPB_BytsPerSec"]
+        root = -(-bpb["BPB_RootEntCnt"] * 32 // sector)
+        total = bpb["BPB_TotSec16"] or bpb["BPB_TotSec32"]
+        system = bpb["BPB_RsvdSecCnt"] + bpb["BPB_NumFATs"] * bpb["BPB_FATSz16"] + root
+        clusters = max(0, total - system) // bpb["BPB_SecPerClus"]
+        self.fat = self.fat[: clusters + 2]
 
     def flush_fat(self) -> None:
         super().flush_fat()
@@ -225,6 +251,7 @@ class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
         self.tz = UTC if clock is None else ModuleTime(clock)
         self.fs = _FatFsVolume()
         self.fs.set_fp(volume)
+        self.fs.keep_to_the_volume()
         self.fs.on_disk = list(self.fs.fat)
 
 

@@ -18,7 +18,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from ovota.device.fat_store import Entry, FatStore, SectorFile, VolumeError, guarded, names, resolve
+from ovota.device.fat_store import (
+    Entry,
+    FatStore,
+    SectorFile,
+    VolumeError,
+    fatfs_accepts,
+    guarded,
+    names,
+    resolve,
+)
 from ovota.device.flash import Flash
 from ovota.device.wear_levelling import WearLevelled
 from ovota.formats.fat_volume import SECTOR, device_format, has_filesystem
@@ -142,11 +151,11 @@ class StoreVolume:
         return self._on(append)
 
     def makedir(self, path: str) -> bool:
-        """mkdir; False if it exists already (as a folder or a file)."""
+        """mkdir; False if it exists already (as a folder or a file) or FatFs would refuse its name."""
 
         def makedir(fs: FatStore) -> bool:
             inside = resolve(fs, path)
-            if fs.exists(inside):
+            if fs.exists(inside) or not fatfs_accepts(inside.rsplit("/", 1)[-1]):
                 return False
             fs.makedir(inside)
             return True
@@ -175,6 +184,8 @@ def _existing(fs: FatStore, path: str) -> str | None:
     if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
         return None
     if not fs.exists(inside):
+        if not fatfs_accepts(inside.rsplit("/", 1)[-1]):
+            return None
         fs.create(inside)
         inside = resolve(fs, path)
     return inside
