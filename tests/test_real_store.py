@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pyfatfs.PyFat import PyFat
 
 from ovota.device.config_files import config_file, parse_config_file
-from ovota.device.fat_store import SectorFile, _FatFsVolume, fatfs_case_bits
+from ovota.device.fat_store import SectorFile, _FatFsVolume
 from ovota.device.flash import Flash, PowerCut, PowerLoss
 from ovota.device.identity import Identity, read_identity
 from ovota.device.layout import read_layout
@@ -26,6 +26,7 @@ from ovota.device.module import Module, create_module
 from ovota.device.store import StoreError
 from ovota.device.store_volume import StoreVolume
 from ovota.device.wear_levelling import WearLevelled
+from ovota.formats.fat_names import fatfs_case_bits
 from ovota.formats.fat_volume import device_format
 from ovota.formats.nvs import build_nvs
 from ovota.formats.partition_table import Partition, PartitionTable

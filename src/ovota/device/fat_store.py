@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import io
-import string
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +23,15 @@ from pyfatfs.PyFatFS import PyFatFS
 
 from ovota.device.flash import Interrupted
 from ovota.device.wear_levelling import WearLevelled
+from ovota.formats.fat_names import fatfs_case_bits, fatfs_trimmed
 from ovota.formats.wear_levelling import SECTOR
 
 T = TypeVar("T")
+ARCHIVE = 0x20  # AM_ARC: FatFs sets it on a file it creates or writes
+
+# pyfatfs warns about a damaged volume before it fails on it; the failure is what a caller gets (guarded).
+# Filtered once here: warnings.catch_warnings() around each call is not thread-safe.
+warnings.filterwarnings("ignore", module=r"pyfatfs(\.|$)")
 
 
 class VolumeError(Exception):
@@ -39,24 +44,13 @@ def guarded(action: Callable[[], T]) -> T:
     fuzzing) is one VolumeError, and its warnings about a damaged volume are that error's business. A power
     cut or a killed task passes through."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return action()
+        return action()
     except Interrupted:
         raise
     except Exception as err:  # see above: the library's failure modes on corrupt input are not enumerable
         if getattr(err, "errno", None) == errno.ENOSPC:
             raise VolumeError(f"the FAT volume in /store is full ({err})") from None
         raise VolumeError(f"cannot use the FAT volume in /store ({str(err) or type(err).__name__})") from None
-
-
-# FatFs's create_name refuses these in a name (FR_INVALID_NAME), and any control character.
-_REFUSED = set('"*:<>?|\x7f')
-
-
-def fatfs_accepts(name: str) -> bool:
-    """Whether FatFs (LFN build) would create a file or folder of this name."""
-    return bool(name) and not any(c in _REFUSED or ord(c) < 0x20 for c in name) and name.strip(" .") != ""
 
 
 class SectorFile(io.RawIOBase):
@@ -125,6 +119,7 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
 
     fat: list[int]  # pyfatfs's FAT in memory
     on_disk: list[int] = []  # noqa: RUF012  # the FAT as last written (set at mount)
+    creating: str | None = None  # the name of the entry FatStore is creating
 
     def _mark_dirty(self) -> None:
         pass
@@ -166,8 +161,10 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
         return packed.tobytes() + tail
 
     def update_directory_entry(self, dir_entry: Any) -> None:
-        for entry in dir_entry._get_entries_raw():  # pyfatfs keeps LFN entries only there
-            _as_fatfs_writes(entry)
+        if self.creating is not None:
+            for entry in dir_entry._get_entries_raw():  # pyfatfs keeps LFN entries only there
+                if not entry.is_special() and str(entry) == self.creating:
+                    _as_fatfs_creates(entry)
         wanted = self.fat
         staged = [old if new == 0 else new for old, new in zip(self.on_disk, wanted, strict=True)]
         if staged != self.on_disk:  # allocations first; the frees follow with the next flush
@@ -180,34 +177,11 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
         super().update_directory_entry(dir_entry)
 
 
-_SFN_CHARS = set(string.ascii_letters + string.digits + "!#$%&'()-@^_`{}~")
-
-
-def fatfs_case_bits(name: str) -> int | None:
-    """FatFs's create_name for a name that fits 8.3 in one case per part (``ota``, ``server.v2``, ``OTA``): the
-    NT case bits it stores instead of a long name (0x08 base, 0x10 extension in lower case); None when FatFs
-    writes a long name (``ovms_config``, ``Ota``, ``a.b.c``, too long, other characters)."""
-    base, dot, ext = name.partition(".")
-    if not 1 <= len(base) <= 8 or len(ext) > 3 or (dot and not ext) or "." in ext or not set(name) - {"."}:
-        return None
-    if not set(base + ext) <= _SFN_CHARS:
-        return None
-    bits = 0
-    for part, bit in ((base, 0x08), (ext, 0x10)):
-        if part != part.upper() and part != part.lower():
-            return None  # mixed case
-        if part != part.upper():
-            bits |= bit
-    return bits
-
-
-def _as_fatfs_writes(entry: Any) -> None:
-    """An entry as FatFs would write it: a file has the archive attribute (f_open and f_sync set AM_ARC; pyfatfs
-    leaves it 0), and a long name that fits 8.3 in one case per part is a short name with case bits."""
-    if entry.is_special() or entry.is_volume_id():
-        return
+def _as_fatfs_creates(entry: Any) -> None:
+    """A new entry as FatFs creates it: a file has the archive attribute (pyfatfs leaves it 0), and a long name
+    that fits 8.3 in one case per part is a short name with case bits."""
     if not entry.is_directory():
-        entry.attr |= 0x20
+        entry.attr |= ARCHIVE
     if entry.lfn_entry is None:
         return
     long_name = str(entry.get_long_name())
@@ -254,6 +228,22 @@ class FatStore(PyFatFS):  # type: ignore[misc]  # pyfatfs has no type hints
         self.fs.keep_to_the_volume()
         self.fs.on_disk = list(self.fs.fat)
 
+    def create(self, path: str, wipe: bool = False) -> bool:
+        """A new file, its entry as FatFs writes one (:func:`_as_fatfs_creates`)."""
+        self.fs.creating = path.rsplit("/", 1)[-1]
+        try:
+            return bool(super().create(path, wipe))
+        finally:
+            self.fs.creating = None
+
+    def makedir(self, path: str, permissions: Any = None, recreate: bool = False) -> Any:
+        """A new folder, its entry as FatFs writes one (:func:`_as_fatfs_creates`)."""
+        self.fs.creating = path.rsplit("/", 1)[-1]
+        try:
+            return super().makedir(path, permissions, recreate)
+        finally:
+            self.fs.creating = None
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -285,7 +275,7 @@ def resolve(fs: FatStore, path: str) -> str:
     """``path`` as pyfatfs opens it: each part matched as FatFs matches names (ignoring case), so writing
     ``ota`` replaces the entry a real module made as ``OTA`` with its case bits, not a second one."""
     resolved = ""
-    for part in path.strip("/").split("/"):
+    for part in (fatfs_trimmed(p) for p in path.strip("/").split("/")):
         folder = resolved or "/"
         if not fs.isdir(folder):
             return f"{resolved}/{part}"

@@ -22,7 +22,7 @@ from ovota.device.layout import FAT, LayoutType, read_layout
 from ovota.device.ota import COPY_PROGRESS_EVERY, EspError, set_boot_partition
 from ovota.device.security import NO_SECURITY, Security
 from ovota.device.store_copy import LOG_PATH, STORE2, STORE2_LOG, StepWriter, Stores, copy_store
-from ovota.device.store_volume import StoreVolume
+from ovota.device.store_volume import StoreVolume, has_wear_levelling
 from ovota.formats.partition_table import APP, DATA, ENTRY, MAX_TABLE_LENGTH, Partition, PartitionTable
 from ovota.formats.versions import strverscmp
 
@@ -199,7 +199,7 @@ def autocont(
             writer.notify_vfs_migration(STORE2_LOG, LOG_PATH)
         raise MigrationError("v3-34 Store migration failed")
     try:
-        upgrade_factory_table(flash, layout.table_offset, layout.table, writer)
+        upgrade_factory_table(flash, layout.table_offset, layout.table, writer, stores)
     except MigrationError as err:
         writer.puts(str(err))
         raise MigrationError("v3-34 Error: Failed to upgrade factory partition table") from None
@@ -231,18 +231,23 @@ def downgrade_store_table(flash: Flash, offset: int, table: PartitionTable, writ
     raise MigrationError("Error: Failed to downgrade store (could not find store2 partition)")
 
 
-def store_migrated(flash: Flash) -> bool:
-    """The emulator's guard before the v3-35 table: store2 holds a FAT volume with the config folder."""
+def store_migrated(flash: Flash, stores: Stores) -> bool:
+    """The emulator's guard before the v3-35 table: store2 holds a FAT volume with every config file of /store,
+    each of its size (checked without formatting or initialising anything)."""
+    if stores.store2 is not None or not has_wear_levelling(flash, STORE2):
+        return False  # mounted: the copy may be under way
     try:
-        volume = StoreVolume(flash, STORE2, format_if_mount_failed=False)
-        return volume.is_dir("/ovms_config")
+        copy = StoreVolume(flash, STORE2, format_if_mount_failed=False)
+        copies = {e.name: e.size for e in copy.listdir("/ovms_config") or [] if not e.is_dir}
+        originals = {e.name: e.size for e in stores.store.listdir("/ovms_config") or [] if not e.is_dir}
+        return copy.is_dir("/ovms_config") and all(copies.get(name) == size for name, size in originals.items())
     except VolumeError:
         return False
 
 
-def upgrade_factory_table(flash: Flash, offset: int, table: PartitionTable, writer: StepWriter) -> None:
+def upgrade_factory_table(flash: Flash, offset: int, table: PartitionTable, writer: StepWriter, stores: Stores) -> None:
     """v3-34 -> v3-35 (ovms_partition_table_upgrade_factory); refuses before the store was migrated."""
-    if not store_migrated(flash):
+    if not store_migrated(flash, stores):
         raise MigrationError("v3-34 Error: store has not been migrated to store2 yet")
     new = without_factory(table)
     for p in table.partitions[:3]:

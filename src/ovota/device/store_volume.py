@@ -16,28 +16,32 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from ovota.device.fat_store import (
-    Entry,
-    FatStore,
-    SectorFile,
-    VolumeError,
-    fatfs_accepts,
-    guarded,
-    names,
-    resolve,
-)
+from pyfatfs.DosDateTime import DosDateTime
+
+from ovota.device.fat_store import ARCHIVE, Entry, FatStore, SectorFile, VolumeError, guarded, resolve, shown_name
 from ovota.device.flash import Flash
 from ovota.device.wear_levelling import WearLevelled
+from ovota.formats.fat_names import fatfs_accepts
 from ovota.formats.fat_volume import SECTOR, device_format, has_filesystem
 from ovota.formats.partition_table import Partition
+from ovota.formats.wear_levelling import Layout, State
 
 T = TypeVar("T")
 
 
 def _host_time() -> datetime:
     return datetime.now(UTC)
+
+
+def has_wear_levelling(flash: Flash, partition: Partition) -> bool:
+    """Whether the partition holds wear-levelling metadata, read without writing (a mount would initialise it)."""
+    try:
+        layout = Layout.for_partition(partition.size)
+    except ValueError:
+        return False
+    return any(State.parse(flash.read(partition.offset + at, 64)) is not None for at in (layout.state1, layout.state2))
 
 
 class StoreVolume:
@@ -55,14 +59,16 @@ class StoreVolume:
         """``clock``: the module's, for the files' time stamps (the host's UTC without one)."""
         self.partition = partition
         self.lock = lock or threading.RLock()
-        self.formatted = False
         self.clock = clock
         self._wl = WearLevelled(flash, partition)
         if not has_filesystem(self._wl.read(0)):
             if not format_if_mount_failed:
                 raise VolumeError(f"no FAT filesystem in partition '{partition.name}'")
             self._format()
-        self._fs: FatStore | None = guarded(lambda: FatStore(SectorFile(self._wl, writable=True), clock))
+        self._fs: FatStore | None = guarded(self._open)
+
+    def _open(self) -> FatStore:
+        return FatStore(SectorFile(self._wl, writable=True), self.clock)
 
     def _format(self) -> None:
         """f_mkfs: the boot sector, the FAT and the root directory, sector by sector through wear levelling.
@@ -70,27 +76,35 @@ class StoreVolume:
         image = device_format(self._wl.sectors, int((self.clock or _host_time)().timestamp()))
         for sector in range(len(image) // SECTOR):
             self._wl.write(sector, image[sector * SECTOR : (sector + 1) * SECTOR])
-        self.formatted = True
 
     @property
     def mounted(self) -> bool:
         return self._fs is not None
 
     def unmount(self) -> None:
-        """esp_vfs_fat_spiflash_unmount: FatFs lets go, and wear levelling flushes (one dummy move)."""
+        """esp_vfs_fat_spiflash_unmount: FatFs syncs and lets go, and wear levelling flushes (one dummy move)."""
         with self.lock:
             if self._fs is None:
                 return
             fs, self._fs = self._fs, None
+            guarded(fs.fs.flush_fat)
             guarded(fs.close)
             self._wl.flush()
 
-    def _on(self, action: Callable[[FatStore], T]) -> T:
+    def _on(self, action: Callable[[FatStore], T], changes: bool = False) -> T:
         with self.lock:
             fs = self._fs
             if fs is None:
                 raise VolumeError(f"/{self.partition.name} is not mounted")
-            return guarded(lambda: action(fs))
+            try:
+                return guarded(lambda: action(fs))
+            except VolumeError:
+                if changes:  # pyfatfs's tables may hold what never reached the disk: read them again
+                    try:
+                        self._fs = guarded(self._open)
+                    except VolumeError:
+                        self._fs = None
+                raise
 
     # -- reading --------------------------------------------------------------------------------------------
 
@@ -113,28 +127,34 @@ class StoreVolume:
             inside = resolve(fs, path)
             if not fs.isdir(inside):
                 return None
-            entries = []
-            for shown, raw in names(fs, inside).items():
-                info = fs.getinfo(f"{inside.rstrip('/')}/{raw}", namespaces=["details"])
-                modified = info.modified or datetime.fromtimestamp(0, UTC)
-                entries.append(Entry(shown, info.is_dir, info.size, modified))
-            return entries
+            folder = fs.fs.root_dir.get_entry(inside) if inside != "/" else fs.fs.root_dir
+            dirs, files, _ = folder.get_entries()
+            return [
+                Entry(shown_name(e), e.is_directory(), e.filesize, e.get_mtime().replace(tzinfo=UTC))
+                for e in [*dirs, *files]
+            ]
 
         return self._on(listing)
 
     # -- writing --------------------------------------------------------------------------------------------
 
     def write(self, path: str, data: bytes) -> bool:
-        """fopen "w" and write: the whole file; False if its folder is missing or the path is a folder."""
+        """fopen "w" and write: FatFs's FA_CREATE_ALWAYS (the entry emptied and its chain freed, in that order),
+        then the data; False if its folder is missing, the path is a folder, or FatFs would refuse the name."""
 
         def write(fs: FatStore) -> bool:
             inside = _existing(fs, path)
             if inside is None:
                 return False
-            fs.writebytes(inside, data)
+            entry = fs.fs.root_dir.get_entry(inside)
+            _truncate(fs, entry)
+            _stamp(fs, entry)
+            if data:
+                with fs.openbin(inside, "r+b") as file:
+                    file.write(data)
             return True
 
-        return self._on(write)
+        return self._on(write, changes=True)
 
     def append(self, path: str, data: bytes) -> bool:
         """fopen "a" and write: only the file's last cluster, its directory entry (and the FAT when a cluster
@@ -144,11 +164,12 @@ class StoreVolume:
             inside = _existing(fs, path)
             if inside is None:
                 return False
+            _stamp(fs, fs.fs.root_dir.get_entry(inside))
             with fs.openbin(inside, "a") as file:
                 file.write(data)
             return True
 
-        return self._on(append)
+        return self._on(append, changes=True)
 
     def makedir(self, path: str) -> bool:
         """mkdir; False if it exists already (as a folder or a file) or FatFs would refuse its name."""
@@ -160,26 +181,27 @@ class StoreVolume:
             fs.makedir(inside)
             return True
 
-        return self._on(makedir)
+        return self._on(makedir, changes=True)
 
     def remove(self, path: str) -> bool:
-        """unlink a file; False if there is no such file."""
+        """unlink a file (f_unlink: its entry goes, then its chain is freed); False if there is no such file."""
 
         def remove(fs: FatStore) -> bool:
             inside = resolve(fs, path)
             if not fs.isfile(inside):
                 return False
             fs.remove(inside)
+            fs.fs.flush_fat()  # pyfatfs frees the chain in memory only
             return True
 
-        return self._on(remove)
+        return self._on(remove, changes=True)
 
 
 def _existing(fs: FatStore, path: str) -> str | None:
     """The name pyfatfs opens a file by, the file created empty first if it is new (as fopen "w" or "a" does);
-    None if its folder is missing or the path is a folder. The name is looked up again after the creation:
-    a short name such as ``ota`` is stored as FatFs stores it (``OTA`` with case bits), and pyfatfs then
-    finds it only by that name."""
+    None if its folder is missing, the path is a folder, or FatFs would refuse the name. The name is looked up
+    again after the creation: a short name such as ``ota`` is stored as FatFs stores it (``OTA`` with case bits),
+    and pyfatfs then finds it only by that name."""
     inside = resolve(fs, path)
     if not fs.isdir(inside.rsplit("/", 1)[0] or "/") or fs.isdir(inside):
         return None
@@ -189,3 +211,26 @@ def _existing(fs: FatStore, path: str) -> str | None:
         fs.create(inside)
         inside = resolve(fs, path)
     return inside
+
+
+def _truncate(fs: FatStore, entry: Any) -> None:
+    """FA_CREATE_ALWAYS on an existing file: the entry says 0 bytes and no cluster, written first; then its
+    chain is freed. (pyfatfs's own truncation kept the first cluster without ending its chain there.)"""
+    first = entry.get_cluster()
+    if first == 0 and entry.filesize == 0:
+        return
+    entry.set_cluster(0)
+    entry.filesize = 0
+    fs.fs.update_directory_entry(entry.get_parent_dir())
+    if first:
+        fs.fs.free_cluster_chain(first)
+        fs.fs.flush_fat()
+
+
+def _stamp(fs: FatStore, entry: Any) -> None:
+    """f_sync's update of a written file's entry: the archive attribute and the modification time, written
+    with the entry's next update."""
+    now = DosDateTime.now(tz=fs.tz)
+    entry.attr |= ARCHIVE
+    entry.wrttime, entry.wrtdate = now.serialize_time(), now.serialize_date()
+    entry.lstaccessdate = now.serialize_date()

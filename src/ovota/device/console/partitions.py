@@ -192,14 +192,14 @@ def upgrade_factory(session: Session, args: list[str]) -> None:
             check_can_migrate(m.flash, layout.type, m.running_version)
         except MigrationError as err:
             refusal = str(err)
-        if refusal is None and not store_migrated(m.flash):
+        if refusal is None and not store_migrated(m.flash, m.stores):
             refusal = "v3-34 Error: store has not been migrated to store2 yet"
     if refusal is not None:
         session.out.puts(refusal)
         return
     question, aborted = "Upgrade partition table to new format", "Partition table upgrade aborted"
     if _confirmed(session, args, question, aborted):
-        _run(session, lambda w: upgrade_factory_table(m.flash, layout.table_offset, layout.table, w))
+        _run(session, lambda w: upgrade_factory_table(m.flash, layout.table_offset, layout.table, w, m.stores))
 
 
 def store_upgrade(session: Session, args: list[str]) -> None:
