@@ -112,3 +112,19 @@ def test_names_as_fatfs_takes_them(module: Path, sd: Path, tmp_path: Path) -> No
         "Error: VFS target file cannot be opened",
     ]
     fsck(module, tmp_path)
+
+
+def test_long_names_get_fatfs_s_numbered_short_names(module: Path, sd: Path, tmp_path: Path) -> None:
+    """dir_register's 8.3 name for an entry that needs a long name: ``~1`` to ``~5``, then gen_numname's hash
+    (mtools makes the same names for the first five)."""
+    names = ["partition-update.log", "10-notify", "a b.txt", "x+y", "Mixed.txt"]
+    names += [f"ovms_conf{n}" for n in range(2, 8)]
+    run_commands(module, *(f"vfs cp /sd/a.txt '/store/{name}'" for name in names), sd=sd)
+    fsck(module, tmp_path)
+    raw = (tmp_path / "v.fat").read_bytes()
+    root = raw[2 * 4096 : 6 * 4096]  # OVMS's device format: boot sector, one FAT sector, then the root directory
+    short = [root[at : at + 11] for at in range(0, len(root), 32) if root[at + 11] not in (0x0F, 0x00)]
+    assert short[:12] == [
+        b"OVMS_C~1   ", b"PARTIT~1LOG", b"10-NOT~1   ", b"AB~1    TXT", b"X_Y~1      ", b"MIXED   TXT",
+        b"OVMS_C~2   ", b"OVMS_C~3   ", b"OVMS_C~4   ", b"OVMS_C~5   ", b"OVM~14C3   ", b"OVM~94C3   ",
+    ]  # fmt: skip

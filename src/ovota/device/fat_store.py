@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 from fs.base import FS
+from pyfatfs.FATDirectoryEntry import make_lfn_entry
 from pyfatfs.PyFat import PyFat
 from pyfatfs.PyFatFS import PyFatFS
 
 from ovota.device.flash import Interrupted
 from ovota.device.wear_levelling import WearLevelled
-from ovota.formats.fat_names import fatfs_case_bits, fatfs_trimmed
+from ovota.formats.fat_names import fatfs_case_bits, fatfs_short_name, fatfs_trimmed
 from ovota.formats.wear_levelling import SECTOR
 
 T = TypeVar("T")
@@ -162,9 +163,10 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
 
     def update_directory_entry(self, dir_entry: Any) -> None:
         if self.creating is not None:
-            for entry in dir_entry._get_entries_raw():  # pyfatfs keeps LFN entries only there
-                if not entry.is_special() and str(entry) == self.creating:
-                    _as_fatfs_creates(entry)
+            entries = [e for e in dir_entry._get_entries_raw() if not e.is_special()]  # with their LFN entries
+            for entry in entries:
+                if str(entry) == self.creating:
+                    _as_fatfs_creates(entry, {bytes(e.name.name) for e in entries if e is not entry})
         wanted = self.fat
         staged = [old if new == 0 else new for old, new in zip(self.on_disk, wanted, strict=True)]
         if staged != self.on_disk:  # allocations first; the frees follow with the next flush
@@ -177,9 +179,11 @@ class _FatFsVolume(PyFat):  # type: ignore[misc]  # pyfatfs has no type hints
         super().update_directory_entry(dir_entry)
 
 
-def _as_fatfs_creates(entry: Any) -> None:
-    """A new entry as FatFs creates it: a file has the archive attribute (pyfatfs leaves it 0), and a long name
-    that fits 8.3 in one case per part is a short name with case bits."""
+def _as_fatfs_creates(entry: Any, taken: set[bytes]) -> None:
+    """A new entry as FatFs creates it: a file has the archive attribute (pyfatfs leaves it 0); a long name that
+    fits 8.3 in one case per part is a short name with case bits; any other long name goes with FatFs's 8.3
+    name (:func:`~ovota.formats.fat_names.fatfs_short_name`, not one of ``taken``), its LFN entries checksummed
+    again."""
     if not entry.is_directory():
         entry.attr |= ARCHIVE
     if entry.lfn_entry is None:
@@ -189,6 +193,11 @@ def _as_fatfs_creates(entry: Any) -> None:
     if bits is not None and str(entry.get_short_name()) == long_name.upper():
         entry.lfn_entry = None
         entry.ntres = (entry.ntres & ~0x18) | bits
+        return
+    short = fatfs_short_name(long_name, taken)
+    if short != bytes(entry.name.name):
+        entry.name.set_byte_name(short)
+        entry.lfn_entry = make_lfn_entry(long_name, entry.name)
 
 
 class ModuleTime(tzinfo):
