@@ -14,7 +14,7 @@ import pytest
 from ovota.device.flash import Flash
 from ovota.device.layout import read_layout
 from ovota.device.store_volume import StoreVolume
-from tests.module_helpers import REPLAY_CLOCK, new_module, run_commands
+from tests.module_helpers import REPLAY_CLOCK, image, new_module, run_commands
 from tests.test_real_store import plain_volume, tools_or_skip
 
 
@@ -128,3 +128,24 @@ def test_long_names_get_fatfs_s_numbered_short_names(module: Path, sd: Path, tmp
         b"OVMS_C~1   ", b"PARTIT~1LOG", b"10-NOT~1   ", b"AB~1    TXT", b"X_Y~1      ", b"MIXED   TXT",
         b"OVMS_C~2   ", b"OVMS_C~3   ", b"OVMS_C~4   ", b"OVMS_C~5   ", b"OVM~14C3   ", b"OVM~94C3   ",
     ]  # fmt: skip
+
+
+def test_ota_flash_vfs_from_store_and_rm_of_an_empty_folder(module: Path, sd: Path, tmp_path: Path) -> None:
+    """`ota flash vfs` reads a file in /store through the volume, as OVMS reads any VFS path; `vfs rm` deletes an
+    empty folder (f_unlink) but not one with files."""
+    (sd / "fw.bin").write_bytes(image("3.3.007", 8192))
+    out = run_commands(
+        module, "vfs cp /sd/fw.bin /store/fw.bin", "ota flash vfs /store/fw.bin", "vfs rm /store/ovms_config",
+        "module reset", "ota status nocheck", sd=sd,
+    ).output  # fmt: skip
+    assert "Flashed 8192 bytes from /store/fw.bin" in out and "Running partition: ota_1" in out
+    assert "Error: protected path" in out  # ovms_config is protected before it is a folder with files
+    with Flash(module) as f:
+        store = read_layout(f).store
+        assert store is not None
+        volume = StoreVolume(f, store)
+        assert volume.makedir("/scripts") and volume.write("/scripts/a.js", b"1")
+        assert not volume.remove("/scripts") and volume.remove("/scripts/a.js") and volume.remove("/scripts")
+        assert volume.listdir("/scripts") is None
+        volume.unmount()
+    fsck(module, tmp_path)

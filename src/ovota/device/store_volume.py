@@ -184,13 +184,17 @@ class StoreVolume:
         return self._on(makedir, changes=True)
 
     def remove(self, path: str) -> bool:
-        """unlink a file (f_unlink: its entry goes, then its chain is freed); False if there is no such file."""
+        """unlink (f_unlink: the entry goes, then its chain is freed): a file, or an empty folder as ESP-IDF's
+        unlink allows; False if there is neither."""
 
         def remove(fs: FatStore) -> bool:
             inside = resolve(fs, path)
-            if not fs.isfile(inside):
+            if fs.isdir(inside) and inside != "/" and not fs.listdir(inside):
+                fs.removedir(inside)
+            elif fs.isfile(inside):
+                fs.remove(inside)
+            else:
                 return False
-            fs.remove(inside)
             fs.fs.flush_fat()  # pyfatfs frees the chain in memory only
             return True
 

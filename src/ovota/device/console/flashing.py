@@ -3,8 +3,10 @@ boot with their messages; and flashing a local file (``ota flash vfs``, the SD c
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from ovota.device.console import partitions as migration
 from ovota.device.console.session import Session
@@ -85,16 +87,17 @@ def pending(session: Session) -> bool:
     return m.rollback and running_state(m.flash, m.layout) == OtaState.PENDING_VERIFY
 
 
-def flash_file(session: Session, local: Path | None, path: str) -> bool:
-    """Flash a local file into the next OTA slot (the body of `ota flash vfs`, the SD card's auto-flash and the
-    web page's upload); True on success. The ``Status:`` line it sets ends with it."""
+def flash_file(session: Session, local: Path | bytes | None, path: str) -> bool:
+    """Flash a file into the next OTA slot (the body of `ota flash vfs`, the SD card's auto-flash and the web
+    page's upload): a local file, or the bytes of one read from /store; True on success. The ``Status:`` line it
+    sets ends with it."""
     try:
         return _flash_file(session, local, path)
     finally:
         session.status.clear()
 
 
-def _flash_file(session: Session, local: Path | None, path: str) -> bool:
+def _flash_file(session: Session, local: Path | bytes | None, path: str) -> bool:
     parts = target_slots(session)
     if parts is None:
         return False
@@ -102,16 +105,16 @@ def _flash_file(session: Session, local: Path | None, path: str) -> bool:
     if protected_path(path):
         session.out.puts("Error: protected path")
         return False
-    if local is None or not local.is_file():
+    if local is None or (isinstance(local, Path) and not local.is_file()):
         session.out.write(f"Error: Cannot find file {path}\n")
         return False
-    size = local.stat().st_size
+    size = len(local) if isinstance(local, bytes) else local.stat().st_size
     session.out.write(f"Source image is {size} bytes in size\n")
     if size > target.size:
         too_small(session, target)
         return False
     try:
-        source = local.open("rb")
+        source: BinaryIO = io.BytesIO(local) if isinstance(local, bytes) else local.open("rb")
     except OSError:
         session.out.write(f"Error: Cannot open {path}\n")
         return False
