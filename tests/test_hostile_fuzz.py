@@ -106,7 +106,7 @@ def test_fuzzed_requests_never_break_the_server(tmp_path: Path, ovota: CliRunner
         before = rss_kib(server.proc.pid)
         statuses: list[int] = []
 
-        @settings(max_examples=400, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=400, database=None, deadline=None, suppress_health_check=list(HealthCheck))
         @given(request=requests())
         def fuzz(request: bytes) -> None:
             status, _, body = raw_request(server.port, request, timeout=15)  # slack for a loaded machine
