@@ -176,7 +176,7 @@ def shell(flash: Path, sd: Path | None) -> None:
 
 
 def _console(device: Module, out: Writer, ask: Callable[[str], str] | None = None) -> Shell:
-    """The console after power-on; the boot's own writes (a real /store's FAT) can fail as one error."""
+    """The console after power-on; the boot's own writes (/store's FAT) can fail as one error."""
     try:
         return Shell(device, out, ask)
     except StoreError as err:

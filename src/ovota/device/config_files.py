@@ -1,4 +1,4 @@
-"""OVMS's config files in a real /store: ``/store/ovms_config/<param>``, a line ``<instance><TAB><value>`` per
+"""OVMS's config files in /store: ``/store/ovms_config/<param>``, a line ``<instance><TAB><value>`` per
 instance (O ``main/ovms_config.cpp`` LoadConfig / RewriteConfig, ovms-twin §6)."""
 
 from __future__ import annotations

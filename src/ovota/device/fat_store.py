@@ -1,9 +1,8 @@
-"""A real module's /store: a FAT volume (pyfatfs) on ESP-IDF's wear levelling, on the emulated flash.
+"""The FAT layer of /store: pyfatfs on ESP-IDF's wear levelling, on the emulated flash, writing as FatFs writes.
 
-A flash dump from a real module keeps its config as OVMS does: one file per parameter in ``/store/ovms_config``,
-a line ``<instance><TAB><value>`` per instance. This module reads and writes that volume in place, sector by
-sector through :class:`~ovota.device.wear_levelling.WearLevelled`, so what the emulator writes is what FatFs on
-the module (and ESP-IDF's tools) read back.
+Every module's /store (a real module's dump as much as one ``module create`` made) is a FAT volume that this
+reads and writes in place, sector by sector through :class:`~ovota.device.wear_levelling.WearLevelled`, so what
+the emulator writes is what FatFs on the module (and other FAT tools) read back. store_volume.py mounts it.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ class VolumeError(Exception):
 
 
 def guarded(action: Callable[[], T]) -> T:
-    """``action()`` on a real /store, the module owner's data and hostile until read: whatever pyfatfs raises on
+    """``action()`` on /store, the module owner's data and hostile until read: whatever pyfatfs raises on
     a broken or full volume (its own errors, and TypeError or StopIteration from deep inside it, found by
     fuzzing) is one VolumeError, and its warnings about a damaged volume are that error's business. A power
     cut or a killed task passes through."""

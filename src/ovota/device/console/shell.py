@@ -59,7 +59,7 @@ class Shell:
                 return
             if words:
                 self.words = words
-                # A real /store's FAT that cannot be written fails the command, not the shell.
+                # A /store FAT that cannot be written fails the command, not the shell.
                 try:
                     self.root.execute(self, words)
                 except (StoreError, VolumeError) as err:
