@@ -14,6 +14,7 @@ import pytest
 from ovota.device.flash import Flash
 from ovota.device.layout import read_layout
 from ovota.device.store_volume import StoreVolume
+from ovota.device.wear_levelling import WearLevelled
 from tests.module_helpers import REPLAY_CLOCK, image, new_module, run_commands
 from tests.test_real_store import plain_volume, tools_or_skip
 
@@ -149,3 +150,25 @@ def test_ota_flash_vfs_from_store_and_rm_of_an_empty_folder(module: Path, sd: Pa
         assert volume.listdir("/scripts") is None
         volume.unmount()
     fsck(module, tmp_path)
+
+
+def test_a_store_pyfatfs_cannot_read_still_boots_the_module(module: Path) -> None:
+    """FatFs's mount reads only the boot sector, so a module with a garbled root directory boots: here it boots
+    without /store (one error line, its config empty) and every other command works."""
+    with Flash(module) as f:
+        store = read_layout(f).store
+        assert store is not None
+        volume = StoreVolume(f, store)
+        assert volume.write("/a.txt", b"a")
+        volume.unmount()
+    with Flash(module) as f:  # the root directory (logical sector 2) as random bytes, through the wear levelling
+        store = read_layout(f).store
+        assert store is not None
+        wl = WearLevelled(f, store)
+        wl.write(2, bytes((n * 37 + 11) % 251 for n in range(4096)))
+    out = run_commands(module, "config list vehicle", "vfs ls /store", "ota status nocheck").output.splitlines()
+    errors = [line for line in out if line.startswith("E (")]
+    assert len(errors) == 1 and "ovms-config: Cannot mount /store: cannot use the FAT volume in /store" in errors[0]
+    assert not any(line.startswith("vehicle") for line in out)  # config commands are silent without /store
+    assert "Error: VFS cannot open directory listing for that directory" in out
+    assert any(line.startswith("Running partition: ") for line in out)

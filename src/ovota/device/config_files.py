@@ -3,6 +3,7 @@ instance (O ``main/ovms_config.cpp`` LoadConfig / RewriteConfig, ovms-twin §6).
 
 from __future__ import annotations
 
+from ovota.device.fat_store import VolumeError
 from ovota.device.store_volume import StoreVolume
 
 CONFIG_DIR = "/ovms_config"
@@ -35,11 +36,19 @@ def config_file(instances: dict[str, str]) -> bytes:
 
 
 def load_params(volume: StoreVolume) -> dict[str, dict[str, str]]:
-    """Every param file in /store/ovms_config (none if the folder is missing)."""
+    """Every param file in /store/ovms_config that can be read (none if the folder is missing or unreadable,
+    or the volume is not mounted): LoadConfig skips what it cannot open, and the module boots."""
     params = {}
-    for entry in volume.listdir(CONFIG_DIR) or []:
+    try:
+        entries = (volume.listdir(CONFIG_DIR) or []) if volume.mounted else []
+    except VolumeError:
+        return {}
+    for entry in entries:
         if not entry.is_dir:  # a folder in there is not a param
-            params[entry.name] = parse_config_file(volume.read(f"{CONFIG_DIR}/{entry.name}") or b"")
+            try:
+                params[entry.name] = parse_config_file(volume.read(f"{CONFIG_DIR}/{entry.name}") or b"")
+            except VolumeError:
+                continue
     return params
 
 

@@ -7,6 +7,7 @@ before the call returns.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -55,8 +56,10 @@ class Config:
         """``store mount`` (and every boot)."""
         with self.lock:
             self.volume = self._guarded(lambda: StoreVolume(self._flash, self._store, lock=self.lock, clock=self.clock))
-            self._guarded(lambda: self.volume.makedir(CONFIG_DIR))
-            self._params: dict[str, dict[str, str]] = self._guarded(lambda: load_params(self.volume))
+            if self.volume.mounted:
+                with contextlib.suppress(VolumeError):  # a damaged root directory: OvmsConfig::mount's mkdir fails
+                    self.volume.makedir(CONFIG_DIR)
+            self._params: dict[str, dict[str, str]] = load_params(self.volume)
 
     def unmount(self) -> None:
         """``store unmount``: the volume lets go and wear levelling flushes. Params stay readable (OVMS keeps

@@ -65,7 +65,15 @@ class StoreVolume:
             if not format_if_mount_failed:
                 raise VolumeError(f"no FAT filesystem in partition '{partition.name}'")
             self._format()
-        self._fs: FatStore | None = guarded(self._open)
+        # FatFs's mount reads only the boot sector, so a module boots whatever its directories hold. pyfatfs
+        # reads the root directory too: where it fails, the volume stays unmounted (why: ``error``), and the
+        # module boots without /store, its config empty, rather than not at all.
+        self.error: str | None = None
+        self._fs: FatStore | None = None
+        try:
+            self._fs = guarded(self._open)
+        except VolumeError as err:
+            self.error = str(err)
 
     def _open(self) -> FatStore:
         return FatStore(SectorFile(self._wl, writable=True), self.clock)
@@ -128,10 +136,10 @@ class StoreVolume:
             if not fs.isdir(inside):
                 return None
             folder = fs.fs.root_dir.get_entry(inside) if inside != "/" else fs.fs.root_dir
-            dirs, files, _ = folder.get_entries()
-            return [
+            return [  # readdir's order: as the entries sit in the directory (pyfatfs's listing puts folders first)
                 Entry(shown_name(e), e.is_directory(), e.filesize, e.get_mtime().replace(tzinfo=UTC))
-                for e in [*dirs, *files]
+                for e in folder._get_entries_raw()
+                if not e.is_special() and not e.is_volume_id()
             ]
 
         return self._on(listing)

@@ -115,6 +115,10 @@ class Shell:
         self.task.kill()
 
     def _system_start(self) -> None:
-        """The boot-time events: partition update or notification, then the SD card's auto-flash."""
+        """The boot-time events: /store's mount, partition update or notification, then the SD card's
+        auto-flash."""
+        error = self.module.config.volume.error
+        if error is not None:  # the module boots without /store, as one whose FatFs fails to read it would
+            self.log(f"Cannot mount /store: {error}", "E", "ovms-config")
         if not partitions.system_start(self):
             sd.check_flash_sd(self)
