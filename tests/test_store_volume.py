@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from ovota.device.flash import Flash
-from ovota.device.layout import read_layout
 from ovota.device.store_volume import StoreVolume
 from ovota.device.wear_levelling import WearLevelled
-from tests.module_helpers import REPLAY_CLOCK, image, new_module, run_commands
+from tests.module_helpers import REPLAY_CLOCK, image, new_module, run_commands, store_of
 from tests.test_real_store import plain_volume, tools_or_skip
 
 
@@ -36,9 +35,8 @@ def module(tmp_path: Path) -> Path:
 
 def on_volume(flash: Path, *steps: tuple[str, str, bytes | None]) -> None:
     """("write"|"append"|"remove", path, data) steps on the store's volume, then an unmount."""
+    store = store_of(flash)
     with Flash(flash) as f:
-        store = read_layout(f).store
-        assert store is not None
         volume = StoreVolume(f, store)
         for action, path, data in steps:
             if action == "remove":
@@ -54,9 +52,8 @@ def test_a_file_rewritten_shorter_then_longer_keeps_its_neighbours(module: Path,
     big, other = bytes(range(256)) * 40, b"keep me\n" * 700  # 10,240 and 5,600 bytes: 3 and 2 clusters
     on_volume(module, ("write", "/notes.txt", big), ("write", "/notes.txt", b"tiny"), ("write", "/keep.txt", other))
     on_volume(module, ("write", "/notes.txt", big + big))
+    store = store_of(module)
     with Flash(module) as f:
-        store = read_layout(f).store
-        assert store is not None
         volume = StoreVolume(f, store)
         assert volume.read("/keep.txt") == other and volume.read("/notes.txt") == big + big
     assert fsck(module, tmp_path).endswith(" 3 files, 8/484 clusters")  # ovms_config, notes (5), keep (2)
@@ -141,9 +138,8 @@ def test_ota_flash_vfs_from_store_and_rm_of_an_empty_folder(module: Path, sd: Pa
     ).output  # fmt: skip
     assert "Flashed 8192 bytes from /store/fw.bin" in out and "Running partition: ota_1" in out
     assert "Error: protected path" in out  # ovms_config is protected before it is a folder with files
+    store = store_of(module)
     with Flash(module) as f:
-        store = read_layout(f).store
-        assert store is not None
         volume = StoreVolume(f, store)
         assert volume.makedir("/scripts") and volume.write("/scripts/a.js", b"1")
         assert not volume.remove("/scripts") and volume.remove("/scripts/a.js") and volume.remove("/scripts")
@@ -155,15 +151,12 @@ def test_ota_flash_vfs_from_store_and_rm_of_an_empty_folder(module: Path, sd: Pa
 def test_a_store_pyfatfs_cannot_read_still_boots_the_module(module: Path) -> None:
     """FatFs's mount reads only the boot sector, so a module with a garbled root directory boots: here it boots
     without /store (one error line, its config empty) and every other command works."""
+    store = store_of(module)
     with Flash(module) as f:
-        store = read_layout(f).store
-        assert store is not None
         volume = StoreVolume(f, store)
         assert volume.write("/a.txt", b"a")
         volume.unmount()
     with Flash(module) as f:  # the root directory (logical sector 2) as random bytes, through the wear levelling
-        store = read_layout(f).store
-        assert store is not None
         wl = WearLevelled(f, store)
         wl.write(2, bytes((n * 37 + 11) % 251 for n in range(4096)))
     out = run_commands(module, "config list vehicle", "vfs ls /store", "ota status nocheck").output.splitlines()

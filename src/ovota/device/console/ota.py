@@ -8,7 +8,7 @@ from ovota.device import fetch
 from ovota.device.console import partitions as migration
 from ovota.device.console.exclusive import BUSY_TABLE, exclusive
 from ovota.device.console.flash_http import ota_flash_http
-from ovota.device.console.flashing import flash_file, ovms_realpath, protected_path, vfs_local
+from ovota.device.console.flashing import flash_file, ovms_realpath, vfs_local
 from ovota.device.console.session import Session
 from ovota.device.console.tree import Command
 from ovota.device.flash import SECTOR_SIZE
@@ -100,7 +100,7 @@ def ota_status(session: Session, args: list[str]) -> None:
 
 def ota_flash_vfs(session: Session, args: list[str]) -> None:
     """From /sd (the --sd folder) or from /store and /store2, read through the mounted FAT volume."""
-    found = None if protected_path(args[0]) else session.module.stores.locate(ovms_realpath(args[0]))
+    found = session.module.stores.locate(ovms_realpath(args[0]))  # flash_file refuses a protected path
     local = found[0].read(found[1]) if found is not None else vfs_local(session.module.sd_dir, args[0])
     if flash_file(session, local, args[0]):
         session.module.config.set("ota", "vfs.mru", args[0])
